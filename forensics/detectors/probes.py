@@ -103,6 +103,10 @@ def record_activations(root: nn.Module, targets: Mapping[str, tuple[str, Sequenc
                 out = out.index_select(1, index.to(out.device))
             if fn is not None:
                 out = fn(out)
+            if out is output or out._is_view():
+                # in-place activations that follow (torchvision's ReLU(inplace=True)) would
+                # overwrite an aliased record
+                out = out.clone()
             record.tensors[layer] = out.detach() if detach else out
         return hook
 
