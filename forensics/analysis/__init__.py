@@ -1,0 +1,1 @@
+"""Analyses that run uniformly on every detector through the Detector interface."""

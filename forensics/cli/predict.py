@@ -1,0 +1,74 @@
+"""``python -m forensics predict``: per-image P(fake) for files and folders, as CSV and a table."""
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+from pathlib import Path
+
+from ..device import DEVICE_CHOICES
+
+log = logging.getLogger("forensics.predict")
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE a Python literal where it parses as one (``nproj=4``, ``x=None``), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def add_parser(sub) -> None:
+    from ..detectors import list_detectors
+    p = sub.add_parser("predict", help="score images with a detector",
+                       description="Score image files and folders with a registered detector; writes per-image "
+                                   "P(fake) to CSV and prints a table. Unreadable files are skipped and listed.")
+    p.add_argument("paths", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
+    p.add_argument("--detector", required=True, choices=list_detectors(), help="registered detector")
+    p.add_argument("--weights", default="default",
+                   help="release tag (see `python -m forensics weights list`), checkpoint path, or 'default' "
+                        "for the detector's default release (default: %(default)s)")
+    p.add_argument("-o", "--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                   help="detector option, e.g. -o backbone_weights=weights/clip/ViT-L-14.safetensors (repeatable)")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV output (default: %(default)s)")
+    p.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)}[:N] (default: %(default)s)")
+    p.add_argument("--batch-size", "--bsize", dest="batch_size", type=int, default=32, help="batch size (default: 32)")
+    p.add_argument("--crop", choices=["center", "none"], default=None,
+                   help="override the detector's crop policy (default: the detector's own)")
+    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
+    p.add_argument("--max-rows", type=int, default=50, help="rows of the printed table (default: 50)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.inference import predict_records
+    from ..data import collect
+    from ..detectors import create
+    from ..io import atomic_path
+
+    records = collect(args.paths)
+    det = create(args.detector, weights=args.weights, device=args.device, **dict(args.option))
+    preds = predict_records(det, records, batch_size=args.batch_size, transform=det.transform(crop=args.crop),
+                            num_workers=args.workers)
+    preds.summary.log(log)
+    frame = preds.to_frame()
+    with atomic_path(args.out) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
+    print(format_table(frame, args.max_rows))
+    print(f"\n{len(frame)} images scored, {len(preds.summary.skipped)} skipped; CSV: {args.out}")
+    return 0
+
+
+def format_table(frame, max_rows: int) -> str:
+    shown = frame.head(max_rows)
+    width = max([len("path")] + [len(p) for p in shown["path"]])
+    lines = [f"{'path':<{width}}  {'label':>5}  {'p_fake':>7}"]
+    names = {-1: "?", 0: "real", 1: "fake"}
+    lines += [f"{r.path:<{width}}  {names[int(r.label)]:>5}  {r.p_fake:7.4f}" for r in shown.itertuples()]
+    if len(frame) > max_rows:
+        lines.append(f"... ({len(frame) - max_rows} more rows in the CSV)")
+    return "\n".join(lines)
