@@ -94,7 +94,7 @@ def read_weight_file(path: PathLike, expected: str = "a checkpoint") -> dict[str
             return dict(load_file(str(path), device="cpu"))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc}); expected {expected}") from exc
-    if _is_torchscript_archive(path):
+    if is_torchscript_archive(path):
         raise CheckpointError(
             f"{path}: this is a TorchScript archive (e.g. OpenAI's original CLIP release), which is not read by "
             f"unpickling; convert it once with `python -m forensics weights convert {path} OUT.safetensors` "
@@ -113,7 +113,7 @@ def read_weight_file(path: PathLike, expected: str = "a checkpoint") -> dict[str
     return dict(obj)
 
 
-def _is_torchscript_archive(path: Path) -> bool:
+def is_torchscript_archive(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
             return any(n.endswith("/constants.pkl") or n.split("/", 1)[-1].startswith("code/")
