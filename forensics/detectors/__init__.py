@@ -10,7 +10,7 @@ from .probes import POINTS, ActivationRecord, FeatureLayer
 from .registry import create, get_config, list_detectors, register_detector
 
 # Each import registers one detector.
-from . import resnet50, efb0  # noqa: E402,F401
+from . import resnet50, efb0, rine, ufd  # noqa: E402,F401
 
 __all__ = ["Detector", "DetectorConfig", "Preprocessing", "FeatureMapKey", "FeatureLayer", "ActivationRecord",
            "POINTS", "create", "get_config", "list_detectors", "register_detector", "parse_keys",
