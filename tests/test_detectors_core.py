@@ -265,3 +265,19 @@ def test_safetensors_checkpoint(tmp_path):
     save_file({k: v.contiguous() for k, v in src.net.state_dict().items()}, str(path))
     x = torch.randn(1, 3, 64, 64)
     assert torch.equal(create("resnet50", weights=path)(x), src(x))
+
+
+def test_pretrained_configs_tie_weights_to_preprocessing():
+    from forensics.detectors import list_pretrained, pretrained_config
+    tags = list_pretrained()
+    assert {"resnet50.cnndet_blur_jpg_prob0.5", "efb0.tff_blur_jpg_prob0.5", "rine.2class", "ufd.fc"} <= set(tags)
+    for tag in tags:
+        pc = pretrained_config(tag)
+        assert pc.weights.tag == tag and pc.detector.name == pc.weights.detector
+        assert pc.weights.url and pc.detector.preprocessing.mean
+        json.dumps(pc.to_dict())
+    rine4 = pretrained_config("rine.4class")
+    assert (rine4.detector.options["nproj"], rine4.detector.options["proj_dim"]) == (2, 1024)
+    assert pretrained_config("rine.2class").weights.sha256.startswith("680d301b")
+    with pytest.raises(ValueError):
+        pretrained_config("clip.vit_l14_openai")

@@ -5,7 +5,9 @@ A new detector is one module defining a :class:`Detector` subclass decorated wit
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,32 @@ def create(name: str, weights: str | Path | None = None, *, device: str | torch.
     model.to(resolve_device(device))
     model.eval()
     return model
+
+
+@dataclass(frozen=True)
+class PretrainedConfig:
+    """A release tied to the detector it loads into (timm-style pretrained config): architecture,
+    preprocessing and input size from the detector's config; file, source, sha256 and paper from
+    the weights registry."""
+
+    detector: DetectorConfig
+    weights: "weight_registry.WeightSpec"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"detector": self.detector.to_dict(), "weights": dataclasses.asdict(self.weights)}
+
+
+def pretrained_config(tag: str) -> PretrainedConfig:
+    """The :class:`PretrainedConfig` of a release tag, e.g. ``pretrained_config("rine.2class")``."""
+    spec = weight_registry.get_spec(tag)
+    if spec.detector is None:
+        raise ValueError(f"{tag} is not a detector release (it is a backbone or initialisation file)")
+    config = get_config(spec.detector)
+    if spec.options:
+        config = config.with_options(**{k: v for k, v in spec.options.items() if k in config.options})
+    return PretrainedConfig(config, spec)
+
+
+def list_pretrained(detector: str | None = None) -> list[str]:
+    """Release tags that load into ``detector`` (all detector releases when ``None``)."""
+    return [s.tag for s in weight_registry.list_specs(detector) if s.detector is not None]
