@@ -1,7 +1,10 @@
-"""Eval transforms built from a detector's :class:`Preprocessing` (PIL RGB image -> tensor)."""
+"""Eval transforms built from a detector's :class:`Preprocessing` (PIL RGB image -> tensor), and the
+ten-crop variant (PIL RGB image -> ``[10, 3, H, W]``)."""
 from __future__ import annotations
 
+import torch
 from torchvision import transforms as T
+from torchvision.transforms import functional as F
 from torchvision.transforms import InterpolationMode
 
 from .config import Preprocessing
@@ -24,4 +27,56 @@ def build_eval_transform(pre: Preprocessing, grayscale: bool = False) -> T.Compo
     if grayscale:
         steps.append(T.Grayscale(num_output_channels=3))
     steps += [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
+    return T.Compose(steps)
+
+
+class PadToSize:
+    """Zero-pad a PIL image to at least ``size`` x ``size``, centred exactly as torchvision's
+    ``CenterCrop`` pads an image smaller than its crop (left/top get the floor of the margin)."""
+
+    def __init__(self, size: int):
+        self.size = int(size)
+
+    def __call__(self, image):
+        width, height = image.size
+        dw, dh = max(self.size - width, 0), max(self.size - height, 0)
+        if not dw and not dh:
+            return image
+        return F.pad(image, [dw // 2, dh // 2, (dw + 1) // 2, (dh + 1) // 2], fill=0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
+class StackCrops:
+    """Apply a per-crop transform to every crop of a ``TenCrop``/``FiveCrop`` tuple and stack the
+    results into one ``[n_crops, C, H, W]`` tensor (a class, not a lambda, so data-loader workers
+    can pickle it)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, crops):
+        return torch.stack([self.transform(c) for c in crops])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform!r})"
+
+
+def build_ten_crop_transform(pre: Preprocessing, grayscale: bool = False) -> T.Compose:
+    """resize (optional) -> zero-pad to ``crop_size`` -> ``TenCrop(crop_size)`` -> per crop
+    [grayscale x3] -> ToTensor -> Normalize; returns ``[10, 3, crop_size, crop_size]`` per image.
+
+    TenCrop = the 4 corner crops and the centre crop of the image and of its horizontal mirror
+    (RINE's Synthbuster protocol, rine_ufd.md §4.2; the logits of the 10 crops are averaged by the
+    caller, e.g. :class:`forensics.analysis.evaluate.CropAveragingDetector`). ``pre.crop`` is
+    ignored. Difference: torchvision's ``TenCrop`` raises on an image smaller than the crop; here
+    such an image is first zero-padded the way ``CenterCrop`` pads it.
+    """
+    steps: list = []
+    if pre.resize is not None:
+        steps.append(T.Resize(pre.resize, interpolation=_INTERP[pre.interpolation]))
+    per_crop: list = [T.Grayscale(num_output_channels=3)] if grayscale else []
+    per_crop += [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
+    steps += [PadToSize(pre.crop_size), T.TenCrop(pre.crop_size), StackCrops(T.Compose(per_crop))]
     return T.Compose(steps)
