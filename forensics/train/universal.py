@@ -1,0 +1,543 @@
+"""Training of the universal detectors (ResNet-50, EfficientNet-B0) with Wang et al.'s recipe,
+including T-FF's colour-robust variant.
+
+References: CNNDetection ``train.py`` / ``networks/trainer.py`` (attribution_cnndet.md §B.3 options,
+§B.5 augmentation, §B.6 loop and early stopping, §B.8 checkpoints) and T-FF ``src/cr_ud`` (tff.md
+§11: RandomGrayscale after the flip; EfficientNet-B0 from ``efficientnet_pytorch``).
+
+The loop, as the reference: BCEWithLogits on the detector's logit; Adam(lr, (beta1, 0.999)) or SGD
+(momentum 0); every ``loss_freq`` steps the loss is logged, every ``save_latest_freq`` steps
+``model_epoch_latest.pth`` is written; at the end of epoch ``e`` ``latest`` and
+``model_epoch_<e>.pth`` are written when ``e % save_epoch_freq == 0``, then the model is validated
+(eval mode; accuracy at p > 0.5 and AP) and :class:`~forensics.train.earlystop.EarlyStopping` on
+the accuracy saves ``model_epoch_best.pth``; an early stop divides the lr by 10 (fresh stopper,
+delta -0.002) until it would fall below 1e-6, which ends training. The run returns the best
+checkpoint, a CNNDetection-format file that ``forensics.detectors.create(name, weights=path)``
+loads.
+
+Additions to the reference (each documented at its option):
+
+- ``--max_steps N`` stops after N optimizer steps (the project's fixed-budget benchmark); with
+  ``--val_every K`` validation (and early stopping, patience counted in validation points) runs
+  every K steps instead of at epoch ends. When training stops on a limit, a last validation runs
+  unless one just ran at that step, so the best checkpoint always covers the final weights.
+- ``--resume`` restores model, optimizer (unless ``--new_optim``), scaler, step/epoch counters
+  and the position inside the epoch, early-stopping and lr state, and the RNG states. Each epoch's
+  sample order is drawn from a generator seeded by ``(seed, epoch)``, so a resumed run skips the
+  batches already seen and, with ``--num_threads 0``, continues bit-for-bit as an uninterrupted run.
+  [deviation] CNNDetection's continue-training resets the lr to ``--lr``; here the lr schedule
+  is restored.
+- ``--init random`` (or absent ImageNet weights): EfficientNet-B0 gets the TF reference init
+  (:func:`init_efficientnet_tf`); efficientnet_pytorch's ``from_name`` applies none.
+- Bad image files never crash a run: they are skipped, and listed once per epoch (RunSummary).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .. import weights as weight_registry
+from ..data import ImageDataset, ImageRecord, RunSummary, collate, forensynths
+from ..detectors import create, get_config
+from ..detectors.base import Detector, load_strict
+from ..device import resolve_device
+from ..errors import CheckpointError, DatasetLayoutError, WeightsNotFoundError
+from ..io import read_weight_file
+from ..metrics import binary_metrics
+from . import TrainerSpec, register_trainer
+from .augment import AugmentConfig, add_augment_arguments, comma_list, seed_worker, train_transform, val_transform
+from .checkpoint import BEST, LATEST, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .common import TrainLog, prepare_run_dir, seed_everything
+from .earlystop import EarlyStopping, LrSchedule
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.jsonl"
+INIT_CHOICES = ("imagenet", "random")
+
+
+# ---------------------------------------------------------------------------- model initialisation
+def _cnndet_fc_init(head: nn.Linear, gain: float) -> None:
+    """CNNDetection: ``fc = Linear(2048, 1)`` with weight ~ N(0, init_gain), default bias (§B.2)."""
+    nn.init.normal_(head.weight, 0.0, gain)
+
+
+def _library_head_init(head: nn.Linear, gain: float) -> None:
+    """T-FF EfB0: ``from_pretrained(num_classes=1)`` keeps the library's ``nn.Linear`` init."""
+
+
+def init_efficientnet_tf(net: nn.Module) -> None:
+    """The TensorFlow EfficientNet reference init (as timm's ``_init_weight_goog``): conv weights
+    ~ N(0, sqrt(2 / fan_out)) with ``fan_out = k*k*out_channels / groups``, conv biases 0, BatchNorm
+    weight 1 / bias 0, linear weights ~ N(0, 0.01) with bias 0.
+
+    efficientnet_pytorch's ``from_name`` keeps PyTorch's per-layer defaults, under which the signal
+    of a fresh model in eval mode (BatchNorm with running statistics 0/1, eps 1e-3) shrinks to
+    ~1e-13 at the head and the logits are bit-identical for any input. With this init the eval-mode
+    output depends on the input again, though weakly (logit spread ~1e-6 on 64 px inputs): what
+    remains is the BatchNorm running statistics, which only training (momentum 0.01 in this
+    library) brings to the data's scale. In train mode BatchNorm renormalises every layer either way.
+    """
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+@dataclass(frozen=True)
+class ArchRecipe:
+    """What the two architectures do differently: the ImageNet initialisation release, the name of
+    the 1-output head in ``detector.net`` (dropped from the ImageNet file), its init, and the init
+    applied when training from random weights (``None``: the constructor's init is proper)."""
+
+    init_tag: str
+    head: str
+    init_head: Callable[[nn.Linear, float], None]
+    init_random: Callable[[nn.Module], None] | None = None
+
+
+RECIPES: dict[str, ArchRecipe] = {
+    # CNNDetection networks/trainer.py: resnet50(pretrained=True), new fc ~ N(0, 0.02).
+    "resnet50": ArchRecipe("init.resnet50_imagenet", "fc", _cnndet_fc_init),
+    # T-FF cr_ud: EfficientNet.from_pretrained('efficientnet-b0', num_classes=1) (fc not loaded).
+    "efb0": ArchRecipe("init.efb0_imagenet", "_fc", _library_head_init, init_efficientnet_tf),
+}
+
+
+def _load_imagenet(net: nn.Module, recipe: ArchRecipe, arch: str) -> Path | None:
+    """Load the ImageNet weights of ``recipe`` into ``net`` except its head; ``None`` (after ONE
+    warning naming the file and its source) when the file is absent."""
+    try:
+        path = weight_registry.resolve(recipe.init_tag)
+    except WeightsNotFoundError as exc:
+        log.warning("ImageNet initialisation unavailable; falling back to random initialisation.\n%s", exc)
+        return None
+    state = read_weight_file(path, expected=f"ImageNet weights for {arch}")
+    prefix = f"{recipe.head}."
+    own_head = {prefix + k: v for k, v in getattr(net, recipe.head).state_dict().items()}
+    body = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    load_strict(net, {**body, **own_head}, source=str(path), arch=f"{arch} (without its head)")
+    log.info("initialised from ImageNet weights %s (head %r re-initialised)", path, recipe.head)
+    return path
+
+
+def build_detector(name: str, init: str = "imagenet", init_gain: float = 0.02) -> Detector:
+    """A detector ready for training (CPU, eval mode): ImageNet weights for the body when
+    ``init='imagenet'`` and the file is present (else random, with one warning), the recipe's
+    random init when not loaded, then the head init (§B.2; tff.md §11)."""
+    if init not in INIT_CHOICES:
+        raise ValueError(f"init {init!r}: choose from {', '.join(INIT_CHOICES)}")
+    recipe = _recipe(name)
+    detector = create(name)
+    source = _load_imagenet(detector.net, recipe, detector.config.arch) if init == "imagenet" else None
+    if source is None and recipe.init_random is not None:
+        recipe.init_random(detector.net)
+    recipe.init_head(getattr(detector.net, recipe.head), init_gain)
+    detector.weights_source = f"init:{source}" if source is not None else "init:random"
+    return detector
+
+
+def _recipe(name: str) -> ArchRecipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise KeyError(f"the universal trainer trains {', '.join(RECIPES)}, not {name!r}") from None
+
+
+# ---------------------------------------------------------------------------- options
+OPTIMIZERS: dict[str, Callable[[Any, float, argparse.Namespace], torch.optim.Optimizer]] = {
+    "adam": lambda params, lr, a: torch.optim.Adam(params, lr=lr, betas=(a.beta1, 0.999)),
+    "sgd": lambda params, lr, a: torch.optim.SGD(params, lr=lr, momentum=0.0),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CNNDetection's training options (§B.3 names and defaults) plus this project's additions."""
+    g = parser.add_argument_group("data (ForenSynths layout: <dataroot>/<split>/[<class>/]{0_real,1_fake})")
+    g.add_argument("--dataroot", required=True, help="folder holding the train and val split folders")
+    g.add_argument("--train_split", default="train", help="training split folder (default train)")
+    g.add_argument("--val_split", default="val", help="validation split folder (default val)")
+    g.add_argument("--classes", type=comma_list(str), default=None,
+                   help="comma list of class folders; '' = the split folder itself holds 0_real/1_fake; "
+                        "default: detect the layout")
+    g.add_argument("--class_bal", action="store_true",
+                   help="sample with weights 1/class frequency (WeightedRandomSampler, with replacement)")
+    g.add_argument("--serial_batches", action="store_true", help="no shuffling (dataset order)")
+    g.add_argument("--batch_size", type=int, default=64)
+    g.add_argument("--num_threads", type=int, default=None,
+                   help="data-loader workers (default: 4 on CUDA, 0 on CPU)")
+    add_augment_arguments(parser)
+
+    g = parser.add_argument_group("model")
+    g.add_argument("--init", choices=INIT_CHOICES, default="imagenet",
+                   help="imagenet (the reference; falls back to random with a notice when the file is absent) "
+                        "or random")
+    g.add_argument("--init_gain", type=float, default=0.02, help="std of the ResNet-50 fc weight init")
+
+    g = parser.add_argument_group("optimisation (attribution_cnndet.md §B.6)")
+    g.add_argument("--optim", choices=tuple(OPTIMIZERS), default="adam")
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 (beta2 = 0.999)")
+    g.add_argument("--niter", type=int, default=10000, help="maximum number of epochs")
+    g.add_argument("--max_steps", type=int, default=None,
+                   help="stop after this many optimizer steps (fixed-budget runs; a last validation follows)")
+    g.add_argument("--val_every", type=int, default=0,
+                   help="validate every N steps instead of at each epoch end (0 = per epoch, the reference); "
+                        "early-stopping patience then counts validation points")
+    g.add_argument("--earlystop_epoch", type=int, default=5, help="early-stopping patience")
+    g.add_argument("--amp", action="store_true", help="CUDA mixed precision (float16 autocast + GradScaler)")
+
+    g = parser.add_argument_group("checkpoints and logging")
+    g.add_argument("--name", default=None, help="run name (default: <detector>[_color_robust])")
+    g.add_argument("--checkpoints_dir", default="checkpoints", help="runs go to <checkpoints_dir>/<name>")
+    g.add_argument("--loss_freq", type=int, default=400, help="log the loss every N steps")
+    g.add_argument("--save_latest_freq", type=int, default=2000, help="write model_epoch_latest.pth every N steps")
+    g.add_argument("--save_epoch_freq", type=int, default=20,
+                   help="write model_epoch_<e>.pth at the end of epochs e %% N == 0 (0 = never)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from <checkpoints_dir>/<name>/model_epoch_latest.pth")
+    g.add_argument("--new_optim", action="store_true", help="with --resume: start a fresh optimizer")
+
+    g = parser.add_argument_group("runtime")
+    g.add_argument("--seed", type=int, default=0, help="seed of python, numpy, torch and the sample order (>= 0)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+# ---------------------------------------------------------------------------- data
+def list_split(dataroot: str | Path, split: str, classes: list[str] | None) -> list[ImageRecord]:
+    """The records of ``<dataroot>/<split>``: ``classes=None`` detects flat vs class layout, ``[]``
+    is flat (``--classes ''``), a list reads those class folders (CNNDetection: one ImageFolder per
+    class, concatenated; §B.4)."""
+    folder = Path(dataroot) / split
+    if classes is None:
+        return forensynths(folder)
+    if not classes:
+        return forensynths(folder, have_classes=False)
+    return [rec for cls in classes for rec in forensynths(folder, gen=cls, have_classes=False)]
+
+
+#: Independent random streams derived from ``--seed``: the sample order of an epoch, the worker
+#: seeds of an epoch's loader, the validation loader's worker seeds.
+ORDER_STREAM, LOADER_STREAM, VAL_STREAM = 0, 1, 2
+
+
+def _stream_seed(seed: int, stream: int, epoch: int = 0) -> int:
+    return int(np.random.SeedSequence([seed, stream, epoch]).generate_state(1, np.uint64)[0])
+
+
+@dataclass
+class TrainState:
+    """Counters a checkpoint restores. ``epoch_batch``: batches of ``epoch`` already consumed
+    (including batches whose files were all skipped); ``stopped_by``: why the run ended."""
+
+    total_steps: int = 0
+    epoch: int = 0
+    epoch_batch: int = 0
+    last_val_step: int = -1
+    stopped_by: str | None = None
+
+
+# ---------------------------------------------------------------------------- trainer
+class UniversalTrainer:
+    """One training run of ``args.detector`` (see the module docstring); :meth:`fit` returns the
+    best checkpoint. Attributes ``model`` (the :class:`Detector`), ``optimizer``, ``state`` and
+    ``run_dir`` are public for inspection."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.name: str = args.detector
+        _recipe(self.name)
+        self.device = resolve_device(args.device)
+        self.amp = bool(args.amp) and self.device.type == "cuda"
+        if args.amp and not self.amp:
+            log.warning("--amp needs CUDA; training in float32 on %s", self.device)
+        on_cuda = self.device.type == "cuda"
+        self.num_workers = args.num_threads if args.num_threads is not None else (4 if on_cuda else 0)
+        default_name = self.name + ("_color_robust" if args.color_robust else "")
+        self.run_dir = Path(args.checkpoints_dir) / (args.name or default_name)
+        self.train_log = TrainLog(self.run_dir / LOG_FILE)
+
+        seed_everything(args.seed)
+        pre = get_config(self.name).preprocessing
+        augment = AugmentConfig.from_options(args, mean=tuple(pre.mean), std=tuple(pre.std))
+        if augment.gray_prob > 0:
+            log.info("colour-robust training: random grayscale with p=%g%s", augment.gray_prob,
+                     " (validation too)" if augment.gray_val else "")
+        self.train_set = ImageDataset(list_split(args.dataroot, args.train_split, args.classes),
+                                      train_transform(augment))
+        self.val_set = ImageDataset(list_split(args.dataroot, args.val_split, args.classes), val_transform(augment))
+        log.info("%d training and %d validation images", len(self.train_set), len(self.val_set))
+
+        self.model = build_detector(self.name, args.init, args.init_gain).to(self.device).train()
+        self.schedule = LrSchedule(lr=args.lr)
+        self.stopper = EarlyStopping(patience=args.earlystop_epoch)
+        self.optimizer = self._new_optimizer()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.criterion = nn.BCEWithLogitsLoss()
+        self.state = TrainState()
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._loss_count = 0
+        self._images = 0
+        self._clock = time.perf_counter()
+        self._bar: tqdm | None = None
+
+    # ------------------------------------------------------------------ public
+    def fit(self) -> Path:
+        """Train until early stopping ends the schedule, ``niter`` epochs or ``max_steps`` steps;
+        return ``<run_dir>/model_epoch_best.pth``."""
+        resumed = self.args.resume and self._resume()
+        if not resumed and latest_checkpoint(self.run_dir) is not None:
+            log.warning("%s already holds checkpoints; starting a new run over them (use --resume to continue)",
+                        self.run_dir)
+        prepare_run_dir(self.run_dir, vars(self.args))
+        self.train_log.write("resume" if resumed else "start", detector=self.name, step=self.state.total_steps,
+                             epoch=self.state.epoch, lr=self.schedule.lr, device=str(self.device))
+        with logging_redirect_tqdm(), tqdm(total=self.args.max_steps, initial=self.state.total_steps, unit="step",
+                                           desc=f"train {self.name}", dynamic_ncols=True, disable=None) as bar:
+            self._bar = bar
+            self._clock = time.perf_counter()
+            while (reason := self.state.stopped_by or self._limit_reached()) is None:
+                self._run_epoch()
+            self._finish(reason)
+        best = self.run_dir / BEST
+        log.info("training finished (%s) at step %d, epoch %d; best checkpoint %s (val acc %s)", self.state.stopped_by,
+                 self.state.total_steps, self.state.epoch, best, self.stopper.best)
+        return best
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Score the validation split in eval mode: accuracy at p > 0.5, real/fake accuracy and AP
+        (:func:`forensics.metrics.binary_metrics`, §B.7). Skipped files are logged."""
+        self.model.eval()
+        summary = RunSummary()
+        labels: list[torch.Tensor] = []
+        scores: list[torch.Tensor] = []
+        seed = _stream_seed(self.args.seed, VAL_STREAM)
+        for batch in self._loader(self.val_set, list(range(len(self.val_set))), seed):
+            summary.add(batch)
+            if len(batch):
+                scores.append(torch.sigmoid(self._forward(batch.images).float()).cpu())
+                labels.append(batch.labels)
+        self.model.train()
+        if summary.skipped:
+            self._report_data(summary, "val")
+        if not scores:
+            raise DatasetLayoutError(f"{self.args.dataroot}/{self.args.val_split}: no readable validation image")
+        return binary_metrics(torch.cat(labels).numpy(), torch.cat(scores).numpy())
+
+    # ------------------------------------------------------------------ loop
+    def _limit_reached(self) -> str | None:
+        if self.args.max_steps is not None and self.state.total_steps >= self.args.max_steps:
+            return "max_steps"
+        if self.state.epoch >= self.args.niter:
+            return "niter"
+        return None
+
+    def _run_epoch(self) -> None:
+        st, bs = self.state, self.args.batch_size
+        order = self._epoch_order(st.epoch)
+        n_batches = math.ceil(len(order) / bs)
+        summary = RunSummary()
+        for batch in self._loader(self.train_set, order[st.epoch_batch * bs:],
+                                  _stream_seed(self.args.seed, LOADER_STREAM, st.epoch)):
+            summary.add(batch)
+            st.epoch_batch += 1
+            if len(batch):  # a batch of skipped files only makes no step
+                self._train_step(batch.images, batch.labels)
+                if self.args.val_every and st.total_steps % self.args.val_every == 0:
+                    self._validation_point()
+            if st.stopped_by or (st.epoch_batch < n_batches and self._limit_reached()):
+                break
+        if summary.total:
+            self._report_data(summary, "train")
+        if st.epoch_batch < n_batches or st.stopped_by:
+            return
+        # End of the epoch, in the reference's order: periodic checkpoints, then validation.
+        freq = self.args.save_epoch_freq
+        if freq and st.epoch % freq == 0:
+            self._save(LATEST)
+            self._save(f"model_epoch_{st.epoch}.pth")
+        if not self.args.val_every:
+            self._validation_point()
+        st.epoch += 1
+        st.epoch_batch = 0
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        y = labels.to(self.device, dtype=torch.float32, non_blocking=True)
+        loss = self.criterion(self._forward(images).float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        st = self.state
+        st.total_steps += 1
+        self._loss_sum += loss.detach()
+        self._loss_count += 1
+        self._images += len(images)
+        self._bar.update(1)
+        if st.total_steps % self.args.loss_freq == 0:
+            self._log_loss(float(loss.detach()))
+        if st.total_steps % self.args.save_latest_freq == 0:
+            self._save(LATEST)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            return self.model(x.to(self.device, non_blocking=True))
+
+    def _log_loss(self, loss: float) -> None:
+        now = time.perf_counter()
+        mean = float(self._loss_sum) / self._loss_count
+        speed = self._images / max(now - self._clock, 1e-9)  # since the last log line, validation included
+        st, lr = self.state, self.schedule.lr
+        log.info("step %d (epoch %d): loss %.4f (mean of %d steps %.4f), lr %.3g, %.1f img/s",
+                 st.total_steps, st.epoch, loss, self._loss_count, mean, lr, speed)
+        self.train_log.write("loss", step=st.total_steps, epoch=st.epoch, loss=loss, loss_mean=mean,
+                             steps=self._loss_count, lr=lr, images_per_s=speed)
+        self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2g}")
+        self._loss_sum.zero_()
+        self._loss_count = self._images = 0
+        self._clock = now
+
+    def _validation_point(self) -> None:
+        """Validate, save ``best`` when the stopper says so, and apply CNNDetection's lr schedule
+        (§B.6): on an early stop lr /= 10 with a fresh stopper, or the end of training."""
+        st = self.state
+        m = self.validate()
+        st.last_val_step = st.total_steps
+        shown = {k: m[k] for k in ("acc", "ap", "r_acc", "f_acc", "n_real", "n_fake")}
+        log.info("validation at step %d (epoch %d): acc %.4f, ap %.4f (real acc %.4f, fake acc %.4f)",
+                 st.total_steps, st.epoch, m["acc"], m["ap"], m["r_acc"], m["f_acc"])
+        self.train_log.write("val", step=st.total_steps, epoch=st.epoch, lr=self.schedule.lr, **shown)
+        if self.stopper.step(m["acc"]):
+            self._save(BEST)
+            self.train_log.write("best", step=st.total_steps, epoch=st.epoch, acc=m["acc"])
+        if not self.stopper.early_stop:
+            return
+        if self.schedule.drop():
+            self._set_lr(self.schedule.lr)
+            self.stopper = self.schedule.new_stopper(self.args.earlystop_epoch)
+            log.info("learning rate dropped by 10 to %g; training continues", self.schedule.lr)
+            self.train_log.write("lr_drop", step=st.total_steps, epoch=st.epoch, lr=self.schedule.lr)
+        else:
+            log.info("early stopping: the learning rate would fall below %g", self.schedule.min_lr)
+            st.stopped_by = "early_stop"
+            self.train_log.write("early_stop", step=st.total_steps, epoch=st.epoch)
+
+    def _finish(self, reason: str) -> None:
+        """Final validation on a limit (unless one ran at this step), then ``latest``. Its RNG state
+        is the one from before that validation, so a resumed run continues as an uninterrupted one."""
+        rng = rng_state()
+        if reason != "early_stop" and self.state.last_val_step != self.state.total_steps:
+            self._validation_point()
+        self.state.stopped_by = self.state.stopped_by or reason
+        self._save(LATEST, rng=rng)
+        self.train_log.write("finish", step=self.state.total_steps, epoch=self.state.epoch,
+                             reason=self.state.stopped_by)
+
+    # ------------------------------------------------------------------ data
+    def _epoch_order(self, epoch: int) -> list[int]:
+        """The sample order of ``epoch``: dataset order (``--serial_batches``), class-balanced draws
+        (``--class_bal``) or a shuffle, from a generator seeded by ``(seed, epoch)``."""
+        n = len(self.train_set)
+        if self.args.serial_batches:
+            return list(range(n))
+        gen = torch.Generator().manual_seed(_stream_seed(self.args.seed, ORDER_STREAM, epoch))
+        if self.args.class_bal:
+            labels = np.array([r.label for r in self.train_set.records])
+            weights = torch.as_tensor(1.0 / np.bincount(labels)[labels], dtype=torch.double)
+            return list(WeightedRandomSampler(weights, n, replacement=True, generator=gen))
+        return list(RandomSampler(range(n), generator=gen))
+
+    def _loader(self, dataset: ImageDataset, indices: list[int], seed: int) -> DataLoader:
+        # A private generator: creating the iterator must not draw from torch's global RNG
+        # (augmentation draws), or a resumed run would diverge.
+        return DataLoader(dataset, batch_size=self.args.batch_size, sampler=indices, num_workers=self.num_workers,
+                          collate_fn=collate, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(seed))
+
+    def _report_data(self, summary: RunSummary, split: str) -> None:
+        """List skipped files (once per epoch for training, per validation for val)."""
+        summary.log(log)
+        self.train_log.write("data", split=split, step=self.state.total_steps, epoch=self.state.epoch,
+                             **summary.to_dict())
+
+    # ------------------------------------------------------------------ state
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return OPTIMIZERS[self.args.optim](self.model.parameters(), self.schedule.lr, self.args)
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _save(self, filename: str, rng: Mapping[str, Any] | None = None) -> Path:
+        """A CNNDetection-format checkpoint (``model`` = ``detector.net.state_dict()``, §B.8) plus
+        what ``--resume`` needs."""
+        extra: dict[str, Any] = dict(
+            detector=self.name, epoch_batch=self.state.epoch_batch, last_val_step=self.state.last_val_step,
+            stopped_by=self.state.stopped_by, stopper=dataclasses.asdict(self.stopper),
+            schedule=dataclasses.asdict(self.schedule), scaler=self.scaler.state_dict() if self.amp else None)
+        if rng is not None:
+            extra["rng"] = rng  # overrides the state save_checkpoint takes now
+        return save_checkpoint(self.run_dir / filename, self.model.net.state_dict(), self.optimizer,
+                               self.state.total_steps, self.state.epoch, **extra)
+
+    def _resume(self) -> bool:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            log.warning("--resume: no %s in %s; starting a new run", LATEST, self.run_dir)
+            return False
+        ck = load_checkpoint(path)
+        if ck.get("detector", self.name) != self.name:
+            raise CheckpointError(f"{path} was written by a {ck['detector']} run, not {self.name}")
+        self.model.load_state(ck["model"], source=str(path))
+        self.schedule = LrSchedule(**ck["schedule"])
+        self.stopper = EarlyStopping(**ck["stopper"])
+        if self.args.new_optim:
+            self.optimizer = self._new_optimizer()
+        else:
+            self.optimizer.load_state_dict(ck["optimizer"])
+        self._set_lr(self.schedule.lr)
+        if self.amp and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        self.state = TrainState(total_steps=ck["total_steps"], epoch=ck["epoch"], epoch_batch=ck["epoch_batch"],
+                                last_val_step=ck["last_val_step"],
+                                stopped_by="early_stop" if ck.get("stopped_by") == "early_stop" else None)
+        set_rng_state(ck["rng"])
+        log.info("resumed %s at step %d (epoch %d, batch %d), lr %g%s", path, self.state.total_steps, self.state.epoch,
+                 self.state.epoch_batch, self.schedule.lr, " with a fresh optimizer" if self.args.new_optim else "")
+        return True
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Entry point of ``analyses/train.py --detector {resnet50,efb0}``."""
+    return UniversalTrainer(args).fit()
+
+
+register_trainer(TrainerSpec(
+    detectors=tuple(RECIPES),
+    description=("Wang et al. (CVPR 2020) recipe: BCE, Adam 1e-4, blur/JPEG augmentation, early stopping on val "
+                 "accuracy with lr/10 drops; --color-robust adds T-FF's random grayscale (tff.md §11)"),
+    add_arguments=add_arguments,
+    run=run,
+))
