@@ -1,7 +1,6 @@
 """Metrics against hand-computed cases."""
 import math
 
-import numpy as np
 import pytest
 
 from forensics import metrics as M

@@ -20,7 +20,8 @@ from forensics.detectors import create
 from forensics.train import augment as A
 from forensics.train.checkpoint import BEST, LATEST, load_checkpoint
 from forensics.train.common import TrainLog
-from forensics.train.universal import LOG_FILE, UniversalTrainer, add_arguments, build_detector, list_split
+from forensics.train.common import split_records
+from forensics.train.universal import LOG_FILE, UniversalTrainer, add_arguments, build_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -243,10 +244,10 @@ def test_early_stopping_drops_lr_then_stops_and_stays_stopped(dataroot):
 def test_list_split_layouts(tmp_path):
     for folder in ("flat/train", "cls/train/car", "cls/train/cat"):
         _make_split(tmp_path / folder, 1, size=8)
-    assert len(list_split(tmp_path / "flat", "train", None)) == 2
-    assert len(list_split(tmp_path / "flat", "train", [])) == 2
-    assert len(list_split(tmp_path / "cls", "train", None)) == 4
-    assert [r.source for r in list_split(tmp_path / "cls", "train", ["cat"])] == ["cat", "cat"]
+    assert len(split_records(tmp_path / "flat", "train", None)) == 2
+    assert len(split_records(tmp_path / "flat", "train", [])) == 2
+    assert len(split_records(tmp_path / "cls", "train", None)) == 4
+    assert [r.source for r in split_records(tmp_path / "cls", "train", ["cat"])] == ["cat", "cat"]
 
 
 def test_cli_help_lists_options(capsys):

@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import CheckpointError
 from .config import DetectorConfig
 from .keys import FeatureMapKey, group_by_layer, parse_keys
-from .probes import POINTS, ActivationRecord, FeatureLayer, mask_channels, record_activations
+from .probes import ActivationRecord, FeatureLayer, mask_channels, record_activations
 
 log = logging.getLogger(__name__)
 

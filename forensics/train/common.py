@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..data import ImageRecord, forensynths
 from ..io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -54,3 +55,15 @@ class TrainLog:
         if not self.path.is_file():
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def split_records(dataroot: str | Path, split: str, classes: list[str] | None) -> list[ImageRecord]:
+    """The records of ``<dataroot>/<split>``: ``classes=None`` detects flat vs class layout, ``[]``
+    is flat (``--classes ''``), a list reads those class folders (CNNDetection: one ImageFolder per
+    class, concatenated; §B.4)."""
+    folder = Path(dataroot) / split
+    if classes is None:
+        return forensynths(folder)
+    if not classes:
+        return forensynths(folder, have_classes=False)
+    return [rec for cls in classes for rec in forensynths(folder, gen=cls, have_classes=False)]

@@ -50,7 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.dataset import ImageDataset, RunSummary, Transform, collate
-from ..data.layouts import ImageRecord, forensynths
+from ..data.layouts import ImageRecord
 from ..detectors import create
 from ..detectors.clip_backbone import DEFAULT_BACKBONE, DEFAULT_BACKBONE_WEIGHTS, ClipDetector, ClipVisionBackbone
 from ..detectors.config import CLIP_MEAN, CLIP_STD, Preprocessing
@@ -62,7 +62,7 @@ from ..metrics import binary_metrics
 from . import TrainerSpec, register_trainer
 from .augment import AugmentConfig, add_augment_arguments, seed_worker, train_transform, val_transform
 from .checkpoint import LATEST, latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
-from .common import TrainLog, prepare_run_dir, seed_everything
+from .common import TrainLog, prepare_run_dir, seed_everything, split_records
 from .feature_cache import DTYPES, backbone_features, extract_or_load
 from .losses import rine_loss
 
@@ -73,18 +73,9 @@ SITE = "ln_2"
 
 
 # ============================================================================ shared with the UFD trainer
-def split_records(dataroot: str | Path, split: str, classes: str = "") -> list[ImageRecord]:
-    """Records of ``<dataroot>/<split>`` in the ForenSynths layout.
-
-    ``classes``: comma list of class folders (each ``<split>/<class>/{0_real,1_fake}``), or ``""``
-    for every class folder (or the flat ``<split>/{0_real,1_fake}``). Reals first, then fakes.
-    """
-    root = Path(dataroot) / split
-    names = [c.strip() for c in classes.split(",") if c.strip()]
-    if not names:
-        return forensynths(root)
-    records = [r for name in names for r in forensynths(root, gen=name, have_classes=False)]
-    return sorted(records, key=lambda r: r.label)  # stable: reals first, class order kept
+def class_list(classes: str) -> list[str] | None:
+    """``--classes`` comma list -> class folders; ``""`` -> ``None`` (detect flat vs class layout)."""
+    return [c.strip() for c in classes.split(",") if c.strip()] or None
 
 
 def require_labels(records: Sequence[ImageRecord], what: str) -> None:
@@ -344,8 +335,8 @@ def train(args: argparse.Namespace) -> TrainResult:
         head.load_state(ckpt["model"], source=str(run_dir / LATEST))
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, total_steps = int(ckpt["epoch"]), int(ckpt["total_steps"])
-    train_records = split_records(args.dataroot, args.train_split, args.classes)
-    val_records = split_records(args.dataroot, args.val_split, args.classes)
+    train_records = split_records(args.dataroot, args.train_split, class_list(args.classes))
+    val_records = split_records(args.dataroot, args.val_split, class_list(args.classes))
     require_labels(train_records, "training set")
     require_labels(val_records, "validation set")
     log.info("RINE: %d train / %d val images, backbone %s, q=%d d=%d factor=%g, %d epoch(s) on %s",

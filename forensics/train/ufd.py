@@ -54,11 +54,11 @@ from ..io import atomic_torch_save, read_weight_file
 from . import TrainerSpec, register_trainer
 from .augment import train_transform, val_transform
 from .checkpoint import BEST, LATEST, save_checkpoint
-from .common import TrainLog, prepare_run_dir, seed_everything
+from .common import TrainLog, prepare_run_dir, seed_everything, split_records
 from .earlystop import EarlyStopping, LrSchedule
 from .feature_cache import EMBEDDING
 from .rine import (LossFn, TrainResult, add_common_arguments, augment_config, evaluate, make_sources,
-                   require_labels, resume_state, set_lr, split_records, train_epoch)
+                   require_labels, resume_state, set_lr, class_list, train_epoch)
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def train(args: argparse.Namespace) -> TrainResult:
         stopper = EarlyStopping(**ckpt["early_stopping"])
         finished = bool(ckpt["finished"])
         set_lr(optimizer, schedule.lr)
-    train_records = split_records(args.dataroot, args.train_split, args.classes)
-    val_records = split_records(args.dataroot, args.val_split, args.classes)
+    train_records = split_records(args.dataroot, args.train_split, class_list(args.classes))
+    val_records = split_records(args.dataroot, args.val_split, class_list(args.classes))
     require_labels(train_records, "training set")
     require_labels(val_records, "validation set")
     crop = model.clip.image_size

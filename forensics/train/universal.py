@@ -50,7 +50,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .. import weights as weight_registry
-from ..data import ImageDataset, ImageRecord, RunSummary, collate, forensynths
+from ..data import ImageDataset, RunSummary, collate
 from ..detectors import create, get_config
 from ..detectors.base import Detector, load_strict
 from ..device import resolve_device
@@ -60,7 +60,7 @@ from ..metrics import binary_metrics
 from . import TrainerSpec, register_trainer
 from .augment import AugmentConfig, add_augment_arguments, comma_list, seed_worker, train_transform, val_transform
 from .checkpoint import BEST, LATEST, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .common import TrainLog, prepare_run_dir, seed_everything
+from .common import TrainLog, prepare_run_dir, seed_everything, split_records
 from .earlystop import EarlyStopping, LrSchedule
 
 log = logging.getLogger(__name__)
@@ -225,18 +225,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------- data
-def list_split(dataroot: str | Path, split: str, classes: list[str] | None) -> list[ImageRecord]:
-    """The records of ``<dataroot>/<split>``: ``classes=None`` detects flat vs class layout, ``[]``
-    is flat (``--classes ''``), a list reads those class folders (CNNDetection: one ImageFolder per
-    class, concatenated; §B.4)."""
-    folder = Path(dataroot) / split
-    if classes is None:
-        return forensynths(folder)
-    if not classes:
-        return forensynths(folder, have_classes=False)
-    return [rec for cls in classes for rec in forensynths(folder, gen=cls, have_classes=False)]
-
-
 #: Independent random streams derived from ``--seed``: the sample order of an epoch, the worker
 #: seeds of an epoch's loader, the validation loader's worker seeds.
 ORDER_STREAM, LOADER_STREAM, VAL_STREAM = 0, 1, 2
@@ -284,9 +272,9 @@ class UniversalTrainer:
         if augment.gray_prob > 0:
             log.info("colour-robust training: random grayscale with p=%g%s", augment.gray_prob,
                      " (validation too)" if augment.gray_val else "")
-        self.train_set = ImageDataset(list_split(args.dataroot, args.train_split, args.classes),
+        self.train_set = ImageDataset(split_records(args.dataroot, args.train_split, args.classes),
                                       train_transform(augment))
-        self.val_set = ImageDataset(list_split(args.dataroot, args.val_split, args.classes), val_transform(augment))
+        self.val_set = ImageDataset(split_records(args.dataroot, args.val_split, args.classes), val_transform(augment))
         log.info("%d training and %d validation images", len(self.train_set), len(self.val_set))
 
         self.model = build_detector(self.name, args.init, args.init_gain).to(self.device).train()
