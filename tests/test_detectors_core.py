@@ -12,24 +12,13 @@ from forensics.detectors import (FeatureMapKey, create, get_config, group_by_lay
 from forensics.detectors.config import DetectorConfig
 from forensics.errors import CheckpointError
 from forensics.io import atomic_torch_save
+from helpers import calibrated as make_calibrated
 
 CNNS = ["resnet50", "efb0"]
 
 
 def calibrated(name: str, seed: int = 0):
-    """A random-weight detector whose BN running statistics come from a few random batches, so its
-    output depends on the input (plain random EfficientNet activations vanish otherwise)."""
-    torch.manual_seed(seed)
-    model = create(name)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(4, 3, 64, 64))
-    return model.eval()
+    return make_calibrated(name, seed, size=64)
 
 
 @pytest.fixture(scope="module", params=CNNS)

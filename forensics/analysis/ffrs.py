@@ -1,0 +1,317 @@
+"""FF-RS (omega), T-FF's forensic feature relevance statistic (tff.md §5), computed streaming.
+
+For each kept image i, feature layer l and its LRP relevance R_i^l (``[C, H, W]``, at the folded
+conv output, :mod:`forensics.explain.lrp`):
+
+1. ``R^_i^l = max(R_i^l, 0) / sum_{c,h,w} |R_i^l|`` (no epsilon; the reference's "scheme 2");
+2. ``omega_{l,c} = sum_{h,w} mean_i R^_i^l[c, h, w]``;
+3. all feature maps of all layers are ranked together by omega, descending, with a STABLE sort
+   (ties keep network order, as the reference's Python sort).
+
+Streaming: ``sum_{h,w}`` commutes with ``mean_i``, so :class:`FFRSAccumulator` keeps, per label
+and layer, only a running ``[C]`` sum of ``sum_{h,w} R^_i`` (float64) and the image count; memory
+does not grow with the number of images (the reference keeps every relevance tensor, §5.2).
+
+Images kept (§5.2): fakes with ``p >= conf_fake`` (0.9), reals with ``p <= conf_real`` (0.1), ``p``
+from the same forward pass the LRP uses (the canonised model, as the reference's LRP-wrapped
+model). Reals and fakes are accumulated separately; reals are explained with the -1 start of the
+reference unless ``sign="correct"``.
+
+Deliberate differences from the reference:
+
+- A sample whose relevance in a layer is zero everywhere (``sum |R| == 0``) contributes 0 to that
+  layer (it still counts in the mean); the reference would divide 0 by 0 and turn the layer's
+  omega into NaN.
+- Accumulation is in float64 (the reference: float32 tensors); the ranking and the CSV use the
+  float32-rounded omega, as the reference writes float32 values, so ties are float32 ties.
+- :func:`topk`/:func:`lowk` re-sort with a stable sort; the reference's consumer re-sorts with
+  pandas' default (unstable quicksort), which may order tied maps differently (``stable=False``
+  uses pandas, but its tie order also depends on the pandas/numpy versions). For the shipped R50
+  CSV this changes nothing that matters: its low-114 maps all have omega = 0 (§5.4).
+- The default transform is the reference's RandomResizedCrop (§3.4), random and unseeded as
+  there; seed torch's RNG (with ``num_workers=0``) for repeatable runs.
+
+Numerics: omega does not depend on the batch size beyond floating-point noise (every rule is per
+sample). In float32 that noise is amplified where the epsilon rule meets a residual sum that nearly
+cancels: on a tiny random-weight R50 single omegas moved by ~2e-5 between batch sizes 1 and 16
+(oneDNN picks batch-size-dependent conv kernels); library-notes measured < 3e-5 relative on the
+real R50. On GPU keep TF32 off (the explainer does, ``reference_precision=True``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
+from ..detectors import Detector, FeatureMapKey
+from ..io import atomic_path, atomic_write_text
+from ..explain.lrp import LRPExplainer, LRPResult
+
+log = logging.getLogger(__name__)
+
+CSV_HEADER = ("key", "mean_relevance")
+LABELS = {0: "real", 1: "fake"}
+
+Ranking = list[tuple[FeatureMapKey, float]]
+
+
+# ---------------------------------------------------------------------------- per-batch pieces
+def channel_shares(relevance: torch.Tensor) -> torch.Tensor:
+    """``sum_{h,w} max(R, 0) / sum_{c,h,w} |R|`` per sample and channel: ``[B, C, ...]`` -> ``[B, C]``
+    float64 (tff.md §5.1 step 1 followed by the spatial sum). Samples with ``sum |R| == 0`` give 0."""
+    dims = tuple(range(2, relevance.ndim))
+    pos = relevance.clamp_min(0).sum(dim=dims, dtype=torch.float64) if dims else relevance.clamp_min(0).double()
+    denom = relevance.abs().sum(dim=tuple(range(1, relevance.ndim)), dtype=torch.float64)
+    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return torch.where(denom[:, None] > 0, pos / safe[:, None], torch.zeros_like(pos))
+
+
+def confidence_mask(probs: torch.Tensor, labels: torch.Tensor, conf_real: float = 0.1,
+                    conf_fake: float = 0.9) -> torch.Tensor:
+    """Which samples FF-RS keeps (tff.md §5.2): fakes (label 1) with ``p >= conf_fake`` and reals
+    (label 0) with ``p <= conf_real``."""
+    check_thresholds(conf_real, conf_fake)
+    labels = labels.to(probs.device)
+    return ((labels == 1) & (probs >= conf_fake)) | ((labels == 0) & (probs <= conf_real))
+
+
+def check_thresholds(conf_real: float, conf_fake: float) -> None:
+    """The filter must imply a correct prediction (``p >= 0.5`` is fake), since only correctly
+    classified samples receive a start signal."""
+    if not (0.0 <= conf_real <= 0.5 <= conf_fake <= 1.0):
+        raise ValueError(f"need 0 <= conf_real <= 0.5 <= conf_fake <= 1, got conf_real={conf_real}, "
+                         f"conf_fake={conf_fake}")
+
+
+# ---------------------------------------------------------------------------- accumulator
+class FFRSAccumulator:
+    """Running FF-RS sums per label (0 real, 1 fake) and feature layer.
+
+    ``layers``: ``{layer name: channels}`` in network order (the ranking's tie order), e.g.
+    :meth:`for_detector`. :meth:`update` adds one explained batch; :meth:`omega` and
+    :meth:`ranking` read the result at any time.
+    """
+
+    def __init__(self, layers: Mapping[str, int]):
+        self.layers = dict(layers)
+        self.sums: dict[int, dict[str, torch.Tensor]] = {
+            label: {name: torch.zeros(c, dtype=torch.float64) for name, c in self.layers.items()}
+            for label in LABELS}
+        self.used = {label: 0 for label in LABELS}
+        self.filtered = {label: 0 for label in LABELS}
+
+    @classmethod
+    def for_detector(cls, detector: Detector) -> "FFRSAccumulator":
+        return cls({fl.name: fl.channels for fl in detector.feature_layers()})
+
+    def update(self, result: LRPResult, labels: torch.Tensor | Sequence[int], keep: torch.Tensor | Sequence[bool]
+               ) -> None:
+        """Add the kept samples of ``result`` (``keep`` ``[B]`` bool, e.g. :func:`confidence_mask`);
+        the others count as filtered. ``result.layer_relevance`` must hold every layer."""
+        missing = [n for n in self.layers if n not in result.layer_relevance]
+        if missing:
+            raise ValueError(f"LRP result lacks {len(missing)} layer(s), e.g. {missing[:3]}; explain with layers=None")
+        device = result.logits.device
+        labels = torch.as_tensor(labels, device=device).reshape(-1)
+        keep = torch.as_tensor(keep, device=device).reshape(-1).bool()
+        if not (labels.shape == keep.shape == result.logits.shape):
+            raise ValueError(f"labels {tuple(labels.shape)}, keep {tuple(keep.shape)} and logits "
+                             f"{tuple(result.logits.shape)} must all be [B]")
+        bad = ~((labels == 0) | (labels == 1))
+        if bad.any():
+            raise ValueError(f"FF-RS needs labels 0 (real) or 1 (fake), got {labels[bad].unique().tolist()}")
+        for label in LABELS:
+            side = labels == label
+            sel = (side & keep).nonzero().squeeze(1)
+            self.used[label] += int(sel.numel())
+            self.filtered[label] += int((side & ~keep).sum())
+            if sel.numel():
+                for name in self.layers:
+                    shares = channel_shares(result.layer_relevance[name].index_select(0, sel))
+                    self.sums[label][name] += shares.sum(dim=0).cpu()
+
+    def omega(self, label: int) -> dict[str, torch.Tensor]:
+        """``{layer: omega [C]}`` (float64) over the kept images of ``label``."""
+        n = self.used[label]
+        if n == 0:
+            raise ValueError(f"no {LABELS[label]} image passed the filter; omega is undefined")
+        return {name: s / n for name, s in self.sums[label].items()}
+
+    def ranking(self, label: int) -> Ranking:
+        """Every feature map with its omega (float32-rounded, as the reference), sorted descending;
+        stable, so ties keep network order."""
+        items: Ranking = []
+        for name, values in self.omega(label).items():
+            vals = values.float().tolist()
+            items += [(FeatureMapKey(name, c, self.layers[name]), v) for c, v in enumerate(vals)]
+        return sort_ranking(items)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {LABELS[label]: {"used": self.used[label], "filtered": self.filtered[label]} for label in LABELS}
+
+
+# ---------------------------------------------------------------------------- driver
+@dataclass
+class FFRSResult:
+    """Outcome of :func:`compute_ffrs`: rankings and omega per label name (``"real"``/``"fake"``,
+    only sides with at least one kept image), counts, the skipped files, the settings used."""
+
+    detector: str
+    rankings: dict[str, Ranking]
+    omega: dict[str, dict[str, torch.Tensor]]
+    counts: dict[str, dict[str, int]]
+    summary: RunSummary
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able metadata (not the rankings: write those with :func:`write_csv`)."""
+        return {"detector": self.detector, "counts": self.counts, "settings": self.settings,
+                "summary": self.summary.to_dict()}
+
+
+def reference_transform(detector: Detector, size: int | None = None):
+    """T-FF's FF-RS input transform (tff.md §3.4): ``RandomResizedCrop(size, scale=(0.99, 1),
+    ratio=(0.99, 1), bilinear)`` (a near-full image rescaled to ``size``, default the detector's
+    crop size, 224), ToTensor, the detector's normalisation. Random and unseeded, as the reference."""
+    from torchvision import transforms as T
+    pre = detector.config.preprocessing
+    return T.Compose([
+        T.RandomResizedCrop(size or pre.crop_size, scale=(0.99, 1.0), ratio=(0.99, 1.0),
+                            interpolation=T.InterpolationMode.BILINEAR),
+        T.ToTensor(), T.Normalize(pre.mean, pre.std)])
+
+
+def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_size: int = 16,
+                 transform: Callable | None = None, conf_real: float = 0.1, conf_fake: float = 0.9,
+                 sign: str = "reference", device: str | torch.device | None = None, num_workers: int = 0,
+                 bn_identity: bool = False, progress: bool = True) -> FFRSResult:
+    """FF-RS of ``detector`` over labelled ``records`` (e.g. ``forensynths(root, 'progan_val',
+    num_real=50, num_fake=50)``), streaming (tff.md §5).
+
+    ``transform``: PIL -> normalised tensor (default :func:`reference_transform`). ``device``: moves
+    the detector there first (default: where it is). ``sign``/``bn_identity``: see
+    :class:`~forensics.explain.lrp.LRPExplainer`. Unreadable files are skipped and listed in
+    ``result.summary``.
+    """
+    check_thresholds(conf_real, conf_fake)
+    if any(r.label not in (0, 1) for r in records):
+        raise ValueError("FF-RS needs labelled records (0 real / 1 fake); some have no label")
+    if device is not None:
+        from ..device import resolve_device
+        detector.to(resolve_device(device))
+    dataset = ImageDataset(list(records), transform if transform is not None else reference_transform(detector))
+    acc = FFRSAccumulator.for_detector(detector)
+    summary = RunSummary()
+    bar = tqdm(total=len(dataset), desc=f"FF-RS {detector.name}", unit="img", disable=not progress)
+    with LRPExplainer(detector, bn_identity=bn_identity) as lrp:
+        for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
+            summary.add(batch)
+            if len(batch):
+                result = lrp.explain(batch.images, batch.labels, layers=None, sign=sign)
+                keep = confidence_mask(result.probs, batch.labels, conf_real, conf_fake)
+                acc.update(result, batch.labels, keep)
+            bar.update(len(batch) + len(batch.skipped))
+    bar.close()
+    summary.log(log)
+    counts = acc.counts()
+    for name, c in counts.items():
+        log.info("FF-RS %s: %s images used, %s filtered (p threshold %s)", detector.name, c["used"], c["filtered"],
+                 f"<= {conf_real}" if name == "real" else f">= {conf_fake}")
+    sides = {LABELS[label]: label for label in LABELS if acc.used[label]}
+    return FFRSResult(
+        detector=detector.name,
+        rankings={name: acc.ranking(label) for name, label in sides.items()},
+        omega={name: acc.omega(label) for name, label in sides.items()},
+        counts=counts, summary=summary,
+        settings={"batch_size": batch_size, "conf_real": conf_real, "conf_fake": conf_fake, "sign": sign,
+                  "bn_identity": bn_identity, "transform": repr(dataset.transform)})
+
+
+# ---------------------------------------------------------------------------- rankings
+def sort_ranking(ranking: Iterable[tuple[FeatureMapKey, float]], stable: bool = True) -> Ranking:
+    """Sort by omega, descending. ``stable=True``: ties keep their order (Python's sort, as the
+    reference writes its CSVs); ``False``: pandas' default ``sort_values`` (quicksort), as the
+    reference's consumers re-sort (tie order then depends on the pandas/numpy versions)."""
+    items = list(ranking)
+    if stable:
+        return sorted(items, key=lambda kv: kv[1], reverse=True)
+    import pandas as pd
+    frame = pd.DataFrame({"i": range(len(items)), "v": [v for _, v in items]})
+    return [items[i] for i in frame.sort_values("v", ascending=False)["i"]]
+
+
+def topk(ranking: Ranking, k: int, stable: bool = True) -> list[FeatureMapKey]:
+    """The k most relevant maps (the first k after re-sorting, as ``get_all_channels``; k=0 -> [])."""
+    return [key for key, _ in sort_ranking(ranking, stable)[:k]] if k > 0 else []
+
+
+def lowk(ranking: Ranking, k: int, stable: bool = True) -> list[FeatureMapKey]:
+    """The k least relevant maps (the last k after re-sorting; k=0 -> [])."""
+    return [key for key, _ in sort_ranking(ranking, stable)[-k:]] if k > 0 else []
+
+
+def layer_share(keys: Iterable[FeatureMapKey | str]) -> dict[str, int]:
+    """How many of ``keys`` (e.g. a top-k) each layer holds, layers in first-seen (= best rank) order."""
+    out: dict[str, int] = {}
+    for key in keys:
+        layer = FeatureMapKey.parse(key).layer
+        out[layer] = out.get(layer, 0) + 1
+    return out
+
+
+def omega_curve(ranking: Ranking) -> tuple[np.ndarray, np.ndarray]:
+    """Plot data of the README's omega figure: (sorted feature-map index, omega sorted descending)."""
+    values = np.array([v for _, v in sort_ranking(ranking)], dtype=np.float64)
+    return np.arange(len(values)), values
+
+
+def plot_omega(ranking: Ranking, path: str | Path, title: str | None = None) -> Path:
+    """Save the omega-vs-sorted-index figure (atomic write; the format follows ``path``'s suffix)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    x, y = omega_curve(ranking)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    try:
+        ax.plot(x, y)
+        ax.set_xlabel(f"sorted feature map index ({len(x)} in total)")
+        ax.set_ylabel("FF-RS (ω)")
+        if title:
+            ax.set_title(title)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------- CSV
+def write_csv(path: str | Path, ranking: Ranking) -> Path:
+    """Write a ranking in the reference format (tff.md §5.3): header ``key,mean_relevance``, one row
+    per feature map sorted by omega descending (stable), ``key`` as ``layer.#c(T=n)``, omega as a
+    Python float repr. Atomic."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for key, value in sort_ranking(ranking):
+        writer.writerow((str(key), repr(float(value))))
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: str | Path) -> Ranking:
+    """Read a ranking CSV (ours or the reference's ``fmap_relevances/...csv``) in file order."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = tuple(next(reader, ()))
+        if header != CSV_HEADER:
+            raise ValueError(f"{path}: expected header {','.join(CSV_HEADER)}, got {','.join(header)!r}")
+        return [(FeatureMapKey.parse(key), float(value)) for key, value in reader]

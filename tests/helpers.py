@@ -1,0 +1,46 @@
+"""Helpers shared by the test files (importable because pytest puts tests/ on sys.path)."""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from forensics.detectors import Detector, create
+
+
+def calibrated(name: str, seed: int = 0, size: int = 32, **options) -> Detector:
+    """A random-weight detector whose BatchNorm running statistics come from 3 random batches, so
+    that its activations (and output) depend on the input: plain random EfficientNet activations
+    vanish in eval mode because its BN statistics start at 0/1 with momentum 0.01."""
+    torch.manual_seed(seed)
+    model = create(name, **options)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, 3, size, size))
+    return model.eval()
+
+
+@functools.cache
+def calibrated_cached(name: str, seed: int = 0, size: int = 32) -> Detector:
+    """:func:`calibrated`, built once per process; tests must leave it as they found it."""
+    return calibrated(name, seed, size)
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared, loaded 2-core machine torch's thread pool spins and runs
+    small convs ~10x slower than a single thread."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
