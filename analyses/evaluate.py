@@ -20,66 +20,26 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from forensics.analysis.evaluate import (CROP_MODES, LAYOUTS, compare_rgb_gray, evaluate_perturbations,  # noqa: E402
+from forensics.analysis.evaluate import (CROP_MODES, LAYOUTS, compare_rgb_gray, evaluate_perturbations,
                                          evaluate_sets, load_sets)
-from forensics.cli import setup_logging  # noqa: E402
-from forensics.cli.predict import parse_option  # noqa: E402
-from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep  # noqa: E402
-from forensics.detectors import Detector, create, list_detectors  # noqa: E402
-from forensics.device import DEVICE_CHOICES, resolve_device  # noqa: E402
-from forensics.errors import ForensicsError  # noqa: E402
+from forensics.cli import setup_logging
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, embedded_default,
+                                         resolve_detector, uses_embedded_default)
+from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep
+from forensics.detectors import Detector
+from forensics.errors import ForensicsError
 
 log = logging.getLogger("forensics.evaluate")
-
-_BOOLS = {"auto": None, "none": None, "1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-
-NO_DEFAULT_MESSAGE = (
-    "the project's embedded default detector and data (forensics.defaults) are not available yet.\n"
-    "Pass them explicitly, e.g.:\n"
-    "  python analyses/evaluate.py --arch resnet50 --weights PATH/TO/checkpoint.pth --dataset_dir PATH/TO/testset\n"
-    "(--dataset_dir: a ForenSynths-style root with <set>/[<class>/]{0_real,1_fake}; see --help)")
-
-
-def parse_have_classes(text: str) -> bool | None:
-    """``auto``/``1``/``0``/``True``/``False``/``yes``/``no`` (any case) -> None/True/False (the
-    reference's ``type=bool`` made every non-empty string True; not reproduced)."""
-    key = str(text).strip().lower()
-    if key not in _BOOLS:
-        raise argparse.ArgumentTypeError(f"expected auto, 1/0 or True/False, got {text!r}")
-    return _BOOLS[key]
-
 
 def build_parser() -> argparse.ArgumentParser:
     kinds = sorted([*PERTURBATIONS, *ALIASES])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("detector")
-    g.add_argument("--detector", "--arch", dest="detector", choices=list_detectors(),
-                   help="registered detector (--arch: the reference's name); required with --weights/--dataset_dir")
-    g.add_argument("--weights", help="checkpoint path or release tag (default with --dataset_dir: the detector's "
-                                     "default release)")
-    g.add_argument("-o", "--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
-                   help="detector option, e.g. -o backbone_weights=weights/clip/ViT-L-14.safetensors (repeatable)")
-    g.add_argument("--blur_jpg", default="", help="training-augmentation tag of the weights (e.g. 0.5); used in "
-                                                  "output file names only, as T-FF")
-    g.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)}[:N] (default: %(default)s)")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset_dir", type=Path, help="test-set root (one folder per generator)")
+    add_detector_args(p)
+    g = add_data_args(p, gan_default=None, bsize=32)
     g.add_argument("--layout", choices=list(LAYOUTS), default="forensynths",
                    help="folder layout of --dataset_dir (default: %(default)s)")
-    g.add_argument("--gan_name", nargs="+", metavar="SET",
-                   help="sets to evaluate, in this order (default: every set found under --dataset_dir)")
-    g.add_argument("--have_classes", type=parse_have_classes, default=None, metavar="{auto,1,0}",
-                   help="ForenSynths sets have class sub-folders: auto (detect per set, default), 1/True, 0/False")
-    g.add_argument("--num_instances", type=int, default=None,
-                   help="at most this many images per class folder and label (default: all)")
-    g.add_argument("--bsize", "--batch_size", dest="bsize", type=int, default=32,
-                   help="images per batch (ten-crop: x10 crops; default: %(default)s)")
-    g.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
     g = p.add_argument_group("evaluation")
     g.add_argument("--crop", choices=CROP_MODES, default=None,
                    help="center: CenterCrop (the references' default); none: full resolution (T-FF); ten: TenCrop, "
@@ -106,37 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "before the crop (RINE §4.5)")
     g.add_argument("--reference_bugs", action="store_true",
                    help="reproduce RINE's perturbation bugs (blur sigma 4, JPEG quality ignored, crop H/W swap)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the per-image perturbation draws (default: 0)")
-    g = p.add_argument_group("output")
-    g.add_argument("--out", type=Path, default=None, help="output folder (default: figures/evaluate/<detector>)")
-    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_run_args(p, out_help="output folder (default: figures/evaluate/<detector>)")
     return p
 
 
 def resolve_inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Detector, dict]:
-    """The detector and the sets: explicit arguments, or the embedded default when neither
-    --weights nor --dataset_dir is given. ``forensics.defaults.default_detector_and_data()`` must
-    return ``(detector, data)`` with ``data`` a test-set root (read with --layout) or a mapping
-    set name -> records."""
-    if args.weights is None and args.dataset_dir is None:
-        try:
-            from forensics.defaults import default_detector_and_data
-        except ModuleNotFoundError as exc:
-            if exc.name != "forensics.defaults":
-                raise
-            parser.exit(2, f"{parser.prog}: error: {NO_DEFAULT_MESSAGE}\n")
-        detector, data = default_detector_and_data()
-        detector.to(resolve_device(args.device))
-        if isinstance(data, Mapping):
-            return detector, dict(data)
-    else:
-        if args.dataset_dir is None:
-            parser.error("--dataset_dir is required when --weights is given")
-        if args.detector is None:
-            parser.error("--detector/--arch is required with --weights/--dataset_dir")
-        detector = create(args.detector, weights=args.weights or "default", device=args.device, **dict(args.option))
-        data = args.dataset_dir
-    return detector, load_sets(data, args.gan_name, args.layout, args.have_classes, args.num_instances)
+    """The detector and the sets: explicit arguments, or the embedded default (its test families)
+    when neither --weights nor --dataset_dir is given."""
+    if uses_embedded_default(args):
+        detector, bench = embedded_default(args)
+        return detector, load_sets(bench.test_root, args.gan_name, "forensynths", False, args.num_instances)
+    if args.dataset_dir is None:
+        parser.error("--dataset_dir is required when --weights is given")
+    if args.detector is None:
+        parser.error("--detector/--arch is required with --weights/--dataset_dir")
+    detector = resolve_detector(args)
+    return detector, load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances)
 
 
 def output_stem(args: argparse.Namespace, mode: str, crop: str) -> str:

@@ -270,3 +270,10 @@ def test_pretrained_configs_tie_weights_to_preprocessing():
     assert pretrained_config("rine.2class").weights.sha256.startswith("680d301b")
     with pytest.raises(ValueError):
         pretrained_config("clip.vit_l14_openai")
+
+
+def test_create_preprocessing_override():
+    det = create("resnet50", preprocessing={"crop": "none"})
+    assert det.config.preprocessing.crop == "none" and get_config("resnet50").preprocessing.crop == "center"
+    from PIL import Image
+    assert det.transform()(Image.new("RGB", (64, 48))).shape == (3, 48, 64)

@@ -248,16 +248,7 @@ def test_cli_end_to_end(layout, checkpoint, tmp_path, capsys):
     assert (tmp_path / "perturb-jpeg-50_none_0.5.csv").is_file()
     printed = capsys.readouterr().out
     assert "AP drop (RGB - grayscale)" in printed and "jpeg(quality=50) (always)" in printed
-    assert cli.parse_have_classes("0") is False and cli.parse_have_classes("auto") is None
+    from forensics.cli.analysis_args import parse_have_classes
+    assert parse_have_classes("0") is False and parse_have_classes("auto") is None
     with pytest.raises(SystemExit):  # combined has no fixed level: a usage error, before any work
         cli.main([*common, "--perturb", "combined", "--level", "3"])
-
-
-def test_cli_without_arguments_needs_embedded_default(capsys):
-    if (ROOT / "forensics" / "defaults.py").exists():
-        pytest.skip("forensics/defaults.py exists: the embedded default is available")
-    with pytest.raises(SystemExit) as exc:
-        _cli().main([])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "embedded default" in err and "--dataset_dir" in err

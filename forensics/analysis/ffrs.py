@@ -315,3 +315,42 @@ def read_csv(path: str | Path) -> Ranking:
         if header != CSV_HEADER:
             raise ValueError(f"{path}: expected header {','.join(CSV_HEADER)}, got {','.join(header)!r}")
         return [(FeatureMapKey.parse(key), float(value)) for key, value in reader]
+
+
+# ---------------------------------------------------------------------------- run outputs
+CROP_POLICIES = ("random_resized", "center", "none")
+
+
+def ffrs_transform(detector: Detector, crop: str = "random_resized", size: int | None = None):
+    """Input transform of an FF-RS run: the reference's near-full RandomResizedCrop (default),
+    a CenterCrop, or full resolution (``none``), followed by the detector's normalisation."""
+    if crop == "random_resized":
+        return reference_transform(detector, size)
+    if crop not in CROP_POLICIES:
+        raise ValueError(f"crop must be one of {CROP_POLICIES}, got {crop!r}")
+    return detector.transform(crop=crop, crop_size=size)
+
+
+def write_outputs(result: FFRSResult, out_dir: str | Path, gan: str, topk_k: int,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write the reference's CSVs (``<gan>-real.csv``, ``<gan>-fake.csv``), the omega plot of the
+    fake ranking (PNG and PDF) and ``summary.json`` (images used/filtered/skipped, the per-layer
+    share of the top-k, the settings) into ``out_dir``; every file atomically."""
+    out_dir = Path(out_dir)
+    paths: dict[str, Path] = {}
+    for side, ranking in result.rankings.items():
+        paths[f"csv_{side}"] = write_csv(out_dir / f"{gan}-{side}.csv", ranking)
+    summary: dict[str, Any] = {**result.to_dict(), "gan_name": gan, "topk": topk_k, **(extra or {})}
+    fake = result.rankings.get("fake")
+    if fake:
+        keys = topk(fake, topk_k)
+        summary["topk_layer_share"] = layer_share(keys)
+        summary["topk_keys"] = [str(k) for k in keys]
+        summary["num_feature_maps"] = len(fake)
+        summary["num_zero_omega"] = int(sum(1 for _, v in fake if v == 0))
+        title = f"FF-RS (ω) of {result.detector} over {result.counts['fake']['used']} {gan} fakes"
+        for suffix in ("png", "pdf"):
+            paths[f"plot_{suffix}"] = plot_omega(fake, out_dir / f"{gan}-omega.{suffix}", title=title)
+    from ..io import atomic_write_json
+    paths["summary"] = atomic_write_json(out_dir / "summary.json", summary)
+    return paths

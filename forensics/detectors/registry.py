@@ -9,7 +9,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -51,12 +51,13 @@ def _entry(name: str) -> tuple[DetectorConfig, type[Detector]]:
 
 
 def create(name: str, weights: str | Path | None = None, *, device: str | torch.device | None = "cpu",
-           **options: Any) -> Detector:
+           preprocessing: Mapping[str, Any] | None = None, **options: Any) -> Detector:
     """Build a registered detector, load its weights, move it to ``device``, set eval mode.
 
     ``weights``: ``None`` (random initialisation, e.g. for tests or training from scratch),
     ``"default"`` (the config's default release tag), a release tag of :mod:`forensics.weights`,
-    or a path to a checkpoint file. Options the checkpoint determines (e.g. RINE's ``nproj`` and
+    or a path to a checkpoint file. ``preprocessing`` overrides fields of the eval preprocessing
+    (e.g. ``{"crop": "none"}`` for full-resolution evaluation). Options the checkpoint determines (e.g. RINE's ``nproj`` and
     ``proj_dim``) are inferred from its tensor shapes; ``options`` override the config defaults.
     """
     config, cls = _entry(name)
@@ -82,6 +83,8 @@ def create(name: str, weights: str | Path | None = None, *, device: str | torch.
     else:
         model.weights_source = None
         log.info("%s: random initialisation (no weights given)", name)
+    if preprocessing:
+        model.config = model.config.with_preprocessing(**preprocessing)
     model.to(resolve_device(device))
     model.eval()
     return model

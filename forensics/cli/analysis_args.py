@@ -1,0 +1,102 @@
+"""Arguments shared by the ``analyses/*.py`` scripts, with the reference's names (tff.md §13), and
+how they resolve to a detector and data, including the project's embedded default.
+
+Reference names kept: ``--arch --blur_jpg --bsize --dataset_dir --gan_name --have_classes
+--num_real --num_fake --num_instances --topk``; added everywhere: ``--weights --device --seed --out``.
+``--have_classes`` accepts auto/1/0/True/False (the reference's ``type=bool`` made "False" true;
+not reproduced).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..device import DEVICE_CHOICES
+from .predict import parse_option
+
+log = logging.getLogger(__name__)
+
+_BOOLS = {"auto": None, "none": None, "1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def parse_have_classes(text: str) -> bool | None:
+    """``auto``/``1``/``0``/``True``/``False``/``yes``/``no`` (any case) -> None/True/False."""
+    key = str(text).strip().lower()
+    if key not in _BOOLS:
+        raise argparse.ArgumentTypeError(f"expected auto, 1/0 or True/False, got {text!r}")
+    return _BOOLS[key]
+
+
+def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    from ..detectors import list_detectors
+    g = parser.add_argument_group("detector")
+    g.add_argument("--detector", "--arch", dest="detector", choices=list_detectors(),
+                   help="registered detector (--arch: the reference's name); default with no --weights and no "
+                        "--dataset_dir: the embedded default")
+    g.add_argument("--weights", help="checkpoint path or release tag (default with --dataset_dir: the detector's "
+                                     "default release)")
+    g.add_argument("-o", "--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                   help="detector option, e.g. -o backbone_weights=weights/clip/ViT-L-14.safetensors (repeatable)")
+    g.add_argument("--blur_jpg", default="", help="training-augmentation tag of the weights (e.g. 0.5); used in "
+                                                  "output names only, as T-FF")
+    g.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)}[:N] (default: %(default)s)")
+    return g
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, gan_default: list[str] | str | None = None,
+                  bsize: int = 16, per_label: bool = False) -> argparse._ArgumentGroup:
+    """``--dataset_dir --gan_name --have_classes --bsize`` and either ``--num_real/--num_fake``
+    (``per_label``) or ``--num_instances`` (caps per class folder and label; default: all)."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset_dir", type=Path, help="root holding one folder per generator / set")
+    g.add_argument("--gan_name", nargs="+", metavar="SET", default=gan_default,
+                   help="set(s) under --dataset_dir (default: %(default)s)")
+    g.add_argument("--have_classes", type=parse_have_classes, default=None, metavar="{auto,1,0}",
+                   help="sets have class sub-folders: auto (detect, default), 1/True, 0/False")
+    if per_label:
+        g.add_argument("--num_real", type=int, default=None, help="real images per class folder (default: all)")
+        g.add_argument("--num_fake", type=int, default=None, help="fake images per class folder (default: all)")
+    else:
+        g.add_argument("--num_instances", type=int, default=None,
+                       help="at most this many images per class folder and label (default: all)")
+    g.add_argument("--bsize", "--batch_size", dest="bsize", type=int, default=bsize,
+                   help="images per batch (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
+    return g
+
+
+def add_run_args(parser: argparse.ArgumentParser, out_help: str) -> argparse._ArgumentGroup:
+    g = parser.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="seed of everything random (default: %(default)s)")
+    g.add_argument("--out", type=Path, default=None, help=out_help)
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return g
+
+
+def uses_embedded_default(args: argparse.Namespace) -> bool:
+    return getattr(args, "weights", None) is None and getattr(args, "dataset_dir", None) is None
+
+
+def resolve_detector(args: argparse.Namespace, **create_kwargs: Any):
+    """The detector named by ``--detector/--weights/-o/--device`` (``--weights`` absent: its default release)."""
+    from ..detectors import create
+    if args.detector is None:
+        raise SystemExit("error: --detector/--arch is required with --weights/--dataset_dir")
+    return create(args.detector, weights=args.weights or "default", device=args.device,
+                  **{**dict(args.option), **create_kwargs})
+
+
+def embedded_default(args: argparse.Namespace):
+    """``(detector, benchmark)`` of the embedded default, moved to ``--device`` (see forensics.defaults)."""
+    from ..defaults import default_detector_and_data
+    from ..device import resolve_device
+    detector, bench = default_detector_and_data(detector=args.detector or "resnet50")
+    detector.to(resolve_device(args.device))
+    return detector, bench
+
+
+def describe(args: argparse.Namespace) -> Mapping[str, Any]:
+    """The run's arguments as JSON-friendly data (for summaries)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)}

@@ -1,0 +1,156 @@
+"""The embedded default: an offline synthetic benchmark and small detectors the project builds itself.
+
+When an analysis gets neither ``--weights`` nor ``--dataset_dir`` it runs on this default:
+
+1. the synthetic benchmark of :mod:`forensics.data.synthetic` (default :class:`BenchmarkConfig`),
+   built once into the cache;
+2. a detector trained on its training family with :data:`DEFAULT_RECIPES` (the Wang et al. recipe
+   scaled down to 64x64 images and a fixed number of steps), trained once into the cache.
+
+Both are cached under ``$FORENSICS_CACHE`` (default ``$XDG_CACHE_HOME/forensics`` or
+``~/.cache/forensics``) in folders keyed by a hash of every setting, so a changed setting builds anew
+and an unchanged one is reused. An interrupted training run resumes from its latest checkpoint.
+It is a smoke-scale stand-in for running the pipeline offline, not a substitute for ForenSynths or
+GenImage.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .data.synthetic import BenchmarkConfig, build_benchmark, read_manifest
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "FORENSICS_CACHE"
+DONE = "DONE.json"
+
+
+def cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "forensics"
+
+
+def settings_key(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Training of a default detector on the benchmark: ``analyses/train.py`` options as data."""
+
+    detector: str = "resnet50"
+    color_robust: bool = False
+    max_steps: int = 800
+    batch_size: int = 32
+    lr: float = 5e-4
+    crop_size: int = 56
+    blur_prob: float = 0.1
+    jpg_prob: float = 0.1
+    val_every: int = 200
+    seed: int = 0
+    extra: tuple[str, ...] = ()
+
+    def argv(self, dataroot: Path, run_dir: Path) -> list[str]:
+        args = ["--dataroot", str(dataroot), "--checkpoints_dir", str(run_dir.parent), "--name", run_dir.name,
+                "--no_resize", "--cropSize", str(self.crop_size), "--batch_size", str(self.batch_size),
+                "--lr", str(self.lr), "--max_steps", str(self.max_steps), "--val_every", str(self.val_every),
+                "--blur_prob", str(self.blur_prob), "--blur_sig", "0.0,3.0", "--jpg_prob", str(self.jpg_prob),
+                "--jpg_method", "cv2,pil", "--jpg_qual", "30,100", "--init", "random", "--seed", str(self.seed),
+                "--val_aug", "none", "--device", "cpu", "--save_epoch_freq", "0", "--resume", *self.extra]
+        return args + (["--color-robust"] if self.color_robust else [])
+
+
+#: The default detectors: name -> recipe (``resnet50`` is the embedded default of every analysis).
+DEFAULT_RECIPES: dict[str, TrainRecipe] = {
+    "resnet50": TrainRecipe(),
+    "resnet50_cr": TrainRecipe(color_robust=True),
+    "efb0": TrainRecipe(detector="efb0"),
+    "efb0_cr": TrainRecipe(detector="efb0", color_robust=True),
+}
+
+
+@dataclass(frozen=True)
+class DefaultBenchmark:
+    """A built benchmark: ``root`` (ForenSynths layout), its manifest and convenient paths."""
+
+    root: Path
+    manifest: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def train_family(self) -> str:
+        return self.manifest["train_family"]
+
+    @property
+    def families(self) -> list[str]:
+        return list(self.manifest["families"])
+
+    @property
+    def test_root(self) -> Path:
+        return self.root / "test"
+
+    @property
+    def val_root(self) -> Path:
+        return self.root / "val"
+
+
+def default_benchmark(config: BenchmarkConfig | None = None) -> DefaultBenchmark:
+    """The benchmark for ``config`` (default settings when ``None``), built once into the cache."""
+    config = config or BenchmarkConfig()
+    root = cache_dir() / f"benchmark-{settings_key(config.to_dict())}"
+    if not (root / "manifest.json").is_file():
+        log.info("embedded default: building the synthetic benchmark into %s (once; later runs reuse it)", root)
+        build_benchmark(root, config, overwrite=root.exists())
+    return DefaultBenchmark(root, read_manifest(root))
+
+
+def default_checkpoint(name: str = "resnet50", config: BenchmarkConfig | None = None,
+                       recipe: TrainRecipe | None = None) -> Path:
+    """The best checkpoint of default detector ``name`` (see :data:`DEFAULT_RECIPES`), trained once."""
+    from .train import get_trainer
+    import argparse
+
+    recipe = recipe or DEFAULT_RECIPES[name]
+    bench = default_benchmark(config)
+    run_dir = cache_dir() / "detectors" / f"{name}-{settings_key(bench.root.name, dataclasses.asdict(recipe))}"
+    done = run_dir / DONE
+    if done.is_file():
+        return run_dir / json.loads(done.read_text())["checkpoint"]
+    log.info("embedded default: training %s on the benchmark's '%s' family into %s (%d steps; once)",
+             name, bench.train_family, run_dir, recipe.max_steps)
+    trainer = get_trainer(recipe.detector)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--detector", default=recipe.detector)
+    trainer.add_arguments(parser)
+    path = Path(trainer.run(parser.parse_args(recipe.argv(bench.root, run_dir))))
+    from .io import atomic_write_json
+    atomic_write_json(done, {"checkpoint": path.name, "recipe": dataclasses.asdict(recipe),
+                             "benchmark": str(bench.root)})
+    return path
+
+
+def default_detector(name: str = "resnet50", config: BenchmarkConfig | None = None, device: str = "cpu"):
+    """Default detector ``name`` loaded from its cached checkpoint, evaluating full 64x64 images."""
+    from .detectors import create
+    recipe = DEFAULT_RECIPES[name]
+    path = default_checkpoint(name, config)
+    return create(recipe.detector, weights=path, device=device, preprocessing={"crop": "none"})
+
+
+def default_detector_and_data(detector: str = "resnet50", config: BenchmarkConfig | None = None):
+    """``(detector, benchmark)`` for analyses run without ``--weights``/``--dataset_dir``; logs one line."""
+    bench = default_benchmark(config)
+    model = default_detector(detector, config)
+    log.info("no --weights/--dataset_dir given: embedded default = %s trained on the synthetic benchmark's "
+             "'%s' family (%s), checkpoint %s", detector, bench.train_family, bench.root, model.weights_source)
+    return model, bench
