@@ -1,0 +1,38 @@
+"""The embedded default: benchmark and default detector built once into the cache, keyed by their
+settings, then reused (a tiny configuration; the real default is measured in the README)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from forensics import defaults
+from forensics.data.synthetic import BenchmarkConfig
+from helpers import single_thread
+
+TINY = BenchmarkConfig(image_size=32, train_per_class=3, val_per_class=2, test_per_family=3, gen_steps=2,
+                       gen_pool=8, gen_batch=4, dead_leaves=0, photo_sources=("astronaut", "coffee"),
+                       families=("tconv", "nearest"))
+RECIPE = defaults.TrainRecipe(max_steps=2, batch_size=4, crop_size=28, val_every=1)
+
+
+def test_default_benchmark_and_detector_are_cached(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path))
+    monkeypatch.setitem(defaults.DEFAULT_RECIPES, "resnet50", RECIPE)
+    with single_thread():
+        bench = defaults.default_benchmark(TINY)
+        assert bench.root.parent == tmp_path and bench.train_family == "tconv"
+        assert sorted(p.name for p in bench.test_root.iterdir()) == ["nearest", "tconv"]
+        ckpt = defaults.default_checkpoint("resnet50", TINY)
+        assert ckpt.is_file()
+        stamp = ckpt.stat().st_mtime_ns
+        caplog.clear()
+        with caplog.at_level("INFO", logger="forensics.defaults"):
+            model, bench2 = defaults.default_detector_and_data("resnet50", TINY)
+        assert bench2.root == bench.root and ckpt.stat().st_mtime_ns == stamp  # reused, not rebuilt
+        messages = [r.getMessage() for r in caplog.records if r.name == "forensics.defaults"]
+        assert len(messages) == 1 and "embedded default" in messages[0]
+        assert model.config.preprocessing.crop == "none" and model.weights_source == str(ckpt)
+    # another setting -> another cache entry
+    other = dataclasses.replace(TINY, seed=1)
+    assert defaults.settings_key(other.to_dict()) != defaults.settings_key(TINY.to_dict())
