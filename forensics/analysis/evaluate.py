@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ..data import ImageRecord, UFD_DIFFUSION_REAL_FOLDERS, forensynths, genimage, list_sources, ufd_diffusion
@@ -106,10 +107,12 @@ def set_metrics(predictions: Predictions, threshold: float | None = None, inclus
     return row
 
 
-def _own_threshold(name: str, predictions: Predictions) -> float:
-    y = predictions.labels
+def calibrated_threshold(name: str, labels: np.ndarray, probs: np.ndarray) -> float:
+    """G-mean threshold of one set's predictions (tff.md §6.3); NaN, with a warning, for a set
+    holding one class only."""
+    y = np.asarray(labels)
     if (y == 0).any() and (y == 1).any():
-        return gmean_threshold(y, predictions.probs)
+        return gmean_threshold(y, probs)
     log.warning("%s: only one class was scored; no G-mean threshold (NaN)", name)
     return float("nan")
 
@@ -262,7 +265,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
         p.summary.log(log)
         if not p.records:
             raise ForensicsError(f"{name}: none of its {len(records)} images could be read")
-        threshold = _own_threshold(name, p) if own_calibration else None
+        threshold = calibrated_threshold(name, p.labels, p.probs) if own_calibration else None
         if thresholds is not None:
             threshold = float(thresholds[name])
         rows[name] = set_metrics(p, threshold, inclusive)

@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""Feature-map dropout sensitivity (T-FF §6): zero the top-k / random-k / low-k feature maps of an FF-RS
+ranking and report AP and calibrated Real/GAN accuracies per test set.
+
+    python analyses/sensitivity.py           # the embedded default (synthetic benchmark + its ResNet-50)
+    python analyses/sensitivity.py --arch resnet50 --blur_jpg 0.5 --bsize 256 --dataset_dir /mnt/data/test \\
+        --gan_name progan stylegan2 biggan --topk 114 --weights weights/resnet50/blur_jpg_prob0.5.pth \\
+        --fmap_csv figures/rank_fmaps/resnet50/progan_val_0.5/progan_val-fake.csv
+
+Each batch is decoded once and run through the unmasked model and every masked variant. The threshold
+is 0.5 for --fixed_threshold_sets (default: progan; the embedded default: the benchmark's training
+family) and otherwise the G-mean threshold calibrated on the unmasked predictions, reused for every
+variant. Random-k: --replicas seeded draws outside the top-k, their P(fake) averaged per image
+(--per_replica: mean of the replicas' metrics instead).
+
+With no --weights/--dataset_dir: every family of the synthetic benchmark's test split (flat folders),
+k = min(114, 1% of the maps) unless --topk, and the FF-RS CSV written by `python analyses/rank_fmaps.py`
+(figures/rank_fmaps/<detector>/val_default/val-fake.csv), computed and written there if missing.
+
+Writes under OUT/<arch>/<blur_jpg or default>/: dropout.csv (tidy: set, variant, metric), dropout-table.csv
+(the README's table, %), dropout.json, per set <gan>_<blur_jpg>/<gan>-AP-#N-samples-no-crop.csv and
+<gan>-CALIBRATED_ACC-#N-samples-no-crop.csv (percent; the threshold column is NOT x100, unlike the
+reference), and with --sweep_k k_vs_ap.{csv,json,png,pdf}. Library: forensics.analysis.dropout.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from forensics.analysis.dropout import RANDOM_MODES, dropout_analysis, feature_map_sets, sweep_k
+from forensics.analysis.evaluate import load_sets
+from forensics.analysis.ffrs import compute_ffrs, ffrs_transform, read_csv, write_outputs
+from forensics.cli import setup_logging
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, embedded_default,
+                                         resolve_detector, uses_embedded_default)
+from forensics.data import forensynths
+from forensics.detectors import POINTS
+from forensics.errors import ForensicsError
+
+log = logging.getLogger("forensics.sensitivity")
+
+REFERENCE_K = 114
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_detector_args(p)
+    add_data_args(p, gan_default=None, bsize=16, per_label=False)
+    g = p.add_argument_group("dropout")
+    g.add_argument("--fmap_csv", type=Path, default=None,
+                   help="FF-RS fake CSV (key,mean_relevance) to take the sets from (required with --dataset_dir; "
+                        "embedded default: figures/rank_fmaps/<detector>/val_default/val-fake.csv)")
+    g.add_argument("--topk", type=int, default=None,
+                   help=f"k maps per set (default: {REFERENCE_K}, the reference's R50 k; embedded default: "
+                        f"min({REFERENCE_K}, 1%% of the maps))")
+    g.add_argument("--point", choices=POINTS, default="pre_bn",
+                   help="where maps are zeroed: pre_bn (raw conv output, the reference; default) or post_bn")
+    g.add_argument("--replicas", type=int, default=5, help="random-k replicas (default: %(default)s)")
+    g.add_argument("--random_mode", choices=RANDOM_MODES, default="without_replacement",
+                   help="random-k sampler: without_replacement (default) or reference (with replacement, "
+                        "de-duplicated, seeded shuffle standing in for set order)")
+    g.add_argument("--per_replica", action="store_true",
+                   help="random-k metrics = mean (std) of the replicas' metrics instead of the metrics of the "
+                        "per-image mean P(fake) (the reference)")
+    g.add_argument("--fixed_threshold_sets", nargs="+", metavar="SET", default=None,
+                   help="sets scored at threshold 0.5 (default: progan; embedded default: the training family); "
+                        "the others at the G-mean threshold of the unmasked model")
+    g.add_argument("--sweep_k", type=int, nargs="+", metavar="K", default=None,
+                   help="also compute AP of top-k/random-k/low-k masking for these k (one pass) and plot it")
+    g.add_argument("--sweep_set", default=None, help="set of the k sweep (default: the first test set)")
+    g.add_argument("--crop", choices=["none", "center"], default="none",
+                   help="none = full resolution (the reference; default) or the detector's center crop")
+    add_run_args(p, out_help="output root (default: figures/sensitivity)")
+    return p
+
+
+def default_fmap_csv(detector, bench, seed: int, bsize: int) -> Path:
+    """The fake CSV `analyses/rank_fmaps.py` writes for the embedded default; computed if missing."""
+    path = Path("figures/rank_fmaps") / detector.name / "val_default" / "val-fake.csv"
+    if path.is_file():
+        return path
+    log.info("%s does not exist: computing FF-RS of %s on the benchmark's val split and writing it there "
+             "(as `python analyses/rank_fmaps.py` would)", path, detector.name)
+    torch.manual_seed(seed)
+    size = int(bench.manifest["image_size"])
+    result = compute_ffrs(detector, forensynths(bench.root, "val", have_classes=True),
+                          transform=ffrs_transform(detector, "random_resized", size), batch_size=bsize)
+    write_outputs(result, path.parent, "val", REFERENCE_K)
+    if not path.is_file():
+        raise ForensicsError(f"FF-RS kept no fake image of the benchmark's val split; {path} was not written")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        if uses_embedded_default(args):
+            detector, bench = embedded_default(args)
+            sets = load_sets(bench.test_root, args.gan_name or bench.families, have_classes=False,
+                             num_instances=args.num_instances)
+            fixed = args.fixed_threshold_sets or [bench.train_family]
+            csv_path = args.fmap_csv or default_fmap_csv(detector, bench, args.seed, args.bsize)
+            ranking = read_csv(csv_path)
+            k = args.topk if args.topk is not None else min(REFERENCE_K, max(1, len(ranking) // 100))
+        else:
+            if args.dataset_dir is None or not args.gan_name or args.fmap_csv is None:
+                raise SystemExit("error: --dataset_dir, --gan_name and --fmap_csv are required with --weights")
+            detector = resolve_detector(args)
+            sets = load_sets(args.dataset_dir, args.gan_name, have_classes=args.have_classes,
+                             num_instances=args.num_instances)
+            fixed = args.fixed_threshold_sets or ["progan"]
+            csv_path, ranking = args.fmap_csv, read_csv(args.fmap_csv)
+            k = args.topk if args.topk is not None else REFERENCE_K
+        detector.check_keys(key for key, _ in ranking)
+        fmap_sets = feature_map_sets(ranking, k, replicas=args.replicas, seed=args.seed, random_mode=args.random_mode)
+        result = dropout_analysis(detector, sets, fmap_sets, point=args.point, fixed_threshold_sets=fixed,
+                                  per_replica=args.per_replica, crop=args.crop, batch_size=args.bsize,
+                                  num_workers=args.workers)
+        result.settings.update(fmap_csv=str(csv_path), args=describe(args))
+        tag = args.blur_jpg or "default"
+        out = (args.out or Path("figures/sensitivity")) / detector.name / tag
+        paths = result.write(out, tag=tag, crop=args.crop)
+        if args.sweep_k:
+            name = args.sweep_set or next(iter(sets))
+            if name not in sets:
+                raise SystemExit(f"error: --sweep_set {name!r} is not one of the test sets {list(sets)}")
+            sweep = sweep_k(detector, sets[name], ranking, args.sweep_k, replicas=args.replicas, seed=args.seed,
+                            random_mode=args.random_mode, point=args.point, crop=args.crop, batch_size=args.bsize,
+                            num_workers=args.workers)
+            sweep.settings.update(set=name, fmap_csv=str(csv_path))
+            paths.update({f"sweep_{key}": p for key, p in sweep.write(
+                out, title=f"{detector.name} on {name}: AP vs masked maps ({args.point})").items()})
+    except ForensicsError as exc:
+        log.error("%s", exc)
+        return 2
+    print(f"Feature-map dropout of {detector.name}, k = {k} ({args.point} masking, {args.replicas} random "
+          f"replica(s), {'per-replica mean' if args.per_replica else 'ensemble'}); Real/GAN at the calibrated "
+          f"threshold (0.5 for {', '.join(fixed)}), in %")
+    print(result.format_table())
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
