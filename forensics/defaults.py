@@ -56,6 +56,7 @@ class TrainRecipe:
     lr: float = 5e-4
     crop_size: int = 56
     blur_prob: float = 0.1
+    blur_sig: str = "0.0,1.0"
     jpg_prob: float = 0.1
     val_every: int = 200
     seed: int = 0
@@ -65,7 +66,7 @@ class TrainRecipe:
         args = ["--dataroot", str(dataroot), "--checkpoints_dir", str(run_dir.parent), "--name", run_dir.name,
                 "--no_resize", "--cropSize", str(self.crop_size), "--batch_size", str(self.batch_size),
                 "--lr", str(self.lr), "--max_steps", str(self.max_steps), "--val_every", str(self.val_every),
-                "--blur_prob", str(self.blur_prob), "--blur_sig", "0.0,3.0", "--jpg_prob", str(self.jpg_prob),
+                "--blur_prob", str(self.blur_prob), "--blur_sig", self.blur_sig, "--jpg_prob", str(self.jpg_prob),
                 "--jpg_method", "cv2,pil", "--jpg_qual", "30,100", "--init", "random", "--seed", str(self.seed),
                 "--val_aug", "none", "--device", "cpu", "--save_epoch_freq", "0", "--resume", *self.extra]
         return args + (["--color-robust"] if self.color_robust else [])
