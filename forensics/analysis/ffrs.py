@@ -218,6 +218,7 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
                 result = lrp.explain(batch.images, batch.labels, layers=None, sign=sign)
                 keep = confidence_mask(result.probs, batch.labels, conf_real, conf_fake)
                 acc.update(result, batch.labels, keep)
+                del result  # free this batch's relevance before the next is explained
             bar.update(len(batch) + len(batch.skipped))
     bar.close()
     summary.log(log)

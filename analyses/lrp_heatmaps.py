@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Pixel-space LRP heatmaps of a detector's logit (T-FF §12.2, the beta=0 composite of §4).
+
+    python analyses/lrp_heatmaps.py                  # the embedded default: first 8 fakes of the
+                                                     # benchmark's training-family test set, 64x64
+    python analyses/lrp_heatmaps.py --arch resnet50 --weights weights/resnet50/blur_jpg_prob0.5.pth \\
+        --dataset_dir /mnt/data/CNN_synth_testset --gan_name stylegan2 --have_classes True \\
+        --num_instances 500 --max_images 32
+
+The input relevance of each fake (start +1 at the logit for correctly classified images, p >= 0.5,
+as the reference; --explain_all explains every image) is summed over RGB, its positive part divided
+by its max, median-blurred (k=5, --median), coloured with T-FF's black->#ffc300->#ffaa00 map and
+blended 0.55/0.45 with the image. --sign correct explains the true class's logit (identical to the
+reference for fakes; see forensics.explain.lrp). Writes, under OUT/<detector>/<gan>/, per image
+<name>/{image,lrp}.{png,pdf} and one grid.{png,pdf}. Needs pixel relevance: ResNet-50 and EfB0 (RINE's
+LRP stops at its head). Library: forensics.explain.lrp, forensics.plots.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from forensics.cli import setup_logging
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, embedded_default,
+                                         resolve_detector, uses_embedded_default)
+from forensics.data import ImageDataset, RunSummary, iter_batches
+from forensics.errors import ForensicsError
+from forensics.explain.cam import first_fakes, to_uint8, write_heatmap_figures
+from forensics.explain.lrp import SIGNS, LRPExplainer, lrp_spec
+from forensics.plots import positive_heatmap
+
+log = logging.getLogger("forensics.lrp_heatmaps")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_detector_args(p)
+    add_data_args(p, gan_default=None, bsize=16)
+    g = p.add_argument_group("LRP heatmaps")
+    g.add_argument("--sign", choices=SIGNS, default="reference",
+                   help="start signal: as the reference (default) or sign-correct (same for fakes)")
+    g.add_argument("--explain_all", action="store_true",
+                   help="explain every image, also misclassified ones (default: only p >= 0.5, as the reference)")
+    g.add_argument("--median", type=int, default=5, help="median-blur kernel (default: %(default)s; 0: none)")
+    g.add_argument("--max_images", type=int, default=8, help="explain the first N fakes (default: %(default)s)")
+    g.add_argument("--crop", choices=["center", "none"], default=None,
+                   help="input crop (default: the detector's; the embedded default: none, full 64x64 images)")
+    add_run_args(p, out_help="output root (default: figures/lrp_heatmaps)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    torch.manual_seed(args.seed)
+    try:
+        if uses_embedded_default(args):
+            detector, bench = embedded_default(args)
+            root, gan, have_classes, crop = bench.test_root, bench.train_family, False, args.crop or "none"
+        else:
+            if args.dataset_dir is None or not args.gan_name:
+                raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
+            detector = resolve_detector(args)
+            root, gan, have_classes, crop = args.dataset_dir, args.gan_name[0], args.have_classes, args.crop
+        if lrp_spec(detector).head_only:
+            raise SystemExit(f"error: {detector.name}'s LRP stops at its head; it has no pixel relevance")
+        records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
+        dataset = ImageDataset(records, detector.transform(crop=crop))
+        pre = detector.config.preprocessing
+        out = (args.out or Path("figures/lrp_heatmaps")) / detector.name / gan
+        summary = RunSummary()
+        names: list[str] = []
+        images: list[np.ndarray] = []
+        heats: list[np.ndarray] = []
+        unexplained = 0
+        with LRPExplainer(detector) as lrp:
+            for batch in iter_batches(dataset, batch_size=args.bsize, num_workers=args.workers):
+                summary.add(batch)
+                if not len(batch):
+                    continue
+                include = torch.ones(len(batch), dtype=torch.bool) if args.explain_all else None
+                res = lrp.explain(batch.images, batch.labels, include=include, sign=args.sign)
+                unexplained += int((res.start == 0).sum())
+                heats.append(np.stack([positive_heatmap(p.cpu().numpy(), median=args.median) for p in res.pixel]))
+                images.append(to_uint8(batch.images, pre.mean, pre.std))
+                names += [f"{len(names) + i:03d}_{Path(p).stem}" for i, p in enumerate(batch.paths)]
+        if not names:
+            raise SystemExit("error: no readable image to explain")
+        if unexplained:
+            log.warning("%d of %d fakes are misclassified (p < 0.5) and get no relevance (black heatmaps); "
+                        "--explain_all explains them too", unexplained, len(names))
+        write_heatmap_figures(out, names, np.concatenate(images), {"lrp": np.concatenate(heats)},
+                              title=f"LRP (beta=0, sign {args.sign}) of {detector.name} on {gan}")
+    except ForensicsError as exc:
+        log.error("%s", exc)
+        return 2
+    summary.log(log)
+    print(f"LRP heatmaps of {detector.name}: {len(names)} images -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
