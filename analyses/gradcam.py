@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, embedded_default,
-                                         resolve_detector, uses_embedded_default)
+from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, resolve_set
 from forensics.data import ImageDataset, RunSummary, iter_batches
 from forensics.errors import ForensicsError
 from forensics.explain.cam import TARGETS, first_fakes, gradcam, guided_gradcam, to_uint8, write_heatmap_figures
@@ -58,14 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
     try:
-        if uses_embedded_default(args):
-            detector, bench = embedded_default(args)
-            root, gan, have_classes, crop = bench.test_root, bench.train_family, False, args.crop or "none"
-        else:
-            if args.dataset_dir is None or not args.gan_name:
-                raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
-            detector = resolve_detector(args)
-            root, gan, have_classes, crop = args.dataset_dir, args.gan_name[0], args.have_classes, args.crop
+        detector, root, gan, have_classes, bench = resolve_set(args, "test")
+        crop = args.crop or ("none" if bench is not None else None)
         records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
         dataset = ImageDataset(records, detector.transform(crop=crop))
         pre = detector.config.preprocessing

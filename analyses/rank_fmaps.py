@@ -24,8 +24,7 @@ import torch
 
 from forensics.analysis.ffrs import CROP_POLICIES, compute_ffrs, ffrs_transform, write_outputs
 from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, embedded_default,
-                                         resolve_detector, uses_embedded_default)
+from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, describe, resolve_set
 from forensics.data import forensynths
 from forensics.errors import ForensicsError
 
@@ -56,15 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)  # the reference's RandomResizedCrop draws from torch's global RNG
     try:
-        if uses_embedded_default(args):
-            detector, bench = embedded_default(args)
-            root, gan, have_classes = bench.root, (args.gan_name or ["val"])[0], True
-            size = args.crop_size or int(bench.manifest["image_size"])
-        else:
-            if args.dataset_dir is None or not args.gan_name:
-                raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
-            detector = resolve_detector(args)
-            root, gan, have_classes, size = args.dataset_dir, args.gan_name[0], args.have_classes, args.crop_size
+        detector, root, gan, have_classes, bench = resolve_set(args, "val")
+        size = args.crop_size or (int(bench.manifest["image_size"]) if bench is not None else None)
         records = forensynths(root, gan, have_classes=have_classes, num_real=args.num_real, num_fake=args.num_fake)
         result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
                               conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,

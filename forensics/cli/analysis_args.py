@@ -100,3 +100,20 @@ def embedded_default(args: argparse.Namespace):
 def describe(args: argparse.Namespace) -> Mapping[str, Any]:
     """The run's arguments as JSON-friendly data (for summaries)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)}
+
+
+def resolve_set(args: argparse.Namespace, default_set: str = "test") -> tuple[Any, Path, str, bool | None, Any]:
+    """``(detector, root, set name, have_classes, bench or None)`` of a single-set analysis.
+
+    Explicit: ``--detector/--weights`` with ``--dataset_dir`` and the first ``--gan_name``. Embedded
+    default: ``default_set="test"`` gives the training family's test set (flat), ``"val"`` the
+    validation split (class folders), as T-FF ranks on ProGAN val.
+    """
+    if uses_embedded_default(args):
+        detector, bench = embedded_default(args)
+        if default_set == "val":
+            return detector, bench.root, (args.gan_name or ["val"])[0], True, bench
+        return detector, bench.test_root, (args.gan_name or [bench.train_family])[0], False, bench
+    if args.dataset_dir is None or not args.gan_name:
+        raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
+    return resolve_detector(args), args.dataset_dir, args.gan_name[0], args.have_classes, None
