@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from forensics.cli import setup_logging
-from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, resolve_set
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
+                                         resolve_set)
 from forensics.data import ImageDataset, RunSummary, iter_batches
 from forensics.errors import ForensicsError
 from forensics.explain.cam import TARGETS, first_fakes, gradcam, guided_gradcam, to_uint8, write_heatmap_figures
@@ -45,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="explain the logit (fake, default) or the negated logit (real)")
     g.add_argument("--guided", action="store_true",
                    help="also Guided Grad-CAM (a plain gradient on non-ReLU detectors, labelled so)")
-    g.add_argument("--max_images", type=int, default=8, help="explain the first N fakes (default: %(default)s)")
-    g.add_argument("--crop", choices=["center", "none"], default=None,
-                   help="input crop (default: the detector's; the embedded default: none, full 64x64 images)")
+    add_heatmap_args(g)
     add_run_args(p, out_help="output root (default: figures/gradcam)")
     return p
 

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from forensics.cli import setup_logging
-from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, resolve_set
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
+                                         resolve_set)
 from forensics.data import ImageDataset, RunSummary, iter_batches
 from forensics.errors import ForensicsError
 from forensics.explain.cam import first_fakes, to_uint8, write_heatmap_figures
@@ -46,9 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--explain_all", action="store_true",
                    help="explain every image, also misclassified ones (default: only p >= 0.5, as the reference)")
     g.add_argument("--median", type=int, default=5, help="median-blur kernel (default: %(default)s; 0: none)")
-    g.add_argument("--max_images", type=int, default=8, help="explain the first N fakes (default: %(default)s)")
-    g.add_argument("--crop", choices=["center", "none"], default=None,
-                   help="input crop (default: the detector's; the embedded default: none, full 64x64 images)")
+    add_heatmap_args(g)
     add_run_args(p, out_help="output root (default: figures/lrp_heatmaps)")
     return p
 

@@ -44,3 +44,19 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+def run_script(script, argv: list[str]) -> int:
+    """Run ``analyses/<script>`` as ``__main__`` with ``argv``; return its exit code."""
+    import runpy
+    import sys
+
+    import pytest
+    saved = sys.argv
+    sys.argv = [str(script), *argv]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            runpy.run_path(str(script), run_name="__main__")
+        return exc.value.code
+    finally:
+        sys.argv = saved

@@ -2,8 +2,6 @@
 analyses/gradcam.py and analyses/lrp_heatmaps.py CLIs on tiny models and a generated folder."""
 from __future__ import annotations
 
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ from PIL import Image
 from forensics.detectors import create
 from forensics.explain.cam import gradcam, guided_gradcam, input_gradient, relu_network, to_uint8
 from forensics.plots import TFF_CMAP, image_grid, overlay, positive_heatmap, save_figure
-from helpers import calibrated, calibrated_cached, single_thread
+from helpers import run_script as run_helper, calibrated, calibrated_cached, single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,15 +133,7 @@ def test_overlay_and_figures(tmp_path):
 
 
 def run_script(name: str, argv: list[str]) -> int:
-    script = ROOT / "analyses" / name
-    saved = sys.argv
-    sys.argv = [str(script), *argv]
-    try:
-        with pytest.raises(SystemExit) as exc:
-            runpy.run_path(str(script), run_name="__main__")
-        return exc.value.code
-    finally:
-        sys.argv = saved
+    return run_helper(ROOT / "analyses" / name, argv)
 
 
 @pytest.fixture(scope="module")

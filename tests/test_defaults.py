@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
 
 from forensics import defaults
 from forensics.data.synthetic import BenchmarkConfig

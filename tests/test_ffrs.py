@@ -17,17 +17,14 @@ from forensics.analysis.ffrs import (FFRSAccumulator, channel_shares, compute_ff
 from forensics.data import ImageRecord
 from forensics.detectors import Detector, FeatureMapKey, create
 from forensics.explain import LRPExplainer, LRPResult, explain_lrp
-from helpers import calibrated_cached, single_thread
+from helpers import calibrated_cached
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference-data" / "tff" / "fmap_relevances"
 SHIPPED = {arch: REF / arch / "progan_val_0.5" for arch in ("resnet50", "efb0")}
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason="shared reference data (T-FF CSVs) not available")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def calibrated(name: str, seed: int = 0) -> Detector:

@@ -14,16 +14,13 @@ from forensics.detectors import Detector, DetectorConfig, FeatureLayer, Preproce
 from forensics.explain import LRPExplainer, LRPSpec, explain_lrp, lrp_spec, start_signal
 from forensics.explain.canonizers import EfficientNetBlockCanonizer, merge_feature_layer_bn
 from forensics.explain.lrp_rules import zbox_bounds
-from helpers import calibrated_cached, single_thread
+from helpers import calibrated_cached
 
 SIZES = {"resnet50": 32, "efb0": 64}  # small inputs keep the file fast on 2 shared cores
 FC = {"resnet50": "net.fc", "efb0": "net._fc"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def calibrated(name: str, seed: int = 0) -> Detector:

@@ -3,30 +3,20 @@ exercised by the slow test of the defaults)."""
 from __future__ import annotations
 
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from forensics.analysis.ffrs import read_csv
-from helpers import calibrated, single_thread
+from helpers import calibrated, run_script as run_helper, single_thread
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "rank_fmaps.py"
 
 
 def run_script(argv: list[str]) -> int:
-    saved = sys.argv
-    sys.argv = [str(SCRIPT), *argv]
-    try:
-        with pytest.raises(SystemExit) as exc:
-            runpy.run_path(str(SCRIPT), run_name="__main__")
-        return exc.value.code
-    finally:
-        sys.argv = saved
+    return run_helper(SCRIPT, argv)
 
 
 def test_rank_fmaps_writes_reference_outputs(tmp_path, capsys):

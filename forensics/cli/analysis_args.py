@@ -117,3 +117,10 @@ def resolve_set(args: argparse.Namespace, default_set: str = "test") -> tuple[An
     if args.dataset_dir is None or not args.gan_name:
         raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
     return resolve_detector(args), args.dataset_dir, args.gan_name[0], args.have_classes, None
+
+
+def add_heatmap_args(group: argparse._ArgumentGroup) -> None:
+    """``--max_images`` and ``--crop`` of the per-image heatmap CLIs (gradcam, lrp_heatmaps)."""
+    group.add_argument("--max_images", type=int, default=8, help="explain the first N fakes (default: %(default)s)")
+    group.add_argument("--crop", choices=["center", "none"], default=None,
+                       help="input crop (default: the detector's; the embedded default: none, full 64x64 images)")
