@@ -29,9 +29,9 @@ import torch
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
                                          resolve_set)
-from forensics.data import ImageDataset, RunSummary, iter_batches
 from forensics.errors import ForensicsError
-from forensics.explain.cam import TARGETS, first_fakes, gradcam, guided_gradcam, to_uint8, write_heatmap_figures
+from forensics.explain.cam import (TARGETS, collect_heatmaps, first_fakes, gradcam, guided_gradcam,
+                                   write_heatmap_figures)
 from forensics.plots import positive_heatmap
 
 log = logging.getLogger("forensics.gradcam")
@@ -59,37 +59,26 @@ def main(argv: list[str] | None = None) -> int:
         detector, root, gan, have_classes, bench = resolve_set(args, "test")
         crop = args.crop or ("none" if bench is not None else None)
         records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
-        dataset = ImageDataset(records, detector.transform(crop=crop))
-        pre = detector.config.preprocessing
         out = (args.out or Path("figures/gradcam")) / detector.name / gan / args.target
-        summary, label = RunSummary(), "Grad-CAM"
-        names: list[str] = []
-        images: list[np.ndarray] = []
-        maps: dict[str, list[np.ndarray]] = {}
-        for batch in iter_batches(dataset, batch_size=args.bsize, num_workers=args.workers):
-            summary.add(batch)
-            if not len(batch):
-                continue
-            if args.guided:
-                res = guided_gradcam(detector, batch.images, args.target)
-                label = res.label
-                heat = {"cam": res.cam.numpy(), "cam_gb" if res.guided else "cam_grad":
-                        np.stack([positive_heatmap(p.numpy()) for p in res.product])}
-            else:
-                heat = {"cam": gradcam(detector, batch.images, args.target).numpy()}
-            for key, value in heat.items():
-                maps.setdefault(key, []).append(value)
-            images.append(to_uint8(batch.images, pre.mean, pre.std))
-            names += [f"{len(names) + i:03d}_{Path(p).stem}" for i, p in enumerate(batch.paths)]
-        if not names:
-            raise SystemExit("error: no readable image to explain")
-        write_heatmap_figures(out, names, np.concatenate(images), {k: np.concatenate(v) for k, v in maps.items()},
+        labels: list[str] = ["Grad-CAM"]
+
+        def explain(batch):
+            if not args.guided:
+                return {"cam": gradcam(detector, batch.images, args.target).numpy()}
+            res = guided_gradcam(detector, batch.images, args.target)
+            labels[0] = res.label
+            return {"cam": res.cam.numpy(), "cam_gb" if res.guided else "cam_grad":
+                    np.stack([positive_heatmap(p.numpy()) for p in res.product])}
+
+        hm = collect_heatmaps(detector, records, explain, crop=crop, batch_size=args.bsize, num_workers=args.workers)
+        label = labels[0]
+        write_heatmap_figures(out, hm.names, hm.images, hm.maps,
                               title=f"{label} ({args.target}) of {detector.name} on {gan}")
     except ForensicsError as exc:
         log.error("%s", exc)
         return 2
-    summary.log(log)
-    print(f"{label} ({args.target}) of {detector.name}: {len(names)} images -> {out}")
+    hm.summary.log(log)
+    print(f"{label} ({args.target}) of {detector.name}: {len(hm.names)} images -> {out}")
     return 0
 
 

@@ -28,9 +28,8 @@ import torch
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
                                          resolve_set)
-from forensics.data import ImageDataset, RunSummary, iter_batches
 from forensics.errors import ForensicsError
-from forensics.explain.cam import first_fakes, to_uint8, write_heatmap_figures
+from forensics.explain.cam import collect_heatmaps, first_fakes, write_heatmap_figures
 from forensics.explain.lrp import SIGNS, LRPExplainer, lrp_spec
 from forensics.plots import positive_heatmap
 
@@ -62,37 +61,27 @@ def main(argv: list[str] | None = None) -> int:
         if lrp_spec(detector).head_only:
             raise SystemExit(f"error: {detector.name}'s LRP stops at its head; it has no pixel relevance")
         records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
-        dataset = ImageDataset(records, detector.transform(crop=crop))
-        pre = detector.config.preprocessing
         out = (args.out or Path("figures/lrp_heatmaps")) / detector.name / gan
-        summary = RunSummary()
-        names: list[str] = []
-        images: list[np.ndarray] = []
-        heats: list[np.ndarray] = []
-        unexplained = 0
+        unexplained = [0]
         with LRPExplainer(detector) as lrp:
-            for batch in iter_batches(dataset, batch_size=args.bsize, num_workers=args.workers):
-                summary.add(batch)
-                if not len(batch):
-                    continue
+            def explain(batch):
                 include = torch.ones(len(batch), dtype=torch.bool) if args.explain_all else None
                 res = lrp.explain(batch.images, batch.labels, include=include, sign=args.sign)
-                unexplained += int((res.start == 0).sum())
-                heats.append(np.stack([positive_heatmap(p.cpu().numpy(), median=args.median) for p in res.pixel]))
-                images.append(to_uint8(batch.images, pre.mean, pre.std))
-                names += [f"{len(names) + i:03d}_{Path(p).stem}" for i, p in enumerate(batch.paths)]
-        if not names:
-            raise SystemExit("error: no readable image to explain")
-        if unexplained:
+                unexplained[0] += int((res.start == 0).sum())
+                return {"lrp": np.stack([positive_heatmap(p.cpu().numpy(), median=args.median) for p in res.pixel])}
+
+            hm = collect_heatmaps(detector, records, explain, crop=crop, batch_size=args.bsize,
+                                  num_workers=args.workers)
+        if unexplained[0]:
             log.warning("%d of %d fakes are misclassified (p < 0.5) and get no relevance (black heatmaps); "
-                        "--explain_all explains them too", unexplained, len(names))
-        write_heatmap_figures(out, names, np.concatenate(images), {"lrp": np.concatenate(heats)},
+                        "--explain_all explains them too", unexplained[0], len(hm.names))
+        write_heatmap_figures(out, hm.names, hm.images, hm.maps,
                               title=f"LRP (beta=0, sign {args.sign}) of {detector.name} on {gan}")
     except ForensicsError as exc:
         log.error("%s", exc)
         return 2
-    summary.log(log)
-    print(f"LRP heatmaps of {detector.name}: {len(names)} images -> {out}")
+    hm.summary.log(log)
+    print(f"LRP heatmaps of {detector.name}: {len(hm.names)} images -> {out}")
     return 0
 
 

@@ -51,8 +51,9 @@ from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
 from .. import plots
-from ..data import ImageRecord, forensynths
+from ..data import ImageRecord, RunSummary, forensynths
 from ..detectors import Detector
+from ..errors import ForensicsError
 
 log = logging.getLogger(__name__)
 
@@ -234,3 +235,38 @@ def first_fakes(root: str | Path, gan: str | None, have_classes: bool | None = N
     ``per_folder`` per class folder, then at most ``max_images`` in all."""
     records = forensynths(root, gan, have_classes=have_classes, num_real=0, num_fake=per_folder)
     return records if max_images is None else records[:max_images]
+
+
+@dataclass
+class Heatmaps:
+    """Per-image heatmaps of a run: file-stem ``names``, the de-normalised ``images`` [N,H,W,3]
+    uint8, ``maps`` (name -> [N,H,W]) and the ``summary`` of skipped files."""
+
+    names: list[str]
+    images: np.ndarray
+    maps: dict[str, np.ndarray]
+    summary: RunSummary
+
+
+def collect_heatmaps(detector: Detector, records: Sequence[ImageRecord], explain, *, crop: str | None = None,
+                     batch_size: int = 8, num_workers: int = 0) -> Heatmaps:
+    """Run ``explain(batch) -> {name: [B,H,W] array}`` over ``records`` with the detector's transform
+    and gather the maps with the images they explain (the loop behind the heatmap CLIs)."""
+    from ..data import ImageDataset, iter_batches
+    dataset = ImageDataset(list(records), detector.transform(crop=crop))
+    pre = detector.config.preprocessing
+    summary = RunSummary()
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    maps: dict[str, list[np.ndarray]] = {}
+    for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
+        summary.add(batch)
+        if not len(batch):
+            continue
+        for key, value in explain(batch).items():
+            maps.setdefault(key, []).append(value)
+        images.append(to_uint8(batch.images, pre.mean, pre.std))
+        names += [f"{len(names) + i:03d}_{Path(p).stem}" for i, p in enumerate(batch.paths)]
+    if not names:
+        raise ForensicsError("no readable image to explain")
+    return Heatmaps(names, np.concatenate(images), {k: np.concatenate(v) for k, v in maps.items()}, summary)
