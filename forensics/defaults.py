@@ -148,6 +148,27 @@ def default_detector(name: str = "resnet50", config: BenchmarkConfig | None = No
     return create(recipe.detector, weights=path, device=device, preprocessing={"crop": "none"})
 
 
+#: The embedded default's stand-in for CLIP (no CLIP weights can be downloaded here): a small open_clip
+#: vision tower with seeded random weights, frozen. Used by the default RINE and by attribution.
+DEFAULT_CLIP_BACKBONE = "forensics-tiny-vit"
+DEFAULT_CLIP_SEED = 0
+
+
+def default_clip_backbone(model_name: str = DEFAULT_CLIP_BACKBONE, seed: int = DEFAULT_CLIP_SEED):
+    """The embedded default's frozen CLIP stand-in: ``model_name`` with weights drawn from ``seed``.
+
+    Deterministic for a seed (the global RNG is left untouched), so feature caches keyed by the
+    weights' hash are reused across runs.
+    """
+    import torch
+    from .detectors.clip_backbone import ClipVisionBackbone
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = ClipVisionBackbone(model_name, weights=None)
+    backbone.weights_source = f"random init ({model_name}, seed {seed})"
+    return backbone.eval()
+
+
 def default_detector_and_data(detector: str = "resnet50", config: BenchmarkConfig | None = None):
     """``(detector, benchmark)`` for analyses run without ``--weights``/``--dataset_dir``; logs one line."""
     bench = default_benchmark(config)
