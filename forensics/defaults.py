@@ -76,8 +76,10 @@ class TrainRecipe:
 DEFAULT_RECIPES: dict[str, TrainRecipe] = {
     "resnet50": TrainRecipe(),
     "resnet50_cr": TrainRecipe(color_robust=True),
-    "efb0": TrainRecipe(detector="efb0"),
-    "efb0_cr": TrainRecipe(detector="efb0", color_robust=True),
+    # efficientnet_pytorch's BatchNorm momentum (0.01) leaves the running statistics of an 800-step
+    # run from random init far from the weights' scale; PyTorch's 0.1 fixes eval mode.
+    "efb0": TrainRecipe(detector="efb0", extra=("--bn_momentum", "0.1")),
+    "efb0_cr": TrainRecipe(detector="efb0", color_robust=True, extra=("--bn_momentum", "0.1")),
 }
 
 

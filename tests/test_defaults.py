@@ -35,3 +35,26 @@ def test_default_benchmark_and_detector_are_cached(tmp_path, monkeypatch, caplog
     # another setting -> another cache entry
     other = dataclasses.replace(TINY, seed=1)
     assert defaults.settings_key(other.to_dict()) != defaults.settings_key(TINY.to_dict())
+
+
+def test_default_clip_backbone_is_seeded_and_leaves_global_rng_alone():
+    import torch
+    state = torch.random.get_rng_state()
+    a, b = defaults.default_clip_backbone(), defaults.default_clip_backbone(seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    again = defaults.default_clip_backbone()
+    sa, sb, s2 = a.state_dict(), b.state_dict(), again.state_dict()
+    assert all(torch.equal(sa[k], s2[k]) for k in sa)
+    assert not torch.equal(sa["visual.conv1.weight"], sb["visual.conv1.weight"])
+    assert not any(p.requires_grad for p in a.parameters())
+
+
+def test_unknown_default_detector_is_refused_with_the_choices():
+    import argparse
+    import pytest
+    from forensics.cli.analysis_args import add_detector_args, embedded_default
+    parser = argparse.ArgumentParser()
+    add_detector_args(parser)
+    args = parser.parse_args(["--default_detector", "resnet51"])
+    with pytest.raises(SystemExit, match="resnet50_cr"):
+        embedded_default(args)

@@ -259,3 +259,14 @@ def test_cli_help_lists_options(capsys):
     for option in ("--dataroot", "--blur_sig", "--jpg_qual", "--color-robust", "--gray_val", "--val_aug",
                    "--max_steps", "--val_every", "--resume", "--init", "--amp", "--earlystop_epoch"):
         assert option in text
+
+
+def test_bn_momentum_option_sets_every_batchnorm(dataroot):
+    default = UniversalTrainer(_args("efb0", dataroot, "efb0_bn_default"))
+    bns = [m for m in default.model.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == pytest.approx(0.01) for m in bns)  # efficientnet_pytorch's own
+    trainer = UniversalTrainer(_args("efb0", dataroot, "efb0_bn", "--bn_momentum", "0.1"))
+    bns = [m for m in trainer.model.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 49 and {m.momentum for m in bns} == {0.1}
+    with pytest.raises(ValueError, match="momentum"):
+        UniversalTrainer(_args("efb0", dataroot, "efb0_bn_bad", "--bn_momentum", "0"))

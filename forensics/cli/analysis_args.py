@@ -42,7 +42,16 @@ def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
     g.add_argument("--blur_jpg", default="", help="training-augmentation tag of the weights (e.g. 0.5); used in "
                                                   "output names only, as T-FF")
     g.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)}[:N] (default: %(default)s)")
+    g.add_argument("--default_detector", metavar="NAME", default=None,
+                   help="which embedded-default detector to use when neither --weights nor --dataset_dir is given "
+                        f"({', '.join(default_detector_names())}; default: --detector, else resnet50)")
     return g
+
+
+def default_detector_names() -> list[str]:
+    """Names of the embedded-default detectors (``forensics.defaults.DEFAULT_RECIPES``)."""
+    from ..defaults import DEFAULT_RECIPES
+    return list(DEFAULT_RECIPES)
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, gan_default: list[str] | str | None = None,
@@ -92,7 +101,11 @@ def embedded_default(args: argparse.Namespace):
     """``(detector, benchmark)`` of the embedded default, moved to ``--device`` (see forensics.defaults)."""
     from ..defaults import default_detector_and_data
     from ..device import resolve_device
-    detector, bench = default_detector_and_data(detector=args.detector or "resnet50")
+    name = getattr(args, "default_detector", None) or args.detector or "resnet50"
+    if name not in default_detector_names():
+        raise SystemExit(f"error: no embedded-default detector {name!r}; choose from "
+                         f"{', '.join(default_detector_names())} (or give --weights and --dataset_dir)")
+    detector, bench = default_detector_and_data(detector=name)
     detector.to(resolve_device(args.device))
     return detector, bench
 
