@@ -26,7 +26,7 @@ from forensics.analysis.evaluate import (CROP_MODES, LAYOUTS, compare_rgb_gray, 
                                          evaluate_sets, load_sets)
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, embedded_default,
-                                         resolve_detector, uses_embedded_default)
+                                         output_name, resolve_detector, uses_embedded_default)
 from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep
 from forensics.detectors import Detector
 from forensics.errors import ForensicsError
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         options = dict(crop=args.crop, crop_size=args.crop_size, batch_size=args.bsize,
                        inclusive=args.inclusive_threshold, num_workers=args.workers, progress=True)
         text, results = MODES[mode](detector, sets, args, options)
-        out_dir = args.out or Path("figures") / "evaluate" / detector.name
+        out_dir = args.out or Path("figures") / "evaluate" / output_name(args, detector)
         crop = args.crop or detector.config.preprocessing.crop
         written = [path for name, result in results.items()
                    for path in result.write(out_dir, output_stem(args, name, crop)).values()]

@@ -28,7 +28,7 @@ import torch
 
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
-                                         resolve_set)
+                                         output_name, resolve_set)
 from forensics.errors import ForensicsError
 from forensics.explain.cam import (TARGETS, collect_heatmaps, first_fakes, gradcam, guided_gradcam,
                                    write_heatmap_figures)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         detector, root, gan, have_classes, bench = resolve_set(args, "test")
         crop = args.crop or ("none" if bench is not None else None)
         records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
-        out = (args.out or Path("figures/gradcam")) / detector.name / gan / args.target
+        out = (args.out or Path("figures/gradcam")) / output_name(args, detector) / gan / args.target
         labels: list[str] = ["Grad-CAM"]
 
         def explain(batch):

@@ -27,7 +27,7 @@ import torch
 
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
-                                         resolve_set)
+                                         output_name, resolve_set)
 from forensics.errors import ForensicsError
 from forensics.explain.cam import collect_heatmaps, first_fakes, write_heatmap_figures
 from forensics.explain.lrp import SIGNS, LRPExplainer, lrp_spec
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if lrp_spec(detector).head_only:
             raise SystemExit(f"error: {detector.name}'s LRP stops at its head; it has no pixel relevance")
         records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
-        out = (args.out or Path("figures/lrp_heatmaps")) / detector.name / gan
+        out = (args.out or Path("figures/lrp_heatmaps")) / output_name(args, detector) / gan
         unexplained = [0]
         with LRPExplainer(detector) as lrp:
             def explain(batch):

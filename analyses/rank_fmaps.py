@@ -24,7 +24,8 @@ import torch
 
 from forensics.analysis.ffrs import CROP_POLICIES, compute_ffrs, ffrs_transform, write_outputs
 from forensics.cli import setup_logging
-from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, describe, resolve_set
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, output_name,
+                                         resolve_set)
 from forensics.data import forensynths
 from forensics.errors import ForensicsError
 
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
                               conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,
                               device=args.device, num_workers=args.workers)
-        out = (args.out or Path("figures/rank_fmaps")) / detector.name / f"{gan}_{args.blur_jpg or 'default'}"
+        tag = f"{gan}_{args.blur_jpg or 'default'}"
+        out = (args.out or Path("figures/rank_fmaps")) / output_name(args, detector) / tag
         paths = write_outputs(result, out, gan, args.topk, extra={"args": describe(args),
                                                                   "weights": detector.weights_source})
     except ForensicsError as exc:

@@ -58,3 +58,17 @@ def test_unknown_default_detector_is_refused_with_the_choices():
     args = parser.parse_args(["--default_detector", "resnet51"])
     with pytest.raises(SystemExit, match="resnet50_cr"):
         embedded_default(args)
+
+
+def test_output_name_separates_embedded_defaults_from_registry_names():
+    import argparse
+    from types import SimpleNamespace
+    from forensics.cli.analysis_args import add_detector_args, add_data_args, output_name
+    parser = argparse.ArgumentParser()
+    add_detector_args(parser)
+    add_data_args(parser)
+    det = SimpleNamespace(name="resnet50")
+    assert output_name(parser.parse_args([]), det) == "resnet50"
+    assert output_name(parser.parse_args(["--default_detector", "resnet50_cr"]), det) == "resnet50_cr"
+    explicit = parser.parse_args(["--detector", "resnet50", "--weights", "w.pth", "--default_detector", "efb0"])
+    assert output_name(explicit, det) == "resnet50"  # --default_detector only applies to the embedded default

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector, FeatureMapKey
+from ..errors import ForensicsError
 from ..io import atomic_path, atomic_write_text
 from ..explain.lrp import LRPExplainer, LRPResult
 
@@ -330,6 +331,37 @@ def ffrs_transform(detector: Detector, crop: str = "random_resized", size: int |
     if crop not in CROP_POLICIES:
         raise ValueError(f"crop must be one of {CROP_POLICIES}, got {crop!r}")
     return detector.transform(crop=crop, crop_size=size)
+
+
+#: The reference's k for ResNet-50 (tff.md §5.4): 114 of 26,560 maps, ~0.43%.
+REFERENCE_K = 114
+
+
+def default_topk(ranking: Ranking, k: int | None = None) -> int:
+    """``k`` if given, else the reference's 114 capped at 1% of the ranked maps (small detectors)."""
+    return k if k is not None else min(REFERENCE_K, max(1, len(ranking) // 100))
+
+
+def default_ranking_csv(detector: Detector, bench: Any, out_dir: str | Path, *, seed: int = 0,
+                        batch_size: int = 16) -> Path:
+    """The fake-side FF-RS CSV of an embedded-default ``detector`` on ``bench``'s val split (class
+    folders), with the settings of ``analyses/rank_fmaps.py`` run without arguments (RandomResizedCrop
+    at the benchmark's image size, torch seeded with ``seed``): ``<out_dir>/val-fake.csv``, computed and
+    written there (with the real CSV, plot and summary) when missing, reused otherwise."""
+    from ..data import forensynths
+    path = Path(out_dir) / "val-fake.csv"
+    if path.is_file():
+        return path
+    log.info("%s does not exist: computing FF-RS of %s on the benchmark's val split and writing it there "
+             "(as `python analyses/rank_fmaps.py` would)", path, detector.name)
+    torch.manual_seed(seed)
+    size = int(bench.manifest["image_size"])
+    result = compute_ffrs(detector, forensynths(bench.root, "val", have_classes=True),
+                          transform=ffrs_transform(detector, "random_resized", size), batch_size=batch_size)
+    write_outputs(result, path.parent, "val", REFERENCE_K)
+    if not path.is_file():
+        raise ForensicsError(f"FF-RS kept no fake image of the benchmark's val split; {path} was not written")
+    return path
 
 
 def write_outputs(result: FFRSResult, out_dir: str | Path, gan: str, topk_k: int,

@@ -97,11 +97,23 @@ def resolve_detector(args: argparse.Namespace, **create_kwargs: Any):
                   **{**dict(args.option), **create_kwargs})
 
 
+def embedded_default_name(args: argparse.Namespace) -> str:
+    """The embedded-default detector a run without --weights/--dataset_dir uses: ``--default_detector``,
+    else ``--detector``, else ``resnet50``."""
+    return getattr(args, "default_detector", None) or args.detector or "resnet50"
+
+
+def output_name(args: argparse.Namespace, detector: Any) -> str:
+    """Folder name of a run's outputs: the embedded-default name (``resnet50_cr`` is not ``resnet50``)
+    or the detector's registry name."""
+    return embedded_default_name(args) if uses_embedded_default(args) else detector.name
+
+
 def embedded_default(args: argparse.Namespace):
     """``(detector, benchmark)`` of the embedded default, moved to ``--device`` (see forensics.defaults)."""
     from ..defaults import default_detector_and_data
     from ..device import resolve_device
-    name = getattr(args, "default_detector", None) or args.detector or "resnet50"
+    name = embedded_default_name(args)
     if name not in default_detector_names():
         raise SystemExit(f"error: no embedded-default detector {name!r}; choose from "
                          f"{', '.join(default_detector_names())} (or give --weights and --dataset_dir)")
