@@ -10,7 +10,8 @@ block's ln_2 CLS token gives the block relevance; its share (|R_b| / sum |R|, --
 and compared with the TIE mean importance by Spearman and Kendall, with bootstrap CIs over images
 (--n_boot, seeded). Writes under OUT/<arch>/<gan>/: tie_vs_lrp.csv, correlations.csv, per_image.csv,
 tie_vs_lrp.json, the side-by-side bars tie_vs_lrp.{png,pdf} and per_image.{png,pdf} (image, CP-LRP pixel map
-through the ViT, per-block share vs TIE). Library: forensics.analysis.tie_vs_lrp.
+through the ViT, per-block share vs TIE) and per_block.{png,pdf} (per fake: CP-LRP map of each block's relevance
+and Grad-CAM on each block's token grid). Library: forensics.analysis.tie_vs_lrp.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from forensics.analysis.tie_vs_lrp import (SHARES, collect_block_relevance, compare, tie_importance,
-                                           write_image_grid, write_outputs)
+                                           write_block_maps, write_image_grid, write_outputs)
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, describe, resolve_set
 from forensics.data import forensynths
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--include_wrong", action="store_true", help="also explain misclassified images")
     g.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
     g.add_argument("--max_images", type=int, default=6, help="rows of the per-image grid (default: %(default)s)")
+    g.add_argument("--block_maps", type=int, default=4,
+                   help="fakes in the per-block heatmap figure (LRP per block + Grad-CAM per block; 0: none; "
+                        "default: %(default)s)")
     g.add_argument("--crop", choices=["center", "none"], default=None,
                    help="input crop (default: the detector's; the embedded default: none, full 64x64 images)")
     add_run_args(p, out_help="output root (default: figures/tie_vs_lrp)")
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 "sign": args.sign})
         if args.max_images > 0:
             paths["per_image_grid"] = write_image_grid(detector, comp, out, args.max_images, transform)[0]
+        if args.block_maps > 0:
+            paths["per_block"] = write_block_maps(detector, comp, out, args.block_maps, transform)[0]
     except (ForensicsError, ValueError) as exc:
         log.error("%s", exc)
         return 2

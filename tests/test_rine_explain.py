@@ -232,14 +232,14 @@ def test_tie_vs_lrp_cli_on_a_tiny_set(tmp_path):
     out = tmp_path / "out"
     argv = ["--arch", "rine", "--weights", str(head), "-o", "backbone=forensics-tiny-vit", "-o",
             "backbone_weights=None", "--dataset_dir", str(tmp_path / "data"), "--gan_name", "set",
-            "--include_wrong", "--n_boot", "20", "--max_images", "2", "--device", "cpu", "--out", str(out)]
+            "--include_wrong", "--n_boot", "20", "--max_images", "2", "--block_maps", "1", "--device", "cpu", "--out", str(out)]
     assert run_script("analyses/tie_vs_lrp.py", argv) == 0
     import json
     result = json.loads((out / "rine" / "set" / "tie_vs_lrp.json").read_text())
     assert result["counts"] == {"real": 3, "fake": 3, "all": 6}
     np.testing.assert_allclose(result["tie"], mean_importance(importance_matrix(model)), atol=1e-6)
     assert {r["group"] for r in result["correlations"]} == {"real", "fake", "all"}
-    for name in ("tie_vs_lrp", "per_image"):
+    for name in ("tie_vs_lrp", "per_image", "per_block"):
         assert (out / "rine" / "set" / f"{name}.png").is_file()
 
 
@@ -256,3 +256,17 @@ def test_default_rine_recipe_parses_with_the_trainer(tmp_path):
     assert (args.backbone, args.nproj, args.proj_dim, args.dropout, args.epochs) == (
         recipe.backbone, recipe.nproj, recipe.proj_dim, recipe.dropout, recipe.epochs)
     assert args.epochs_reduce_lr == list(recipe.epochs_reduce_lr) and args.feature_cache is not None
+
+
+def test_default_clip_backbone_is_seeded_and_its_file_loads_the_same_weights(tmp_path, monkeypatch):
+    from forensics import defaults
+    from forensics.detectors.clip_backbone import ClipVisionBackbone
+    monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path))
+    a, b = defaults.default_clip_backbone(), defaults.default_clip_backbone()
+    assert (a.image_size, a.blocks, a.width, a.grid) == (64, 6, 64, 8)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    state = torch.get_rng_state()
+    path = defaults.default_clip_backbone_file()
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
+    loaded = ClipVisionBackbone(defaults.DEFAULT_CLIP_BACKBONE, weights=path)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in loaded.state_dict().items())

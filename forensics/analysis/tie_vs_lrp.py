@@ -280,3 +280,38 @@ def write_image_grid(detector: Detector, comp: Comparison, out_dir: str | Path, 
               for i in idx]
     return plot_image_grid(to_uint8(images, pre.mean, pre.std), res.pixel.cpu().numpy(), comp.shares[idx],
                            comp.tie, titles, Path(out_dir) / name)
+
+
+def write_block_maps(detector: Detector, comp: Comparison, out_dir: str | Path, n: int = 4,
+                     transform: Callable | None = None, name: str = "per_block") -> list[Path]:
+    """Heatmap overlays per image and per block for the first ``n`` explained fakes (reals if none):
+    one row per image with the image, the CP-LRP pixel map of the logit, then per block the pixel map
+    of that block's relevance (they sum to the logit's map) and the Grad-CAM baseline on the block's
+    ``ln_1`` token grid (:func:`~forensics.explain.vit_lrp.block_gradcam`, target = the true class)."""
+    from ..explain.cam import to_uint8
+    from ..explain.vit_lrp import ViTLRP, block_gradcam
+    d = comp.data
+    idx = list(d.group("fake")[:n]) or list(d.group("real")[:n])
+    if not idx:
+        raise ValueError("no explained image for the per-block maps")
+    dataset = ImageDataset([d.records[i] for i in idx], transform or detector.transform())
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    labels = torch.as_tensor(d.labels[idx])
+    res = ViTLRP(detector).explain(images, labels, include=torch.ones(len(idx), dtype=torch.bool), sign="correct",
+                                   blocks=True)
+    blocks = res.block_pixel.shape[1]
+    target = "fake" if int(labels[0]) == 1 else "real"
+    cams = block_gradcam(detector, images, range(blocks), target=target)
+    pre = detector.config.preprocessing
+    pixels = to_uint8(images, pre.mean, pre.std)
+    rows, labels_row = [], []
+    for r, i in enumerate(idx):
+        row = [pixels[r], plots.overlay(pixels[r], plots.positive_heatmap(res.pixel[r].cpu().numpy()))]
+        for b in range(blocks):
+            row.append(plots.overlay(pixels[r], plots.positive_heatmap(res.block_pixel[r, b].cpu().numpy())))
+            row.append(plots.overlay(pixels[r], cams[b][r].cpu().numpy()))
+        rows.append(row)
+        labels_row.append(f"{'fake' if d.labels[i] else 'real'} {Path(d.records[i].path).stem}")
+    titles = ["image", "LRP logit"] + [t for b in range(blocks) for t in (f"LRP block {b + 1}", f"CAM block {b + 1}")]
+    fig = plots.image_grid(rows, row_labels=labels_row, col_labels=titles)
+    return plots.save_figure(fig, Path(out_dir) / name, dpi=150)
