@@ -227,8 +227,12 @@ class ViTLRP:
     def explain(self, images: torch.Tensor, labels: torch.Tensor | Sequence[int] | None = None, *,
                 include: torch.Tensor | Sequence[bool] | None = None, start: torch.Tensor | None = None,
                 sign: str = "reference", blocks: bool = False, check_absorption: bool = False) -> ViTRelevance:
-        """LRP of the logit of normalised ``images`` down to pixels. ``labels``/``include``/``sign``/
-        ``start``: the start signal of :func:`forensics.explain.lrp.start_signal`. Always returns the
+        """LRP of the logit of normalised ``images`` down to pixels. ``labels``/``include``: which
+        images are explained, as :func:`forensics.explain.lrp.start_signal`. The relevance entering
+        is ``start * logit``; ``sign`` keeps the meaning of relevance signs of
+        :mod:`forensics.explain.lrp`: ``"reference"`` (start +1: positive = evidence for fake, on reals
+        too) or ``"correct"`` (start +1 on fakes, -1 on reals: positive = evidence for the true class).
+        ``start`` (``[B]``) overrides all of them. Always returns the
         relevance at every feature layer's tap (``block_relevance``); ``blocks=True`` also the pixel map
         of each block's share (one extra backward pass per block)."""
         if not self.active:
@@ -241,7 +245,10 @@ class ViTLRP:
         with _capture_outputs(self._tap_modules(layers)) as taps, _requiring_grad(additive), torch.enable_grad():
             logits = self.detector(x)
             if start is None:
-                start_vec = start_signal(logits, labels, include, sign)
+                # the relevance entering here is start * logit (LRP-0), not start as in the epsilon rule
+                # of forensics.explain.lrp; these starts give relevance of the same sign as there
+                signed = start_signal(logits, labels, include, "reference")
+                start_vec = signed.abs() if sign == "reference" else signed
             else:
                 start_vec = torch.as_tensor(start, dtype=logits.dtype, device=logits.device).reshape(-1)
                 if start_vec.shape != logits.shape:
