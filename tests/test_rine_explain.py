@@ -270,3 +270,37 @@ def test_default_clip_backbone_is_seeded_and_its_file_loads_the_same_weights(tmp
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
     loaded = ClipVisionBackbone(defaults.DEFAULT_CLIP_BACKBONE, weights=path)
     assert all(torch.equal(a.state_dict()[k], v) for k, v in loaded.state_dict().items())
+
+
+def test_block_gradcam_per_block_and_restores_cam_block():
+    from forensics.explain.vit_lrp import block_gradcam
+    model = tiny_rine()
+    x = images(2)
+    cams = block_gradcam(model, x, [0, 3])
+    assert set(cams) == {0, 3} and model.cam_block == -1
+    for cam in cams.values():
+        assert cam.shape == (2, SIZE, SIZE) and float(cam.min()) >= 0 and float(cam.max()) <= 1
+    assert not torch.allclose(cams[0], cams[3])
+
+
+def test_vit_lrp_on_ufd_conserves():
+    torch.manual_seed(0)
+    model = create("ufd", backbone="forensics-tiny-vit", backbone_weights=None).eval()
+    res = ViTLRP(model).explain(images(2), start=torch.ones(2), check_absorption=True)
+    assert abs(float(res.pixel.sum()) + res.absorbed_direct - float(res.output.sum())) < 1e-4
+
+
+@pytest.mark.slow
+def test_channel_clis_run_on_the_default_rine(tmp_path):
+    """FF-RS and feature-map dropout through the same CLIs with ``--detector rine`` (embedded default;
+    trains the default RINE into the cache on first use, ~1 min)."""
+    import json
+    assert run_script("analyses/rank_fmaps.py", ["--detector", "rine", "--num_real", "4", "--num_fake", "4",
+                                                 "--device", "cpu", "--out", str(tmp_path / "rank")]) == 0
+    summary = json.loads((tmp_path / "rank" / "rine" / "val_default" / "summary.json").read_text())
+    assert summary["num_feature_maps"] == 6 * 64 and set(summary["topk_layer_share"]) <= {f"blocks.{b}" for b in range(6)}
+    csv = tmp_path / "rank" / "rine" / "val_default" / "val-fake.csv"
+    assert run_script("analyses/sensitivity.py", ["--detector", "rine", "--gan_name", "tconv", "--num_instances", "8",
+                                                  "--fmap_csv", str(csv), "--replicas", "2", "--device", "cpu",
+                                                  "--out", str(tmp_path / "sens")]) == 0
+    assert (tmp_path / "sens" / "rine" / "default" / "dropout-table.csv").is_file()
