@@ -304,3 +304,15 @@ def test_channel_clis_run_on_the_default_rine(tmp_path):
                                                   "--fmap_csv", str(csv), "--replicas", "2", "--device", "cpu",
                                                   "--out", str(tmp_path / "sens")]) == 0
     assert (tmp_path / "sens" / "rine" / "default" / "dropout-table.csv").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_vit_lrp_cuda_matches_cpu():
+    model = tiny_rine()
+    x = images(2)
+    start = torch.tensor([1.0, -1.0])
+    cpu = ViTLRP(model).explain(x, start=start)
+    gpu = ViTLRP(model.cuda()).explain(x, start=start)
+    assert gpu.pixel.is_cuda
+    torch.testing.assert_close(gpu.pixel.cpu(), cpu.pixel, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(gpu.block_relevance.cpu(), cpu.block_relevance, rtol=1e-3, atol=1e-5)
