@@ -9,14 +9,17 @@ then (optionally) loaded from a **local file only**; nothing is ever downloaded:
 - ``ViT-B-32-quickgelu``: RINE's other backbone (12 blocks, width 768).
 - ``forensics-tiny-vit`` (``configs/forensics-tiny-vit.json``): 56 px, patch 14 (4x4 grid),
   4 blocks, width 64, 2 heads. For tests: builds and runs in milliseconds.
+- ``forensics-bench-vit`` (``configs/forensics-bench-vit.json``): 64 px, patch 8 (8x8 grid), 6 blocks,
+  width 64, 2 heads. The embedded default's seeded CLIP stand-in (``forensics.defaults``): it sees the
+  synthetic benchmark's full 64x64 images.
 - ``forensics-small-vit`` (``configs/forensics-small-vit.json``): 224 px, patch 14 (16x16 grid,
   as ViT-L/14), 6 blocks, width 256, 4 heads. A small backbone for CPU-sized experiments and
   training from scratch.
 
-Both project configs project to a 768-d embedding, as ViT-L/14 does, so UFD's released ``fc``
+The project configs project to a 768-d embedding, as ViT-L/14 does, so UFD's released ``fc``
 (Linear(768, 1)) loads on them too.
 
-Both project configs carry a minimal text tower only because open_clip's config registry
+The project configs carry a minimal text tower only because open_clip's config registry
 requires one; only the vision tower is ever built.
 
 Weights (``weights=``): a release tag or path, resolved through :func:`forensics.weights.resolve`

@@ -277,6 +277,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--nproj", type=int, default=4, help="q, Linear layers in proj1/proj2")
     g.add_argument("--proj_dim", type=int, default=128, help="d, projection size")
     g.add_argument("--factor", type=float, default=0.2, help="xi, weight of the SupCon term")
+    g.add_argument("--dropout", type=float, default=0.5,
+                   help="p of every Dropout of the head (default: the reference's %(default)s)")
     g.add_argument("--epochs", type=int, default=1)
     g.add_argument("--epochs_reduce_lr", type=int, nargs="*", default=[6, 11],
                    help="1-based epochs at whose start lr is divided by 10 (cumulative)")
@@ -326,7 +328,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     run_dir = prepare_run_dir(Path(args.checkpoints_dir) / args.name, vars(args))
     device = resolve_device(args.device)
     model: RineDetector = create("rine", backbone=args.backbone, backbone_weights=args.backbone_weights,
-                                 nproj=args.nproj, proj_dim=args.proj_dim, device=device)
+                                 nproj=args.nproj, proj_dim=args.proj_dim, dropout=args.dropout, device=device)
     head = model.rine_head
     optimizer = torch.optim.Adam(head.parameters(), lr=args.lr)
     ckpt = resume_state(run_dir, args.resume)
