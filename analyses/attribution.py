@@ -15,7 +15,9 @@ test (forensics.attribution.splits, .openset).
 
 Embedded default (no --weights, no --dataset_dir): the synthetic benchmark's test families
 (synthetic:split1: known tconv, tconv3, pshuffle; unknown nearest, bilinear, denoise; 400 images per
-class) and forensics.defaults.default_clip_backbone(); see the README for what random features do.
+class) and forensics.defaults.default_clip_backbone('forensics-small-vit'), seeded random weights, the 64 px
+images resized to its 224 px input; C swept one value per decade. See the README for what random
+features do (the 56 px forensics-tiny-vit barely separates the families: --backbone forensics-tiny-vit).
 
 Writes under OUT (default figures/attribution/<split>/<backbone>-<site>-<classifier>): results.csv
 (per block, test metrics as fractions), sweep.csv (every C/k on val), unknown_details.csv,
@@ -29,6 +31,7 @@ import logging
 from pathlib import Path
 
 from forensics.attribution import DEFAULT_SPLIT, load_split, run_attribution
+from forensics.attribution.run import EMBEDDED_BACKBONE, EMBEDDED_PER_CLASS, embedded_default
 from forensics.attribution.classifiers import PROBES, KNNProbe
 from forensics.attribution.features import NORMS, SITES, attribution_preprocessing
 from forensics.attribution.openset import SELECT
@@ -43,6 +46,8 @@ EXPLICIT_BACKBONE = "ViT-L-14-quickgelu"
 EXPLICIT_WEIGHTS = "clip.vit_l14_openai"
 REFERENCE_SAMPLES_PER_CLASS = 4000
 RANDOM = "random"
+REFERENCE_C_STEP = 45
+EMBEDDED_C_STEP = 12
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -57,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("backbone")
     g.add_argument("--backbone", default=None,
                    help=f"open_clip model name (default: {EXPLICIT_BACKBONE} with --weights/--dataset_dir; "
-                        "embedded default: forensics.defaults.default_clip_backbone())")
+                        f"embedded default: forensics.defaults.default_clip_backbone('{EMBEDDED_BACKBONE}'))")
     g.add_argument("--weights", default=None,
                    help=f"backbone weights: release tag or file (default with --dataset_dir: {EXPLICIT_WEIGHTS}), "
                         f"or '{RANDOM}': the embedded default's seeded random weights for --backbone")
@@ -82,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 0.5,0.2,0.3)")
     g.add_argument("--max_per_class", "--num_instances", dest="max_per_class", type=int, default=None,
                    help=f"images per class (and part) drawn with --seed (default: {REFERENCE_SAMPLES_PER_CLASS}, "
-                        "the reference's samples_per_class; embedded default: 400)")
+                        f"the reference's samples_per_class; embedded default: {EMBEDDED_PER_CLASS})")
     g.add_argument("--bsize", "--batch_size", dest="bsize", type=int, default=64,
                    help="images per feature batch (default: %(default)s)")
     g.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
@@ -97,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--C", type=float, nargs="+", default=None, help="fixed C value(s) instead of the sweep")
     g.add_argument("--c_min", type=float, default=-6.0, help="log10 of the smallest C (default: %(default)s)")
     g.add_argument("--c_max", type=float, default=5.0, help="log10 of the largest C (default: %(default)s)")
-    g.add_argument("--c_step", type=int, default=45, help="number of C values (default: %(default)s)")
+    g.add_argument("--c_step", type=int, default=None,
+                   help=f"number of C values (default: {REFERENCE_C_STEP}, the reference; embedded default: "
+                        f"{EMBEDDED_C_STEP}, one per decade)")
     g.add_argument("--max_train_iters", type=int, default=1000, help="lbfgs iterations (default: %(default)s)")
     g.add_argument("--standardize", action="store_true",
                    help="z-score features with the training statistics before logreg (the reference does not)")
@@ -113,32 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(args: argparse.Namespace):
-    """``(backbone, data root, split, max_per_class)`` of the run (embedded default or explicit)."""
-    from forensics.defaults import DEFAULT_CLIP_BACKBONE, default_benchmark, default_clip_backbone
+    """``(backbone, data root, split, images per class, preprocessing or None)`` of the run."""
+    from forensics.defaults import DEFAULT_CLIP_BACKBONE, default_clip_backbone
     if uses_embedded_default(args):
-        bench = default_benchmark()
-        backbone = default_clip_backbone(args.backbone or DEFAULT_CLIP_BACKBONE)
-        log.info("no --weights/--dataset_dir given: embedded default = %s (%s) on the synthetic benchmark's test "
-                 "families (%s)", backbone.arch, backbone.weights_source, bench.test_root)
-        return backbone, bench.test_root, load_split(args.split or DEFAULT_SPLIT), args.max_per_class or 400
+        backbone, root, spec, cap, pre = embedded_default(args.backbone, args.split)
+        return backbone, root, spec, args.max_per_class or cap, pre
     from forensics.detectors.clip_backbone import ClipVisionBackbone
     if args.weights == RANDOM:
         backbone = default_clip_backbone(args.backbone or DEFAULT_CLIP_BACKBONE)
     else:
         backbone = ClipVisionBackbone(args.backbone or EXPLICIT_BACKBONE, weights=args.weights or EXPLICIT_WEIGHTS)
-    if args.dataset_dir is None:
-        bench = default_benchmark()
-        return backbone, bench.test_root, load_split(args.split or DEFAULT_SPLIT), args.max_per_class or 400
+    if args.dataset_dir is None:  # a chosen backbone on the embedded default's data
+        _, root, spec, cap, pre = embedded_default(split=args.split, backbone=backbone)
+        return backbone, root, spec, args.max_per_class or cap, pre
     return (backbone, args.dataset_dir, load_split(args.split or "genimage:split1"),
-            args.max_per_class or REFERENCE_SAMPLES_PER_CLASS)
+            args.max_per_class or REFERENCE_SAMPLES_PER_CLASS, None)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        backbone, root, spec, cap = resolve(args)
-        pre = attribution_preprocessing(backbone, resize=args.resize, norm=args.norm)
+        backbone, root, spec, cap, pre = resolve(args)
+        if pre is None or args.resize is not None or args.norm != "clip":
+            pre = attribution_preprocessing(backbone, resize=args.resize or (pre.resize if pre else None),
+                                            norm=args.norm)
+        if args.c_step is None:
+            args.c_step = EMBEDDED_C_STEP if uses_embedded_default(args) else REFERENCE_C_STEP
         params = args.C if args.classifier == "logreg" else args.K
         report = run_attribution(
             backbone, root, spec, blocks=" ".join(args.blocks), site=args.site, classifier=args.classifier,

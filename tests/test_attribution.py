@@ -176,3 +176,25 @@ def test_cli_end_to_end(families, tmp_path):
         assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.pdf").stat().st_size > 0
     assert run_script(ROOT / "analyses" / "attribution.py", ["--split", "nope:split9", "--dataset_dir",
                                                              str(families), "--weights", "random"]) == 2
+
+
+def test_unreadable_images_are_listed_not_silently_dropped(tmp_path, backbone):
+    root = make_families(tmp_path / "data", n=8)
+    (root / "fa" / "1_fake" / "zz_broken.png").write_bytes(b"not a png")
+    spec = SplitSpec("x", "families", ("fa",), ("fb",))
+    report = run_attribution(backbone, root, spec, blocks="0", params=[1.0], cache_dir=tmp_path / "cache",
+                             fractions=(0.5, 0.25, 0.25), progress=False, probe_options={"max_iter": 50})
+    skipped = report.settings["skipped"]
+    assert [Path(s["path"]).name for s in skipped] == ["zz_broken.png"] and skipped[0]["reason"]
+    counts = report.settings["counts"]
+    assert sum(c.get("fa", 0) for c in counts.values()) == 9      # partitioned with the others ...
+    partitioned = sum(sum(c.values()) for c in counts.values())
+    assert sum(report.settings["used"].values()) == partitioned - 1  # ... and left out of the features
+
+
+def test_embedded_preprocessing_resizes_only_small_images(backbone):
+    from forensics.attribution.run import embedded_preprocessing
+    small = default_clip_backbone("forensics-small-vit")
+    assert embedded_preprocessing(small, 64).resize == 224 and embedded_preprocessing(small, 64).crop_size == 224
+    assert embedded_preprocessing(backbone, 64).resize is None  # 56 px input: centre crop of the 64 px image
+    assert embedded_preprocessing(backbone, 64, norm="imagenet").mean == (0.485, 0.456, 0.406)

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..detectors.config import Preprocessing
-from .features import block_features, parse_blocks
+from .features import attribution_preprocessing, block_features, parse_blocks
 from .openset import align, run_blocks
 from .report import AttributionReport
-from .splits import DEFAULT_FRACTIONS, SplitSpec, partition
+from .splits import DEFAULT_FRACTIONS, DEFAULT_SPLIT, SplitSpec, load_split, partition
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def run_attribution(model, root: str | Path, spec: SplitSpec, blocks: str | Sequ
     results = run_blocks(data, chosen, classifier=classifier, params=params, select=select,
                          probe_options=probe_options, grid_options=grid_options, progress=progress)
     settings = {
-        **part.settings, "counts": part.counts(), "backbone": backbone.arch, "weights": backbone.weights_source,
+        **part.settings, "counts": part.counts(), "used": {p: int(len(y)) for p, y in data.y.items()}, "backbone": backbone.arch, "weights": backbone.weights_source,
         "site": site, "blocks": chosen, "classifier": classifier, "params": list(params) if params else None,
         "select": select, "probe_options": probe_options or {}, "grid_options": grid_options or {},
         "preprocessing": dataclasses.asdict(preprocessing) if preprocessing else "backbone default",
@@ -52,3 +52,34 @@ def run_attribution(model, root: str | Path, spec: SplitSpec, blocks: str | Sequ
         "title": f"{spec.name}, {classifier}, {backbone.model_name} ({site})",
     }
     return AttributionReport(results, data.classes, data.n_known, select=select, settings=settings)
+
+
+#: The embedded default's backbone: forensics.defaults.default_clip_backbone() of this open_clip config
+#: (seeded random weights). The 4-block, 56 px forensics-tiny-vit barely separates the benchmark's
+#: families (README, "Open-set attribution"); the 6-block, 224 px forensics-small-vit does.
+EMBEDDED_BACKBONE = "forensics-small-vit"
+#: Images per class of the embedded default (the benchmark has 400 fakes per family).
+EMBEDDED_PER_CLASS = 400
+
+
+def embedded_preprocessing(model, image_size: int, norm: str = "clip") -> Preprocessing:
+    """The backbone's view of the benchmark's ``image_size`` px images: centre crop when the backbone
+    input is not larger, else a resize of the short side to the input size first (a crop would
+    zero-pad the image)."""
+    from ..train.feature_cache import backbone_of
+    size = backbone_of(model).image_size
+    return attribution_preprocessing(model, resize=size if size > image_size else None, norm=norm)
+
+
+def embedded_default(backbone_name: str | None = None, split: str | None = None, backbone=None):
+    """``(backbone, data root, split spec, images per class, preprocessing)`` of the embedded default:
+    the synthetic benchmark's test families and ``default_clip_backbone(backbone_name or
+    EMBEDDED_BACKBONE)`` (or the given ``backbone``); logs one line."""
+    from ..defaults import default_benchmark, default_clip_backbone
+    bench = default_benchmark()
+    backbone = backbone or default_clip_backbone(backbone_name or EMBEDDED_BACKBONE)
+    spec = load_split(split or DEFAULT_SPLIT)
+    pre = embedded_preprocessing(backbone, int(bench.manifest["image_size"]))
+    log.info("no --weights/--dataset_dir given: embedded default = %s (%s) on the synthetic benchmark's test "
+             "families (%s), split %s", backbone.arch, backbone.weights_source, bench.test_root, spec.name)
+    return backbone, bench.test_root, spec, EMBEDDED_PER_CLASS, pre
