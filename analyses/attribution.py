@@ -15,14 +15,15 @@ test (forensics.attribution.splits, .openset).
 
 Embedded default (no --weights, no --dataset_dir): the synthetic benchmark's test families
 (synthetic:split1: known tconv, tconv3, pshuffle; unknown nearest, bilinear, denoise; 400 images per
-class) and forensics.defaults.default_clip_backbone('forensics-small-vit'), seeded random weights, the 64 px
-images resized to its 224 px input; C swept one value per decade. See the README for what random
-features do (the 56 px forensics-tiny-vit barely separates the families: --backbone forensics-tiny-vit).
+class) and forensics.defaults.default_clip_backbone('forensics-small-vit') (seeded random weights),
+the 64 px images resized to its 224 px input; C swept one value per decade. See the README for what
+random features do (the 56 px forensics-tiny-vit barely separates the families).
 
-Writes under OUT (default figures/attribution/<split>/<backbone>-<site>-<classifier>): results.csv
-(per block, test metrics as fractions), sweep.csv (every C/k on val), unknown_details.csv,
-summary.json, metrics_vs_block / confusion / score_histograms (.png, .pdf). Features are cached
-under $FORENSICS_CACHE/features (or --cache_dir), keyed by backbone, site, preprocessing and files.
+Writes under OUT (default figures/attribution/<split>/<backbone>-<site>-<classifier>, plus
+-<knn_score>/-<select> when not the default): results.csv (per block, test metrics as fractions),
+sweep.csv (every C/k on val), unknown_details.csv, summary.json, and metrics_vs_block, confusion,
+score_histograms (.png, .pdf). Features are cached under $FORENSICS_CACHE/features (or --cache_dir),
+keyed by backbone, site, preprocessing and files.
 """
 from __future__ import annotations
 
@@ -97,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--classifier", choices=list(PROBES), default="logreg",
                    help="logreg (multinomial logistic regression; default) or knn (cosine)")
     g.add_argument("--select", choices=SELECT, default="auroc",
-                   help="validation criterion of the sweep: auroc (the reference; default), oscr, or accuracy "
-                        "(closed-set, uses no unknown images)")
+                   help="validation criterion of the sweep: auroc (the reference's criterion, ties 1/2; default), "
+                        "auroc_reference (ties 0, as the reference computes it), oscr, or accuracy (closed-set, "
+                        "uses no unknown images)")
     g.add_argument("--C", type=float, nargs="+", default=None, help="fixed C value(s) instead of the sweep")
     g.add_argument("--c_min", type=float, default=-6.0, help="log10 of the smallest C (default: %(default)s)")
     g.add_argument("--c_max", type=float, default=5.0, help="log10 of the largest C (default: %(default)s)")
@@ -157,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             preprocessing=pre, cache_dir=args.cache_dir, batch_size=args.bsize, device=args.device,
             num_workers=args.workers)
         report.settings["args"] = describe(args)
+        variant = "".join(f"-{v}" for v, default in ((args.knn_score, "prob"), (args.select, "auroc"))
+                          if v != default)
         out = args.out or (Path("figures/attribution") / spec.name.replace(":", "_")
-                           / f"{backbone.model_name}-{args.site}-{args.classifier}")
+                           / f"{backbone.model_name}-{args.site}-{args.classifier}{variant}")
         paths = report.write(out)
     except (ForensicsError, ValueError) as exc:
         log.error("%s", exc)

@@ -5,9 +5,10 @@ Protocol per block b (attribution_cnndet.md §A.5, with its [quirk]s fixed):
 1. fit the probe on the train features of the known classes (real + known generators) for every
    value of its sweep (C for ``logreg``, k for ``knn``; or the fixed values given);
 2. score the validation split (known val vs unknown-generator val) and keep the value with the
-   best ``select`` criterion: ``auroc`` (the reference: known-vs-unknown AUROC), ``oscr`` or
-   ``accuracy`` (closed-set val accuracy: needs no unknown images). Ties keep the first value
-   (the smallest C / k), as the reference;
+   best ``select`` criterion: ``auroc`` (known-vs-unknown AUROC, the reference's criterion, ties ½),
+   ``auroc_reference`` (ties 0 as the reference computes it: k = 1 kNN is never chosen), ``oscr`` or
+   ``accuracy`` (closed-set val accuracy: needs no unknown images). Ties between values keep the
+   first (the smallest C / k), as the reference;
 3. evaluate that fitted probe on the test split, which shares no image with train or val:
    closed-set accuracy / macro-F1 / confusion on the known test images, AUROC (ties ½, and the
    reference's ties-as-0), TNR at 95% TPR and OSCR (correct, and the reference's) from the open-set
@@ -32,7 +33,7 @@ from .splits import PARTS, Partition
 
 log = logging.getLogger(__name__)
 
-SELECT = ("auroc", "oscr", "accuracy")
+SELECT = ("auroc", "auroc_reference", "oscr", "accuracy")
 #: Test metrics of the per-block table, in column order.
 TABLE_METRICS = ("accuracy", "macro_f1", "auroc", "auroc_reference", "tnr_at_tpr95", "oscr", "oscr_reference")
 
