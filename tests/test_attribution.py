@@ -198,3 +198,23 @@ def test_embedded_preprocessing_resizes_only_small_images(backbone):
     assert embedded_preprocessing(small, 64).resize == 224 and embedded_preprocessing(small, 64).crop_size == 224
     assert embedded_preprocessing(backbone, 64).resize is None  # 56 px input: centre crop of the 64 px image
     assert embedded_preprocessing(backbone, 64, norm="imagenet").mean == (0.485, 0.456, 0.406)
+
+
+def test_genimage_partition_trains_on_train_folder_and_splits_val_folder(tmp_path):
+    for gen in ("g1", "g2", "g3"):
+        for split, n in (("train", 6), ("val", 8)):
+            for side in ("ai", "nature"):
+                folder = tmp_path / gen / split / side
+                folder.mkdir(parents=True)
+                for i in range(n):
+                    (folder / f"{gen}_{side}_{i}.png").write_bytes(b"x")
+    spec = SplitSpec("gi", "genimage", ("g1", "g2"), ("g3",))
+    part = partition(tmp_path, spec, fractions=(0.5, 0.5, 0.5), seed=0)
+    counts = part.counts()
+    assert counts["train"] == {"real": 12, "g1": 6, "g2": 6}        # every train image of the known gens
+    assert counts["val"] == {"real": 8, "g1": 4, "g2": 4, "g3": 4}    # val folder cut in two halves
+    assert counts["test"] == counts["val"]
+    assert all("/train/" in str(r.path) for r in part.records["train"])
+    assert all("/val/" in str(r.path) for p in ("val", "test") for r in part.records[p])
+    assert not {r.path for r in part.records["val"]} & {r.path for r in part.records["test"]}
+    assert partition(tmp_path, spec, max_per_class=3).counts()["test"]["g1"] == 3
