@@ -112,6 +112,10 @@ def test_knn_votes_hand_case():
     assert np.all(s1 == 1.0)                                         # k = 1: every max vote share is 1
     _, sim_score = KNNProbe(param=2, score="similarity").fit(x, y).predict(q)
     assert sim_score[0] == pytest.approx((sims[0] + sims[2]) / 2)
+    queries = np.random.default_rng(1).normal(size=(7, 2))
+    probe = KNNProbe(param=2).fit(x, y)
+    whole, chunked = probe.neighbours(queries), probe.neighbours(queries, chunk=3)
+    assert np.array_equal(whole[1], chunked[1]) and np.allclose(whole[0], chunked[0])
 
 
 def test_logreg_probe_separable_and_probabilities():

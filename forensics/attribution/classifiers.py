@@ -125,11 +125,19 @@ class KNNProbe:
         self.n_classes = int(y.max()) + 1
         return self
 
-    def neighbours(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities [N, k] descending, training indices [N, k]) of the k nearest neighbours."""
-        sim = self._normalise(x) @ self._train.T
-        idx = np.argsort(-sim, axis=1, kind="stable")[:, : self.param]
-        return np.take_along_axis(sim, idx, axis=1), idx
+    def neighbours(self, x: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities [N, k] descending, training indices [N, k]) of the k nearest neighbours;
+        queries in chunks of ``chunk`` rows (the similarity matrix is ``chunk x N_train``)."""
+        q = self._normalise(x)
+        sims, idxs = [], []
+        for start in range(0, len(q), chunk):
+            sim = q[start:start + chunk] @ self._train.T
+            idx = np.argsort(-sim, axis=1, kind="stable")[:, : self.param]
+            sims.append(np.take_along_axis(sim, idx, axis=1))
+            idxs.append(idx)
+        if not sims:
+            return np.zeros((0, self.param)), np.zeros((0, self.param), dtype=int)
+        return np.concatenate(sims), np.concatenate(idxs)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sims, idx = self.neighbours(x)
