@@ -28,6 +28,7 @@ keyed by backbone, site, preprocessing and files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default=None,
                    help=f"predefined split (genimage:split1..5, synthetic:split1..4) or a YAML/JSON file "
                         f"(default: genimage:split1 with --dataset_dir, {DEFAULT_SPLIT} embedded)")
+    g.add_argument("--annotations", action="store_true",
+                   help="read the split's images from the reference's annotation files under --dataset_dir "
+                        "(<split>_{train,val,test}/annotations/*.txt, '<path>\\t<label>' lines) instead of the "
+                        "generator folders")
     g.add_argument("--fractions", type=_fractions, default=(0.5, 0.2, 0.3), metavar="TRAIN,VAL,TEST",
                    help="image fractions per class (families layout; genimage: val,test of the val folder) "
                         "(default: 0.5,0.2,0.3)")
@@ -135,8 +140,10 @@ def resolve(args: argparse.Namespace):
     if args.dataset_dir is None:  # a chosen backbone on the embedded default's data
         _, root, spec, cap, pre = embedded_default(split=args.split, backbone=backbone)
         return backbone, root, spec, args.max_per_class or cap, pre
-    return (backbone, args.dataset_dir, load_split(args.split or "genimage:split1"),
-            args.max_per_class or REFERENCE_SAMPLES_PER_CLASS, None)
+    spec = load_split(args.split or "genimage:split1")
+    if args.annotations:
+        spec = dataclasses.replace(spec, layout="annotations")
+    return backbone, args.dataset_dir, spec, args.max_per_class or REFERENCE_SAMPLES_PER_CLASS, None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,3 +218,34 @@ def test_genimage_partition_trains_on_train_folder_and_splits_val_folder(tmp_pat
     assert all("/val/" in str(r.path) for p in ("val", "test") for r in part.records[p])
     assert not {r.path for r in part.records["val"]} & {r.path for r in part.records["test"]}
     assert partition(tmp_path, spec, max_per_class=3).counts()["test"]["g1"] == 3
+
+
+def test_reference_annotation_files(tmp_path, caplog):
+    spec = SplitSpec("genimage:split2", "annotations", ("g1", "g2"), ("g3", "g4"))
+    images = tmp_path / "img"
+    images.mkdir()
+
+    def write(part: str, name: str, rows: list[tuple[str, int]]) -> None:
+        folder = tmp_path / f"split2_{part}" / "annotations"
+        folder.mkdir(parents=True, exist_ok=True)
+        for file, _ in rows:
+            (images / file).write_bytes(b"x")
+        (folder / name).write_text("".join(f"{images / f}\t{lab}\n" for f, lab in rows))
+
+    write("train", "split2_train.txt", [(f"t{c}_{i}.png", c) for c in range(3) for i in range(3)])
+    write("val", "split2_val.txt", [(f"v{c}_{i}.png", c) for c in range(3) for i in range(2)])
+    write("val", "split2_val_out_all.txt", [("vo_a.png", 7), ("vo_b.png", 5)])
+    write("test", "split2_test_out_all.txt", [("to_a.png", 5), ("to_b.png", 7), ("to_c.png", 7)])
+    with caplog.at_level("WARNING"):
+        part = partition(tmp_path, spec, max_per_class=2)
+    assert "validation file" in caplog.text                        # no split2_test.txt: the reference's reuse
+    counts = part.counts()
+    assert counts["train"] == {"real": 2, "g1": 2, "g2": 2}        # first 2 lines per class, file order
+    assert counts["val"] == {"real": 2, "g1": 2, "g2": 2, "g3": 1, "g4": 1}
+    assert counts["test"] == {"real": 2, "g1": 2, "g2": 2, "g3": 1, "g4": 2}  # label 5 -> g3, 7 -> g4
+    assert {r.path.name for r in part.records["train"] if r.source == "g1"} == {"t1_0.png", "t1_1.png"}
+    assert [r.path for r in part.records["test"] if r.label == 0] == [r.path for r in part.records["val"]
+                                                                       if r.label == 0]
+    (tmp_path / "split2_val" / "annotations" / "split2_val_out_all.txt").write_text(f"{images / 'vo_a.png'}\t1\n")
+    with pytest.raises(DatasetLayoutError, match="distinct labels"):
+        partition(tmp_path, spec)

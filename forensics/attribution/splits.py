@@ -26,6 +26,13 @@ Partition (:func:`partition`), always into **disjoint images**:
   is 4000). The reference instead uses the authors' annotation files, whose known "test" set is the
   validation file again (§A.12.1); here validation and test never share an image.
 
+- ``annotations``: the reference's own split files under ``root`` (``splitN_train/annotations/
+  splitN_train.txt``, ``splitN_val/.../splitN_val.txt`` and ``splitN_val_out_all.txt``,
+  ``splitN_test/.../splitN_test.txt`` and ``splitN_test_out_all.txt``; lines ``<path>\\t<label>``),
+  each class capped at its first ``max_per_class`` lines in file order as the reference
+  (``--annotations`` with a predefined GenImage split). Its class-balanced oversampling of the
+  training set is not reproduced.
+
 Hyper-parameters are selected on val (known val vs unknown val), the final numbers come from test.
 """
 from __future__ import annotations
@@ -59,6 +66,7 @@ class SplitSpec:
     layout: str
     known: tuple[str, ...]
     unknown: tuple[str, ...]
+    collection: str = ""  # annotations layout: file prefix (default: the name after ':', e.g. split1)
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -81,8 +89,13 @@ class SplitSpec:
     def n_known(self) -> int:
         return 1 + len(self.known)
 
+    @property
+    def collection_name(self) -> str:
+        return self.collection or self.name.split(":")[-1]
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "layout": self.layout, "known": list(self.known), "unknown": list(self.unknown)}
+        return {"name": self.name, "layout": self.layout, "known": list(self.known), "unknown": list(self.unknown),
+                **({"collection": self.collection} if self.collection else {})}
 
 
 def _read_mapping(path: Path) -> Mapping[str, Any]:
@@ -116,7 +129,8 @@ def load_split(name_or_path: str | Path) -> SplitSpec:
     missing = {"layout", "known", "unknown"} - set(data)
     if missing:
         raise ValueError(f"{path}: missing field(s) {', '.join(sorted(missing))} (expected layout, known, unknown)")
-    return SplitSpec(str(data.get("name", path.stem)), str(data["layout"]), tuple(data["known"]), tuple(data["unknown"]))
+    return SplitSpec(str(data.get("name", path.stem)), str(data["layout"]), tuple(data["known"]), tuple(data["unknown"]),
+                     str(data.get("collection", "")))
 
 
 # ---------------------------------------------------------------------------- layouts
@@ -144,10 +158,65 @@ def _genimage_pools(root: Path, spec: SplitSpec) -> dict[str, list[list[ImageRec
     return pools
 
 
-#: layout name -> class pools reader (one pool: cut into train/val/test; two: train, then val/test).
+def read_annotations(path: Path, root: Path) -> list[tuple[Path, int]]:
+    """``<image_path>\\t<int_label>`` lines in file order. A relative path is taken from the current
+    directory, as the reference opens it, or from ``root`` when it is not there."""
+    if not path.is_file():
+        raise DatasetLayoutError(f"{path}: annotation file not found")
+    out: list[tuple[Path, int]] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.rsplit("\t", 1)
+        if len(fields) != 2 or not fields[1].strip().lstrip("-").isdigit():
+            raise DatasetLayoutError(f"{path}:{n}: expected '<image_path>\\t<int_label>', got {line!r}")
+        img = Path(fields[0])
+        if not img.is_absolute() and not img.exists() and (root / img).exists():
+            img = root / img
+        out.append((img, int(fields[1])))
+    return out
+
+
+def _annotation_pools(root: Path, spec: SplitSpec) -> dict[str, list[list[ImageRecord]]]:
+    """The reference's annotation files (attribution_cnndet.md §A.2) under ``root``: train =
+    ``<c>_train``, val = ``<c>_val`` + ``<c>_val_out_all``, test = ``<c>_test`` (the known test file of
+    the reference's README) + ``<c>_test_out_all``. Known labels i name ``spec.classes[i]``; the sorted
+    distinct labels of an out file name the unknown generators in order. When ``<c>_test.txt`` is
+    absent the known test set is the validation file again, as the reference's config does (logged)."""
+    c = spec.collection_name
+    ann = {part: root / f"{c}_{part}" / "annotations" for part in PARTS}
+    known_files = {"train": ann["train"] / f"{c}_train.txt", "val": ann["val"] / f"{c}_val.txt",
+                   "test": ann["test"] / f"{c}_test.txt"}
+    if not known_files["test"].is_file():
+        log.warning("%s is missing: the known test set is the validation file %s, as the reference's config "
+                    "(val and test share the known images)", known_files["test"], known_files["val"])
+        known_files["test"] = known_files["val"]
+    out_files = {"val": ann["val"] / f"{c}_val_out_all.txt", "test": ann["test"] / f"{c}_test_out_all.txt"}
+    names = spec.classes
+    pools: dict[str, list[list[ImageRecord]]] = {n: [[], [], []] for n in names}
+    for i, part in enumerate(PARTS):
+        for path, label in read_annotations(known_files[part], root):
+            if not 0 <= label < spec.n_known:
+                raise DatasetLayoutError(f"{known_files[part]}: label {label} is not a known class (0..{spec.n_known - 1})")
+            pools[names[label]][i].append(ImageRecord(path, int(label > 0), names[label]))
+        if part in out_files:
+            rows = read_annotations(out_files[part], root)
+            distinct = sorted({label for _, label in rows})
+            if len(distinct) != len(spec.unknown):
+                raise DatasetLayoutError(f"{out_files[part]}: {len(distinct)} distinct labels for the "
+                                         f"{len(spec.unknown)} unknown generators {list(spec.unknown)}")
+            for path, label in rows:
+                gen = spec.unknown[distinct.index(label)]
+                pools[gen][i].append(ImageRecord(path, 1, gen))
+    return pools
+
+
+#: layout name -> class pools reader (one pool: cut into train/val/test; two: train, then val/test;
+#: three: given train, val, test lists, capped at the first ``max_per_class`` in file order).
 LAYOUTS: dict[str, Callable[[Path, SplitSpec], dict[str, list[list[ImageRecord]]]]] = {
     "families": _families_pools,
     "genimage": _genimage_pools,
+    "annotations": _annotation_pools,
 }
 
 
@@ -197,6 +266,8 @@ def partition(root: str | Path, spec: SplitSpec, fractions: Sequence[float] = DE
             pool = _shuffled(pools[name][0], rng, max_per_class)
             edges = _cut(len(pool), fractions)
             drawn = {p: pool[edges[i]:edges[i + 1]] for i, p in enumerate(PARTS)}
+        elif len(pools[name]) == 3:
+            drawn = {p: pools[name][i][:max_per_class] for i, p in enumerate(PARTS)}
         else:
             train_pool, held = pools[name]
             held = _shuffled(held, rng, None)
