@@ -249,3 +249,25 @@ def test_reference_annotation_files(tmp_path, caplog):
     (tmp_path / "split2_val" / "annotations" / "split2_val_out_all.txt").write_text(f"{images / 'vo_a.png'}\t1\n")
     with pytest.raises(DatasetLayoutError, match="distinct labels"):
         partition(tmp_path, spec)
+
+
+def test_cli_help_and_embedded_default_path(families, backbone, monkeypatch, tmp_path):
+    """No --weights/--dataset_dir: the embedded default (stubbed here with the generated families, so the
+    test does not extract the benchmark's features) with one C per decade."""
+    import forensics.attribution.run as run_mod
+    script = ROOT / "analyses" / "attribution.py"
+    assert run_script(script, ["--help"]) == 0
+    calls = []
+
+    def fake_default(backbone_name=None, split=None, backbone=None):
+        calls.append((backbone_name, split))
+        return default_clip_backbone("forensics-tiny-vit"), families, SPEC, 8, None
+
+    monkeypatch.setattr(run_mod, "embedded_default", fake_default)
+    out = tmp_path / "out"
+    assert run_script(script, ["--out", str(out), "--cache_dir", str(tmp_path / "c"), "--blocks", "0",
+                               "--max_train_iters", "20", "--device", "cpu"]) == 0
+    assert calls == [(None, None)]
+    assert len(list(csv.DictReader((out / "sweep.csv").open()))) == 12  # 10^-6 .. 10^5, one per decade
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["max_per_class"] == 8
