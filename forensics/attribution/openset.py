@@ -40,31 +40,38 @@ TABLE_METRICS = ("accuracy", "macro_f1", "auroc", "auroc_reference", "tnr_at_tpr
 
 @dataclass
 class SplitFeatures:
-    """Features ``x[part]`` ``[N, blocks, width]`` and class labels ``y[part]`` of a partition, with the
-    records that could not be read listed in ``skipped``."""
+    """Per-part views of the extracted features: ``features`` ``[K, blocks, width]`` (one array for all
+    parts), ``rows[part]`` its rows of each part's readable images and ``y[part]`` their class labels;
+    the records that could not be read are listed in ``skipped``."""
 
-    x: dict[str, np.ndarray]
+    features: np.ndarray
+    rows: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
     classes: list[str]
     n_known: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def block(self, part: str, b: int) -> np.ndarray:
+        """``[N_part, width]`` features of block ``b`` (a copy of that block only)."""
+        return self.features[self.rows[part], b]
 
 
 def align(partition: Partition, feats: BlockFeatures, records: Sequence) -> SplitFeatures:
     """Rows of ``feats`` (extracted for ``records``, e.g. ``partition.all_records()``) per part;
     unreadable images are dropped from every part and listed."""
     row = {str(records[i].path): r for r, i in enumerate(feats.kept.tolist())}
-    x: dict[str, np.ndarray] = {}
+    rows: dict[str, np.ndarray] = {}
     y: dict[str, np.ndarray] = {}
     for part in PARTS:
         recs, labels = partition.records[part], partition.labels[part]
         keep = np.array([str(r.path) in row for r in recs], dtype=bool)
-        x[part] = feats.features[[row[str(r.path)] for r, k in zip(recs, keep) if k]]
+        rows[part] = np.array([row[str(r.path)] for r, k in zip(recs, keep) if k], dtype=np.int64)
         y[part] = labels[keep]
     if feats.skipped:
         log.warning("%d unreadable image(s) left out of the attribution run (listed in the summary)",
                     len(feats.skipped))
-    return SplitFeatures(x, y, partition.spec.classes, partition.spec.n_known, list(feats.skipped))
+    return SplitFeatures(feats.features, rows, y, partition.spec.classes, partition.spec.n_known,
+                         list(feats.skipped))
 
 
 @dataclass
@@ -126,19 +133,19 @@ def run_block(data: SplitFeatures, block: int, classifier: str = "logreg", param
         raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
     cls = probe_class(classifier)
     grid = list(params) if params else cls.grid(**(grid_options or {}))
-    xt, yt = data.x["train"][:, block], data.y["train"]
+    xt, yt = data.block("train", block), data.y["train"]
     if np.any(yt >= data.n_known):
         raise ValueError("training features include unknown-generator images")
     sweep: list[dict[str, Any]] = []
     best, best_probe, best_value = None, None, -np.inf
     for value in grid:
         probe = make_probe(classifier, value, **(probe_options or {})).fit(xt, yt)
-        ev = evaluate(probe, data.x["val"][:, block], data.y["val"], data.n_known, data.classes, tpr)
+        ev = evaluate(probe, data.block("val", block), data.y["val"], data.n_known, data.classes, tpr)
         entry = {"param": value, **{k: ev.metrics[k] for k in (*SELECT, *TABLE_METRICS[1:]) if k in ev.metrics}}
         sweep.append(entry)
         if entry[select] > best_value:
             best, best_probe, best_value = value, probe, entry[select]
-    test = evaluate(best_probe, data.x["test"][:, block], data.y["test"], data.n_known, data.classes, tpr)
+    test = evaluate(best_probe, data.block("test", block), data.y["test"], data.n_known, data.classes, tpr)
     log.info("block %d: %s = %s (val %s %.4f); test accuracy %.4f, AUROC %.4f, OSCR %.4f", block, cls.param_name,
              best, select, best_value, test.metrics["accuracy"], test.metrics["auroc"], test.metrics["oscr"])
     return BlockResult(block, cls.param_name, best, sweep, test)
