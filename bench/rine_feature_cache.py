@@ -31,7 +31,7 @@ from forensics.detectors import create
 from forensics.device import resolve_device
 from forensics.train import get_trainer
 from forensics.train.common import seed_everything
-from forensics.train.feature_cache import extract_or_load
+from forensics.detectors.feature_cache import extract_or_load
 from forensics.train.rine import (SITE, ImageFeatureSource, TensorFeatureSource, rine_step_loss, rine_transforms,
                                   train_epoch)
 

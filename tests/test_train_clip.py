@@ -16,11 +16,11 @@ from forensics.detectors import create
 from forensics.detectors.clip_backbone import ClipVisionBackbone
 from forensics.detectors.rine import RineHead
 from forensics.train import get_trainer
-from forensics.train import feature_cache as fc_mod
+from forensics.detectors import feature_cache as fc_mod
 from forensics.train import rine as rine_trainer
 from forensics.train import ufd as ufd_trainer
 from forensics.train.checkpoint import LATEST, load_checkpoint
-from forensics.train.feature_cache import backbone_features, extract_or_load
+from forensics.detectors.feature_cache import backbone_features, extract_or_load
 from forensics.train.losses import supcon_loss
 
 TINY = "forensics-tiny-vit"

@@ -6,7 +6,7 @@ final LayerNorm and the projection: site ``"block"`` here. ``"ln_2"`` gives RINE
 CLS of ``ln_1``. The backbone is a :class:`~forensics.detectors.clip_backbone.ClipVisionBackbone`
 or a ``rine``/``ufd`` detector (its frozen CLIP backbone is used).
 
-Extraction and caching are :func:`forensics.train.feature_cache.extract_or_load`, the same
+Extraction and caching are :func:`forensics.detectors.feature_cache.extract_or_load`, the same
 on-disk cache RINE/UFD training uses (one entry holds every block of a site; choosing blocks is
 slicing, so a block sweep costs one extraction). The key covers the backbone (model name, and the
 weights file, or a hash of the tensors for random weights), the site, the preprocessing, the
@@ -21,8 +21,8 @@ inputs with ImageNet statistics). Deliberate difference: the reference resizes e
 exactly 224x224 (aspect ratio not kept, bilinear at eval, bicubic at train); here the short side is
 resized and the centre cropped, identically for every split.
 
-(``feature_cache`` lives in ``forensics.train`` because RINE's trainer introduced it; it imports
-nothing else of ``forensics.train``.)
+(``feature_cache`` lives in ``forensics.detectors``, below both the trainers and attribution, which
+share it.)
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import torch
 
 from ..data import ImageRecord
 from ..detectors.config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from ..train.feature_cache import TOKEN_SITES, CacheSummary, backbone_of, default_preprocessing, extract_or_load
+from ..detectors.feature_cache import TOKEN_SITES, CacheSummary, backbone_of, default_preprocessing, extract_or_load
 
 log = logging.getLogger(__name__)
 

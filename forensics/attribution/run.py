@@ -27,7 +27,7 @@ def run_attribution(model, root: str | Path, spec: SplitSpec, blocks: str | Sequ
                     num_workers: int = 0, progress: bool = True) -> AttributionReport:
     """Open-set attribution of ``spec``'s generators under ``root`` from ``model``'s per-block CLS
     features (a CLIP backbone or a rine/ufd detector). See :mod:`forensics.attribution`."""
-    from ..train.feature_cache import backbone_of
+    from ..detectors.feature_cache import backbone_of
     backbone = backbone_of(model)
     chosen = parse_blocks(blocks, backbone.blocks)
     part = partition(root, spec, fractions=fractions, max_per_class=max_per_class, seed=seed)
@@ -66,7 +66,7 @@ def embedded_preprocessing(model, image_size: int, norm: str = "clip") -> Prepro
     """The backbone's view of the benchmark's ``image_size`` px images: centre crop when the backbone
     input is not larger, else a resize of the short side to the input size first (a crop would
     zero-pad the image)."""
-    from ..train.feature_cache import backbone_of
+    from ..detectors.feature_cache import backbone_of
     size = backbone_of(model).image_size
     return attribution_preprocessing(model, resize=size if size > image_size else None, norm=norm)
 

@@ -63,7 +63,7 @@ from . import TrainerSpec, register_trainer
 from .augment import AugmentConfig, add_augment_arguments, seed_worker, train_transform, val_transform
 from .checkpoint import LATEST, latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from .common import TrainLog, prepare_run_dir, seed_everything, split_records
-from .feature_cache import DTYPES, backbone_features, extract_or_load
+from ..detectors.feature_cache import DTYPES, backbone_features, extract_or_load
 from .losses import rine_loss
 
 log = logging.getLogger(__name__)

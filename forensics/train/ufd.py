@@ -56,7 +56,7 @@ from .augment import train_transform, val_transform
 from .checkpoint import BEST, LATEST, save_checkpoint
 from .common import TrainLog, prepare_run_dir, seed_everything, split_records
 from .earlystop import EarlyStopping, LrSchedule
-from .feature_cache import EMBEDDING
+from ..detectors.feature_cache import EMBEDDING
 from .rine import (LossFn, TrainResult, add_common_arguments, augment_config, evaluate, make_sources,
                    require_labels, resume_state, set_lr, class_list, train_epoch)
 

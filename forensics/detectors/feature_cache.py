@@ -60,9 +60,9 @@ from tqdm.auto import tqdm
 from ..data.dataset import ImageDataset, RunSummary, iter_batches
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import ImageRecord
-from ..detectors.clip_backbone import ClipDetector, ClipVisionBackbone
-from ..detectors.config import CLIP_MEAN, CLIP_STD, Preprocessing
-from ..detectors.preprocess import build_eval_transform
+from .clip_backbone import ClipDetector, ClipVisionBackbone
+from .config import CLIP_MEAN, CLIP_STD, Preprocessing
+from .preprocess import build_eval_transform
 from ..device import resolve_device
 from ..errors import CheckpointError
 from ..io import atomic_path, atomic_write_json, read_weight_file
