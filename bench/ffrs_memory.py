@@ -83,7 +83,10 @@ def store_all(model, records, transform, batch_size: int) -> int:
     return sum(len(next(iter(side.values()), [])) for side in kept.values())
 
 
-def worker(mode: str, n: int, size: int, threads: int) -> dict:
+MODES = ("streaming", "store_all")
+
+
+def worker(mode: str, n: int, size: int, threads: int, dynamic: bool = False) -> dict:
     torch.set_num_threads(threads)
     from forensics.analysis.ffrs import compute_ffrs
     from forensics.data import forensynths
@@ -96,7 +99,7 @@ def worker(mode: str, n: int, size: int, threads: int) -> dict:
         start = time.perf_counter()
         if mode == "streaming":
             res = compute_ffrs(model, records, batch_size=16, transform=transform, conf_real=0.5, conf_fake=0.5,
-                               progress=False)
+                               progress=False, fixed_mmap_threshold=not dynamic)
             used = sum(c["used"] for c in res.counts.values())
         elif mode == "store_all":
             used = store_all(model, records, transform, batch_size=16)
@@ -114,12 +117,13 @@ def worker(mode: str, n: int, size: int, threads: int) -> dict:
             "rss_before_mib": base, "peak_rss_mib": peak_rss_mib()}
 
 
-def run_fresh(mode: str, n: int, size: int, threads: int, mmap_threshold: int | None = None) -> dict:
+def run_fresh(mode: str, n: int, size: int, threads: int, mmap_threshold: int | None = None,
+              dynamic: bool = False) -> dict:
     env = dict(os.environ)
     if mmap_threshold is not None:  # a fixed threshold also disables glibc's dynamic adjustment
         env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     out = subprocess.run([sys.executable, __file__, "--worker", mode, str(n), "--size", str(size),
-                          "--threads", str(threads)], check=True, capture_output=True, text=True, env=env)
+                          "--threads", str(threads), *(["--dynamic-threshold"] if dynamic else [])], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -131,24 +135,32 @@ def main() -> None:
     ap.add_argument("--mmap-threshold", type=int, default=None, metavar="BYTES",
                     help="set glibc's MALLOC_MMAP_THRESHOLD_ in the workers (e.g. 131072: large tensors are "
                          "always mmapped and returned, so RSS does not keep freed heap; default: glibc's dynamic)")
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="strategies to run")
+    ap.add_argument("--dynamic-threshold", action="store_true",
+                    help="streaming without compute_ffrs' fixed mmap threshold (glibc's dynamic one, for comparison)")
     ap.add_argument("--worker", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.size, args.threads)))
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.size, args.threads,
+                                args.dynamic_threshold)))
         return
-    rows = [run_fresh(mode, n, args.size, args.threads, args.mmap_threshold) for mode in ("streaming", "store_all") for n in args.sizes]
-    malloc = f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}" if args.mmap_threshold else "glibc default malloc"
+    rows = [run_fresh(mode, n, args.size, args.threads, args.mmap_threshold, args.dynamic_threshold)
+            for mode in args.modes for n in args.sizes]
+    malloc = (f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}" if args.mmap_threshold else
+              "glibc default malloc" + (", dynamic threshold" if args.dynamic_threshold else
+                                        ", compute_ffrs fixes the mmap threshold"))
     print(f"FF-RS, ResNet-50 (random, calibrated BN), {args.size}x{args.size}, batch 16, {args.threads} thread(s), "
           f"{malloc}")
     print(f"{'strategy':<10} {'N':>5} {'kept':>5} {'peak RSS MiB':>13} {'vs N=' + str(args.sizes[0]):>8} {'img/s':>7}")
-    for mode in ("streaming", "store_all"):
+    for mode in args.modes:
         first = next(r for r in rows if r["mode"] == mode)
         for r in (r for r in rows if r["mode"] == mode):
             print(f"{mode:<10} {r['n']:>5} {r['used']:>5} {r['peak_rss_mib']:>13.0f} "
                   f"{r['peak_rss_mib'] / first['peak_rss_mib']:>8.2f} {r['img_s']:>7.1f}")
-    last = {m: next(r for r in reversed(rows) if r["mode"] == m) for m in ("streaming", "store_all")}
-    print(f"store_all / streaming peak RSS at N={args.sizes[-1]}: "
-          f"{last['store_all']['peak_rss_mib'] / last['streaming']['peak_rss_mib']:.2f}x")
+    last = {m: next(r for r in reversed(rows) if r["mode"] == m) for m in args.modes}
+    if len(last) == 2:
+        print(f"store_all / streaming peak RSS at N={args.sizes[-1]}: "
+              f"{last['store_all']['peak_rss_mib'] / last['streaming']['peak_rss_mib']:.2f}x")
     for bs in (1, 16):
         r = run_fresh("lrp", bs, args.size, args.threads, args.mmap_threshold)
         print(f"LRP (all feature layers read) batch {bs:>2}: {r['img_s']:.1f} img/s")

@@ -54,6 +54,7 @@ from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
 from ..io import atomic_path, atomic_write_text
+from ..memory import fix_mmap_threshold
 from ..explain.lrp import LRPExplainer, LRPResult
 
 log = logging.getLogger(__name__)
@@ -193,16 +194,20 @@ def reference_transform(detector: Detector, size: int | None = None):
 def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_size: int = 16,
                  transform: Callable | None = None, conf_real: float = 0.1, conf_fake: float = 0.9,
                  sign: str = "reference", device: str | torch.device | None = None, num_workers: int = 0,
-                 bn_identity: bool = False, progress: bool = True) -> FFRSResult:
+                 bn_identity: bool = False, progress: bool = True, fixed_mmap_threshold: bool = True) -> FFRSResult:
     """FF-RS of ``detector`` over labelled ``records`` (e.g. ``forensynths(root, 'progan_val',
     num_real=50, num_fake=50)``), streaming (tff.md §5).
 
     ``transform``: PIL -> normalised tensor (default :func:`reference_transform`). ``device``: moves
     the detector there first (default: where it is). ``sign``/``bn_identity``: see
     :class:`~forensics.explain.lrp.LRPExplainer`. Unreadable files are skipped and listed in
-    ``result.summary``.
+    ``result.summary``. ``fixed_mmap_threshold``: fix glibc's mmap threshold first
+    (:func:`forensics.memory.fix_mmap_threshold`, process-wide) so that peak memory stays flat in the
+    number of images instead of creeping up over the first batches.
     """
     check_thresholds(conf_real, conf_fake)
+    if fixed_mmap_threshold:
+        fix_mmap_threshold()
     if any(r.label not in (0, 1) for r in records):
         raise ValueError("FF-RS needs labelled records (0 real / 1 fake); some have no label")
     if device is not None:
