@@ -89,10 +89,11 @@ def resolve_detector(args: argparse.Namespace, **create_kwargs: Any):
 
 
 def embedded_default(args: argparse.Namespace):
-    """``(detector, benchmark)`` of the embedded default, moved to ``--device`` (see forensics.defaults)."""
+    """``(detector, benchmark)`` of the embedded default (``--recipe`` when the script has it, else
+    ``--detector``, else resnet50), moved to ``--device`` (see forensics.defaults)."""
     from ..defaults import default_detector_and_data
     from ..device import resolve_device
-    detector, bench = default_detector_and_data(detector=args.detector or "resnet50")
+    detector, bench = default_detector_and_data(detector=getattr(args, "recipe", None) or args.detector or "resnet50")
     detector.to(resolve_device(args.device))
     return detector, bench
 
@@ -124,3 +125,28 @@ def add_heatmap_args(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--max_images", type=int, default=8, help="explain the first N fakes (default: %(default)s)")
     group.add_argument("--crop", choices=["center", "none"], default=None,
                        help="input crop (default: the detector's; the embedded default: none, full 64x64 images)")
+
+
+def add_recipe_arg(group: argparse._ArgumentGroup) -> None:
+    """``--recipe``: the default detector of the embedded default (forensics.defaults.DEFAULT_RECIPES)."""
+    from ..defaults import DEFAULT_RECIPES
+    group.add_argument("--recipe", choices=list(DEFAULT_RECIPES), default=None,
+                       help="embedded default only: which default detector (default: --detector's, i.e. resnet50; "
+                            "resnet50_cr / efb0_cr are the colour-robust ones)")
+
+
+def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> tuple[Any, str, dict, Any]:
+    """``(detector, label, sets, bench or None)`` of a multi-set analysis: explicit ``--detector/
+    --weights/--dataset_dir/--gan_name`` (every set under the root when no ``--gan_name``), or the
+    embedded default (``--recipe``; every family of the benchmark's test split, flat folders).
+    ``label`` is the recipe name for the embedded default, else the detector's name."""
+    from ..analysis.evaluate import load_sets
+    num = getattr(args, "num_instances", None)
+    if uses_embedded_default(args):
+        detector, bench = embedded_default(args)
+        label = getattr(args, "recipe", None) or args.detector or "resnet50"
+        return detector, label, load_sets(bench.test_root, args.gan_name, "forensynths", False, num), bench
+    if args.dataset_dir is None:
+        raise SystemExit("error: --dataset_dir is required with --weights")
+    detector = resolve_detector(args)
+    return detector, detector.name, load_sets(args.dataset_dir, args.gan_name, layout, args.have_classes, num), None
