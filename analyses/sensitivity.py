@@ -29,21 +29,16 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from forensics.analysis.dropout import RANDOM_MODES, dropout_analysis, feature_map_sets, sweep_k
 from forensics.analysis.evaluate import load_sets
-from forensics.analysis.ffrs import compute_ffrs, ffrs_transform, read_csv, write_outputs
+from forensics.analysis.ffrs import REFERENCE_K, default_k, embedded_ranking_csv, read_csv
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, embedded_default,
                                          resolve_detector, uses_embedded_default)
-from forensics.data import forensynths
 from forensics.detectors import POINTS
 from forensics.errors import ForensicsError
 
 log = logging.getLogger("forensics.sensitivity")
-
-REFERENCE_K = 114
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,23 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_fmap_csv(detector, bench, seed: int, bsize: int) -> Path:
-    """The fake CSV `analyses/rank_fmaps.py` writes for the embedded default; computed if missing."""
-    path = Path("figures/rank_fmaps") / detector.name / "val_default" / "val-fake.csv"
-    if path.is_file():
-        return path
-    log.info("%s does not exist: computing FF-RS of %s on the benchmark's val split and writing it there "
-             "(as `python analyses/rank_fmaps.py` would)", path, detector.name)
-    torch.manual_seed(seed)
-    size = int(bench.manifest["image_size"])
-    result = compute_ffrs(detector, forensynths(bench.root, "val", have_classes=True),
-                          transform=ffrs_transform(detector, "random_resized", size), batch_size=bsize)
-    write_outputs(result, path.parent, "val", REFERENCE_K)
-    if not path.is_file():
-        raise ForensicsError(f"FF-RS kept no fake image of the benchmark's val split; {path} was not written")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -104,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             sets = load_sets(bench.test_root, args.gan_name or bench.families, have_classes=False,
                              num_instances=args.num_instances)
             fixed = args.fixed_threshold_sets or [bench.train_family]
-            csv_path = args.fmap_csv or default_fmap_csv(detector, bench, args.seed, args.bsize)
+            csv_path = args.fmap_csv or embedded_ranking_csv(detector, bench, seed=args.seed, batch_size=args.bsize)
             ranking = read_csv(csv_path)
-            k = args.topk if args.topk is not None else min(REFERENCE_K, max(1, len(ranking) // 100))
+            k = args.topk if args.topk is not None else default_k(len(ranking))
         else:
             if args.dataset_dir is None or not args.gan_name or args.fmap_csv is None:
                 raise SystemExit("error: --dataset_dir, --gan_name and --fmap_csv are required with --weights")

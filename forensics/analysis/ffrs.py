@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
+from ..data import ImageDataset, ImageRecord, RunSummary, forensynths, iter_batches
 from ..detectors import Detector, FeatureMapKey
 from ..io import atomic_path, atomic_write_text
 from ..explain.lrp import LRPExplainer, LRPResult
@@ -355,3 +355,38 @@ def write_outputs(result: FFRSResult, out_dir: str | Path, gan: str, topk_k: int
     from ..io import atomic_write_json
     paths["summary"] = atomic_write_json(out_dir / "summary.json", summary)
     return paths
+
+
+# ---------------------------------------------------------------------------- embedded default
+#: Where ``analyses/rank_fmaps.py`` writes its output (relative to the working directory).
+RANK_FMAPS_ROOT = Path("figures/rank_fmaps")
+#: The reference's R50 k (tff.md §6.1); the embedded default uses ``min(REFERENCE_K, 1% of the maps)``.
+REFERENCE_K = 114
+
+
+def default_k(num_maps: int) -> int:
+    """k of the embedded default: ``min(114, 1 % of the feature maps)`` (at least 1)."""
+    return min(REFERENCE_K, max(1, num_maps // 100))
+
+
+def embedded_ranking_csv(detector: Detector, bench, name: str | None = None, seed: int = 0, batch_size: int = 16,
+                         root: str | Path = RANK_FMAPS_ROOT) -> Path:
+    """The fake FF-RS CSV of an embedded-default detector, ``<root>/<name>/val_default/val-fake.csv``
+    as ``python analyses/rank_fmaps.py`` writes it (``name``: the default recipe, e.g. ``resnet50_cr``;
+    default the detector's name). Computed with rank_fmaps' default settings (the benchmark's val
+    split, RandomResizedCrop to the image size, torch seeded with ``seed``) and written there when
+    missing; reused otherwise."""
+    path = Path(root) / (name or detector.name) / "val_default" / "val-fake.csv"
+    if path.is_file():
+        return path
+    log.info("%s does not exist: computing FF-RS of %s on the benchmark's val split and writing it there "
+             "(as `python analyses/rank_fmaps.py` would)", path, name or detector.name)
+    torch.manual_seed(seed)
+    size = int(bench.manifest["image_size"])
+    result = compute_ffrs(detector, forensynths(bench.root, "val", have_classes=True),
+                          transform=ffrs_transform(detector, "random_resized", size), batch_size=batch_size)
+    write_outputs(result, path.parent, "val", REFERENCE_K)
+    if not path.is_file():
+        from ..errors import ForensicsError
+        raise ForensicsError(f"FF-RS kept no fake image of the benchmark's val split; {path} was not written")
+    return path

@@ -46,9 +46,11 @@ def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, gan_default: list[str] | str | None = None,
-                  bsize: int = 16, per_label: bool = False) -> argparse._ArgumentGroup:
+                  bsize: int = 16, per_label: bool = False, num_instances: tuple[int | None, str] | None = None
+                  ) -> argparse._ArgumentGroup:
     """``--dataset_dir --gan_name --have_classes --bsize`` and either ``--num_real/--num_fake``
-    (``per_label``) or ``--num_instances`` (caps per class folder and label; default: all)."""
+    (``per_label``) or ``--num_instances`` (caps per class folder and label; default: all;
+    ``num_instances=(default, help)`` gives it another default and meaning)."""
     g = parser.add_argument_group("data")
     g.add_argument("--dataset_dir", type=Path, help="root holding one folder per generator / set")
     g.add_argument("--gan_name", nargs="+", metavar="SET", default=gan_default,
@@ -59,8 +61,8 @@ def add_data_args(parser: argparse.ArgumentParser, *, gan_default: list[str] | s
         g.add_argument("--num_real", type=int, default=None, help="real images per class folder (default: all)")
         g.add_argument("--num_fake", type=int, default=None, help="fake images per class folder (default: all)")
     else:
-        g.add_argument("--num_instances", type=int, default=None,
-                       help="at most this many images per class folder and label (default: all)")
+        default, text = num_instances or (None, "at most this many images per class folder and label (default: all)")
+        g.add_argument("--num_instances", type=int, default=default, help=text)
     g.add_argument("--bsize", "--batch_size", dest="bsize", type=int, default=bsize,
                    help="images per batch (default: %(default)s)")
     g.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
@@ -150,3 +152,46 @@ def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> 
         raise SystemExit("error: --dataset_dir is required with --weights")
     detector = resolve_detector(args)
     return detector, detector.name, load_sets(args.dataset_dir, args.gan_name, layout, args.have_classes, num), None
+
+
+def add_topk_args(group: argparse._ArgumentGroup) -> None:
+    """``--fmap_csv`` and ``--topk`` of the analyses that work on the top-k maps of an FF-RS ranking."""
+    group.add_argument("--fmap_csv", type=Path, default=None,
+                       help="FF-RS fake CSV (key,mean_relevance) whose first --topk maps are analysed (required with "
+                            "--weights; embedded default: figures/rank_fmaps/<recipe>/val_default/val-fake.csv, "
+                            "computed there as `python analyses/rank_fmaps.py` does when missing)")
+    group.add_argument("--topk", type=int, default=None,
+                       help="number of top maps (default: 114, the reference's R50 k; embedded default: "
+                            "min(114, 1%% of the maps))")
+
+
+def resolve_fake_sets(args: argparse.Namespace, cap: int | None = None) -> tuple[Any, str, dict, Any]:
+    """``(detector, label, {set: fake records}, bench or None)`` for analyses of fake images only
+    (tff.md §8-10): ``--gan_name`` sets under ``--dataset_dir`` (``cap`` fakes per class folder;
+    ``None``: all), or with the embedded default the test fakes of the benchmark's training family
+    (or ``--gan_name``)."""
+    from ..data import forensynths
+    if uses_embedded_default(args):
+        detector, bench = embedded_default(args)
+        label = getattr(args, "recipe", None) or args.detector or "resnet50"
+        names = args.gan_name or [bench.train_family]
+        return detector, label, {g: forensynths(bench.test_root, g, False, 0, cap) for g in names}, bench
+    if args.dataset_dir is None or not args.gan_name:
+        raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
+    detector = resolve_detector(args)
+    return (detector, detector.name,
+            {g: forensynths(args.dataset_dir, g, args.have_classes, 0, cap) for g in args.gan_name}, None)
+
+
+def resolve_topk(args: argparse.Namespace, detector, label: str, bench) -> tuple[Path, list, int]:
+    """``(csv path, top-k keys, k)`` from ``--fmap_csv/--topk`` (embedded default: the recipe's own
+    FF-RS ranking, :func:`forensics.analysis.ffrs.embedded_ranking_csv`), checked against the detector."""
+    from ..analysis.ffrs import REFERENCE_K, default_k, embedded_ranking_csv, read_csv, topk
+    if args.fmap_csv is None and bench is None:
+        raise SystemExit("error: --fmap_csv is required with --weights/--dataset_dir")
+    path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=label, seed=args.seed)
+    ranking = read_csv(path)
+    k = args.topk if args.topk is not None else (default_k(len(ranking)) if bench is not None else REFERENCE_K)
+    keys = topk(ranking, k)
+    detector.check_keys(keys)
+    return Path(path), keys, k
