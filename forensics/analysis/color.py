@@ -258,6 +258,13 @@ def color_ablation(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]]
 
 # ---------------------------------------------------------------------------- colour-robust comparison
 BASELINE, ROBUST = "baseline", "robust"
+#: Short architecture labels of the §14.3 table (other names are used as they are).
+ARCH_LABELS = {"resnet50": "R50", "efb0": "EfB0"}
+
+
+def arch_label(name: str) -> str:
+    """``R50`` for resnet50, ``EfB0`` for efb0, else ``name``."""
+    return ARCH_LABELS.get(name, name)
 
 
 @dataclass
@@ -323,7 +330,7 @@ class RobustComparison:
             low = float(np.nanmin(table.loc[labels].to_numpy()))
             ax.set_ylim(max(0.0, 10 * np.floor(low / 10) - 10), 100.5)
             ax.grid(axis="y", alpha=0.3)
-            ax.legend(fontsize=8, ncol=2, loc="lower left")
+            ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))
             ax.set_title(f"{arch}: AP on RGB vs {ablation_label(self.ablation).lower()} test images")
         return fig
 
