@@ -82,10 +82,9 @@ def max_unit_gradient(fmap: torch.Tensor, channel: int) -> tuple[torch.Tensor, t
     positive part of ``channel``, 0 elsewhere), ``z`` ``[B]`` and the flat argmax ``[B]``."""
     chan = fmap.detach()[:, channel].clamp_min(0).reshape(fmap.shape[0], -1)
     value, position = chan.max(dim=1)
+    flat = torch.zeros_like(chan).scatter_(1, position[:, None], value[:, None])
     start = torch.zeros_like(fmap)
-    flat = start[:, channel].reshape(fmap.shape[0], -1)
-    flat.scatter_(1, position[:, None], value[:, None])
-    start[:, channel] = flat.reshape(start[:, channel].shape)
+    start[:, channel] = flat.reshape(fmap[:, channel].shape)
     return start, value, position
 
 
