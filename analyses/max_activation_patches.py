@@ -38,6 +38,7 @@ from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_r
                                          describe, resolve_fake_sets, resolve_topk)
 from forensics.detectors import POINTS
 from forensics.errors import ForensicsError
+from forensics.explain.unit import unit_relevance_fn
 from forensics.io import atomic_write_json
 from forensics.plots import save_figure
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         detector, label, sets, bench = resolve_fake_sets(args)
+        unit_relevance_fn(detector)  # fail before ranking when the detector has no single-unit pixel relevance
         csv_path, keys, k = resolve_topk(args, detector, label, bench)
         for gan, records in sets.items():
             out = (args.out or Path("figures/max_activation_patches")) / label / f"{gan}_{args.blur_jpg or 'default'}"
