@@ -237,8 +237,13 @@ def draw_box(ax, rgb: np.ndarray, ablated: np.ndarray, ablated_label: str = "Gra
     ax.plot([0.5, 0.775], [m2, m2], color="red", lw=1, ls=":")
     ax.annotate("", xy=(0.5, m2), xytext=(0.5, m1),
                 arrowprops={"arrowstyle": "<->", "color": "red", "lw": 2, "shrinkA": 0, "shrinkB": 0})
-    ax.text(0.5, (m1 + m2) / 2, f" {m1 - m2:.1f}% drop", color="red", fontsize=10, fontweight="bold",
-            ha="center", va="bottom" if abs(m1 - m2) < 8 else "center",
+    if abs(m1 - m2) >= 8:  # room between the medians: the label sits on the arrow
+        y, va = (m1 + m2) / 2, "center"
+    elif max(m1, m2) > 85:  # short arrow near the top: the label goes under it
+        y, va = min(m1, m2) - 2, "top"
+    else:
+        y, va = max(m1, m2) + 2, "bottom"
+    ax.text(0.5, y, f" {m1 - m2:.1f}% drop", color="red", fontsize=10, fontweight="bold", ha="center", va=va,
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
     ax.set_xlabel(f"{n} fakes (RGB p >= {min_p:g})")
 
