@@ -249,7 +249,7 @@ def collage_tile(patch: np.ndarray | Image.Image, size: int = TILE) -> np.ndarra
 
 
 def collage_figure(folders: Mapping[str, str | Path], n: int = 5, order: str = "numeric", title: str | None = None,
-                   cell_inches: float = 1.6):
+                   cell_inches: float = 2.0):
     """One figure: a row per map (``{key: folder of its patch files}``), its first ``n`` patches
     (:func:`collage_files`) as tiles, each titled with its rank."""
     rows, labels = [], []
