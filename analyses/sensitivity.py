@@ -29,10 +29,9 @@ import logging
 import sys
 from pathlib import Path
 
-
 from forensics.analysis.dropout import RANDOM_MODES, dropout_analysis, feature_map_sets, sweep_k
 from forensics.analysis.evaluate import load_sets
-from forensics.analysis.ffrs import REFERENCE_K, default_ranking_csv, default_topk, read_csv
+from forensics.analysis.ffrs import REFERENCE_K, default_k, embedded_ranking_csv, read_csv
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, embedded_default,
                                          output_name, resolve_detector, uses_embedded_default)
@@ -40,7 +39,6 @@ from forensics.detectors import POINTS
 from forensics.errors import ForensicsError
 
 log = logging.getLogger("forensics.sensitivity")
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,11 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             sets = load_sets(bench.test_root, args.gan_name or bench.families, have_classes=False,
                              num_instances=args.num_instances)
             fixed = args.fixed_threshold_sets or [bench.train_family]
-            csv_path = args.fmap_csv or default_ranking_csv(
-                detector, bench, Path("figures/rank_fmaps") / output_name(args, detector) / "val_default",
-                seed=args.seed, batch_size=args.bsize)
+            csv_path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=output_name(args, detector),
+                                                             seed=args.seed, batch_size=args.bsize)
             ranking = read_csv(csv_path)
-            k = default_topk(ranking, args.topk)
+            k = args.topk if args.topk is not None else default_k(len(ranking))
         else:
             if args.dataset_dir is None or not args.gan_name or args.fmap_csv is None:
                 raise SystemExit("error: --dataset_dir, --gan_name and --fmap_csv are required with --weights")

@@ -55,7 +55,7 @@ def test_unknown_default_detector_is_refused_with_the_choices():
     from forensics.cli.analysis_args import add_detector_args, embedded_default
     parser = argparse.ArgumentParser()
     add_detector_args(parser)
-    args = parser.parse_args(["--default_detector", "resnet51"])
+    args = parser.parse_args(["--recipe", "resnet51"])
     with pytest.raises(SystemExit, match="resnet50_cr"):
         embedded_default(args)
 
@@ -69,6 +69,6 @@ def test_output_name_separates_embedded_defaults_from_registry_names():
     add_data_args(parser)
     det = SimpleNamespace(name="resnet50")
     assert output_name(parser.parse_args([]), det) == "resnet50"
-    assert output_name(parser.parse_args(["--default_detector", "resnet50_cr"]), det) == "resnet50_cr"
-    explicit = parser.parse_args(["--detector", "resnet50", "--weights", "w.pth", "--default_detector", "efb0"])
-    assert output_name(explicit, det) == "resnet50"  # --default_detector only applies to the embedded default
+    assert output_name(parser.parse_args(["--recipe", "resnet50_cr"]), det) == "resnet50_cr"
+    explicit = parser.parse_args(["--detector", "resnet50", "--weights", "w.pth", "--recipe", "efb0"])
+    assert output_name(explicit, det) == "resnet50"  # --recipe only applies to the embedded default

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..data import ImageRecord, UFD_DIFFUSION_REAL_FOLDERS, forensynths, genimage, list_sources, ufd_diffusion
+from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..data.perturb import Perturbation, PerturbedTransform, Protocol, get_protocol, sweep
 from ..detectors import Detector
 from ..detectors.preprocess import build_ten_crop_transform
@@ -78,17 +79,32 @@ class CropAveragingDetector(Detector):
         return self.inner(x.flatten(0, 1)).reshape(b, n).mean(dim=1)
 
 
+def resolve_ablation(grayscale: bool = False, ablation: str | None = None) -> str | None:
+    """The colour ablation a run applies (``grayscale=True`` is ``ablation="grayscale"``; ``None``: RGB)."""
+    if grayscale and ablation not in (None, "grayscale"):
+        raise ValueError(f"grayscale=True contradicts ablation={ablation!r}")
+    name = "grayscale" if grayscale else ablation
+    if name is not None:
+        ColorAblation(name)  # checks the name
+    return name
+
+
 def eval_transform(detector: Detector, crop: str | None = None, crop_size: int | None = None,
-                   grayscale: bool = False) -> Callable:
-    """The detector's eval transform for a crop mode (``None``: the detector's own policy)."""
+                   grayscale: bool = False, ablation: str | None = None) -> Callable:
+    """The detector's eval transform for a crop mode (``None``: the detector's own policy), with
+    the colour ablation ``ablation`` (:mod:`forensics.data.color`; ``grayscale=True`` = ``"grayscale"``,
+    torchvision's ``Grayscale(3)`` as the reference) before normalisation."""
     if crop not in (None, *CROP_MODES):
         raise ValueError(f"crop must be one of {CROP_MODES} or None, got {crop!r}")
+    name = resolve_ablation(grayscale, ablation)
+    gray = name == "grayscale"
+    op = ColorAblation(name) if name is not None and not gray else None
     if crop == "ten":
         pre = detector.config.preprocessing
         if crop_size is not None:
             pre = detector.config.with_preprocessing(crop_size=crop_size).preprocessing
-        return build_ten_crop_transform(pre, grayscale=grayscale)
-    return detector.transform(crop=crop, crop_size=crop_size, grayscale=grayscale)
+        return build_ten_crop_transform(pre, grayscale=gray, pixel_op=op)
+    return detector.transform(crop=crop, crop_size=crop_size, grayscale=gray, pixel_op=op)
 
 
 def set_metrics(predictions: Predictions, threshold: float | None = None, inclusive: bool = False
@@ -219,13 +235,14 @@ def format_percent(frame) -> str:
 # ---------------------------------------------------------------------------- evaluation
 def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *, crop: str | None = None,
                   crop_size: int | None = None, batch_size: int = 32, grayscale: bool = False,
-                  perturbation: Perturbation | None = None, protocol: str | Protocol = "always", seed: int = 0,
+                  ablation: str | None = None, perturbation: Perturbation | None = None, protocol: str | Protocol = "always", seed: int = 0,
                   calibrate: bool = False, thresholds: Mapping[str, float] | None = None,
                   inclusive: bool = False, num_workers: int = 0, progress: bool = False) -> EvalResult:
     """Score every set and compute its row (see :func:`set_metrics`) and the mean row.
 
     ``crop``: ``center``/``none``/``ten`` (``None``: the detector's policy); ``crop_size``
-    overrides its crop size. ``grayscale``: T-FF's colour ablation (tff.md §7.1).
+    overrides its crop size. ``grayscale``: T-FF's colour ablation (tff.md §7.1); ``ablation``: any
+    colour ablation of :mod:`forensics.data.color` by name (``"grayscale"`` is the same as ``grayscale=True``).
     ``perturbation``: applied before the transform under ``protocol`` with per-image generators
     from ``seed`` (:class:`~forensics.data.perturb.PerturbedTransform`). ``batch_size`` counts
     images (a ten-crop batch runs ``10 * batch_size`` crops).
@@ -242,7 +259,8 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
     if unlabelled:
         raise DatasetLayoutError(f"sets with unlabelled images cannot be evaluated: {', '.join(unlabelled)}")
     own_calibration = calibrate and thresholds is None
-    if own_calibration and (grayscale or perturbation is not None):
+    ablation = resolve_ablation(grayscale, ablation)
+    if own_calibration and (ablation is not None or perturbation is not None):
         raise ValueError("a grayscale or perturbed run must use the thresholds calibrated on the RGB, unperturbed "
                          "predictions: run evaluate_sets(..., calibrate=True) first and pass "
                          "thresholds=baseline.thresholds (compare_rgb_gray / evaluate_perturbations do this)")
@@ -250,7 +268,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
     if missing:
         raise KeyError(f"no threshold given for set(s) {', '.join(missing)}")
 
-    transform = eval_transform(detector, crop, crop_size, grayscale)
+    transform = eval_transform(detector, crop, crop_size, ablation=ablation)
     protocol = get_protocol(protocol)
     if perturbation is not None:
         transform = PerturbedTransform(perturbation, transform, seed=seed, protocol=protocol)
@@ -278,7 +296,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
         "detector": detector.name, "weights": detector.weights_source,
         "crop": crop or detector.config.preprocessing.crop,
         "crop_size": crop_size or detector.config.preprocessing.crop_size,
-        "grayscale": grayscale, "perturbation": perturbation.label() if perturbation is not None else None,
+        "grayscale": ablation == "grayscale", "ablation": ablation, "perturbation": perturbation.label() if perturbation is not None else None,
         "protocol": protocol.name if perturbation is not None else None,
         "seed": seed if perturbation is not None else None,
         "threshold_source": ("own predictions (G-mean)" if own_calibration
@@ -291,20 +309,27 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
 # ---------------------------------------------------------------------------- colour ablation
 @dataclass
 class ColourComparison:
-    """RGB vs grayscale runs of the same sets (T-FF §7.2); the grayscale accuracies are read at
-    the RGB thresholds. ``ap_drop`` = RGB AP - grayscale AP (fractions)."""
+    """RGB vs colour-ablated runs of the same sets (T-FF §7.2; ``gray`` holds the ablated run,
+    grayscale by default, any :mod:`forensics.data.color` ablation otherwise); the ablated
+    accuracies are read at the RGB thresholds. ``ap_drop`` = RGB AP - ablated AP (fractions).
+    Columns are suffixed ``_gray`` for grayscale and ``_<ablation>`` for another ablation."""
 
     rgb: EvalResult
     gray: EvalResult
+    ablation: str = DEFAULT_ABLATION
+
+    @property
+    def suffix(self) -> str:
+        return "gray" if self.ablation == "grayscale" else self.ablation
 
     def to_frame(self):
         import pandas as pd
-        rgb, gray = self.rgb.to_frame(), self.gray.to_frame()
-        frame = pd.DataFrame({"ap_rgb": rgb["ap"], "ap_gray": gray["ap"], "ap_drop": rgb["ap"] - gray["ap"],
-                              "acc_rgb": rgb["acc"], "acc_gray": gray["acc"]})
+        rgb, gray, sfx = self.rgb.to_frame(), self.gray.to_frame(), self.suffix
+        frame = pd.DataFrame({"ap_rgb": rgb["ap"], f"ap_{sfx}": gray["ap"], "ap_drop": rgb["ap"] - gray["ap"],
+                              "acc_rgb": rgb["acc"], f"acc_{sfx}": gray["acc"]})
         for col in ("r_acc_cal", "f_acc_cal", "acc_cal"):
             if col in rgb.columns:
-                frame[f"{col}_rgb"], frame[f"{col}_gray"] = rgb[col], gray[col]
+                frame[f"{col}_rgb"], frame[f"{col}_{sfx}"] = rgb[col], gray[col]
         if "threshold" in rgb.columns:
             frame["threshold"] = rgb["threshold"]
         return frame
@@ -316,28 +341,38 @@ class ColourComparison:
     def format(self) -> str:
         """``{set}: AP {rgb:.1f} -> {gray:.1f} (drop {drop:.1f})`` per set and for the mean, in %."""
         frame = self.to_frame()
-        return "\n".join(f"{'Mean' if name == MEAN else name}: AP {100 * r.ap_rgb:.1f} -> {100 * r.ap_gray:.1f} "
-                         f"(drop {100 * r.ap_drop:.1f})" for name, r in frame.iterrows())
+        ablated = frame[f"ap_{self.suffix}"]
+        return "\n".join(f"{'Mean' if name == MEAN else name}: AP {100 * r.ap_rgb:.1f} -> {100 * ablated[name]:.1f} "
+                          f"(drop {100 * r.ap_drop:.1f})" for name, r in frame.iterrows())
 
     def format_table(self) -> str:
         return format_percent(self.to_frame())
 
     def write(self, out_dir: str | Path, stem: str) -> dict[str, Path]:
-        """``<stem>-rgb.*``, ``<stem>-gray.*`` (as :meth:`EvalResult.write`) and ``<stem>-ap-drop.csv``."""
+        """``<stem>-rgb.*``, ``<stem>-gray.*`` (``<stem>-<ablation>.*`` for another ablation; as
+        :meth:`EvalResult.write`) and ``<stem>-ap-drop.csv``."""
         paths = {f"rgb_{k}": v for k, v in self.rgb.write(out_dir, f"{stem}-rgb").items()}
-        paths.update({f"gray_{k}": v for k, v in self.gray.write(out_dir, f"{stem}-gray").items()})
+        paths.update({f"gray_{k}": v for k, v in self.gray.write(out_dir, f"{stem}-{self.suffix}").items()})
         paths["csv"] = write_csv(self.to_frame(), Path(out_dir) / f"{stem}-ap-drop.csv")
         return paths
 
 
 def compare_rgb_gray(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *, calibrate: bool = True,
+                     ablation: str = DEFAULT_ABLATION, rgb: EvalResult | None = None,
                      **options: Any) -> ColourComparison:
     """Evaluate ``sets`` on RGB and on grayscale images (T-FF §7.2): thresholds (with
     ``calibrate``, the default there) are G-mean calibrated on the RGB predictions of each set and
-    reused for grayscale. ``options`` go to :func:`evaluate_sets` (crop, batch_size, ...)."""
-    rgb = evaluate_sets(detector, sets, calibrate=calibrate, **options)
-    gray = evaluate_sets(detector, sets, grayscale=True, thresholds=rgb.thresholds if calibrate else None, **options)
-    return ColourComparison(rgb, gray)
+    reused for grayscale. ``ablation``: another colour ablation of :mod:`forensics.data.color`
+    instead of grayscale; ``rgb``: an RGB run of the same sets already computed (reused). ``options``
+    go to :func:`evaluate_sets` (crop, batch_size, ...). The colour analysis built on this is
+    :mod:`forensics.analysis.color`."""
+    if rgb is None:
+        rgb = evaluate_sets(detector, sets, calibrate=calibrate, **options)
+    elif calibrate and not rgb.thresholds:
+        raise ValueError("calibrate=True needs an RGB run made with calibrate=True")
+    gray = evaluate_sets(detector, sets, ablation=ablation, thresholds=rgb.thresholds if calibrate else None,
+                         **options)
+    return ColourComparison(rgb, gray, ablation)
 
 
 # ---------------------------------------------------------------------------- perturbations

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
+from ..data import ImageDataset, ImageRecord, RunSummary, forensynths, iter_batches
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
 from ..io import atomic_path, atomic_write_text
@@ -338,37 +338,6 @@ def ffrs_transform(detector: Detector, crop: str = "random_resized", size: int |
     return detector.transform(crop=crop, crop_size=size)
 
 
-#: The reference's k for ResNet-50 (tff.md §5.4): 114 of 26,560 maps, ~0.43%.
-REFERENCE_K = 114
-
-
-def default_topk(ranking: Ranking, k: int | None = None) -> int:
-    """``k`` if given, else the reference's 114 capped at 1% of the ranked maps (small detectors)."""
-    return k if k is not None else min(REFERENCE_K, max(1, len(ranking) // 100))
-
-
-def default_ranking_csv(detector: Detector, bench: Any, out_dir: str | Path, *, seed: int = 0,
-                        batch_size: int = 16) -> Path:
-    """The fake-side FF-RS CSV of an embedded-default ``detector`` on ``bench``'s val split (class
-    folders), with the settings of ``analyses/rank_fmaps.py`` run without arguments (RandomResizedCrop
-    at the benchmark's image size, torch seeded with ``seed``): ``<out_dir>/val-fake.csv``, computed and
-    written there (with the real CSV, plot and summary) when missing, reused otherwise."""
-    from ..data import forensynths
-    path = Path(out_dir) / "val-fake.csv"
-    if path.is_file():
-        return path
-    log.info("%s does not exist: computing FF-RS of %s on the benchmark's val split and writing it there "
-             "(as `python analyses/rank_fmaps.py` would)", path, detector.name)
-    torch.manual_seed(seed)
-    size = int(bench.manifest["image_size"])
-    result = compute_ffrs(detector, forensynths(bench.root, "val", have_classes=True),
-                          transform=ffrs_transform(detector, "random_resized", size), batch_size=batch_size)
-    write_outputs(result, path.parent, "val", REFERENCE_K)
-    if not path.is_file():
-        raise ForensicsError(f"FF-RS kept no fake image of the benchmark's val split; {path} was not written")
-    return path
-
-
 def write_outputs(result: FFRSResult, out_dir: str | Path, gan: str, topk_k: int,
                   extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write the reference's CSVs (``<gan>-real.csv``, ``<gan>-fake.csv``), the omega plot of the
@@ -392,3 +361,37 @@ def write_outputs(result: FFRSResult, out_dir: str | Path, gan: str, topk_k: int
     from ..io import atomic_write_json
     paths["summary"] = atomic_write_json(out_dir / "summary.json", summary)
     return paths
+
+
+# ---------------------------------------------------------------------------- embedded default
+#: Where ``analyses/rank_fmaps.py`` writes its output (relative to the working directory).
+RANK_FMAPS_ROOT = Path("figures/rank_fmaps")
+#: The reference's R50 k (tff.md §6.1); the embedded default uses ``min(REFERENCE_K, 1% of the maps)``.
+REFERENCE_K = 114
+
+
+def default_k(num_maps: int) -> int:
+    """k of the embedded default: ``min(114, 1 % of the feature maps)`` (at least 1)."""
+    return min(REFERENCE_K, max(1, num_maps // 100))
+
+
+def embedded_ranking_csv(detector: Detector, bench, name: str | None = None, seed: int = 0, batch_size: int = 16,
+                         root: str | Path = RANK_FMAPS_ROOT) -> Path:
+    """The fake FF-RS CSV of an embedded-default detector, ``<root>/<name>/val_default/val-fake.csv``
+    as ``python analyses/rank_fmaps.py`` writes it (``name``: the default recipe, e.g. ``resnet50_cr``;
+    default the detector's name). Computed with rank_fmaps' default settings (the benchmark's val
+    split, RandomResizedCrop to the image size, torch seeded with ``seed``) and written there when
+    missing; reused otherwise."""
+    path = Path(root) / (name or detector.name) / "val_default" / "val-fake.csv"
+    if path.is_file():
+        return path
+    log.info("%s does not exist: computing FF-RS of %s on the benchmark's val split and writing it there "
+             "(as `python analyses/rank_fmaps.py` would)", path, name or detector.name)
+    torch.manual_seed(seed)
+    size = int(bench.manifest["image_size"])
+    result = compute_ffrs(detector, forensynths(bench.root, "val", have_classes=True),
+                          transform=ffrs_transform(detector, "random_resized", size), batch_size=batch_size)
+    write_outputs(result, path.parent, "val", REFERENCE_K)
+    if not path.is_file():
+        raise ForensicsError(f"FF-RS kept no fake image of the benchmark's val split; {path} was not written")
+    return path

@@ -1,4 +1,7 @@
-"""Run a detector over a list of image records: batched, any device, bad files listed not dropped."""
+"""Run a detector over a list of image records: batched, any device, bad files listed not dropped.
+
+:func:`predict_records` scores images; :func:`record_activations` records reduced feature-map
+activations (e.g. spatial maxima) in the same way."""
 from __future__ import annotations
 
 import logging
@@ -67,3 +70,47 @@ def predict_records(detector: Detector, records: Sequence[ImageRecord], *, batch
     bar.close()
     out = torch.cat(logits).numpy() if logits else np.zeros(0, dtype=np.float32)
     return Predictions(used, out, summary)
+
+
+@dataclass
+class Activations:
+    """Per-image reduced activations of chosen feature maps: ``values[i, j]`` is image
+    ``records[i]``'s value of ``keys[j]`` (e.g. its spatial max); skipped files in ``summary``."""
+
+    records: list[ImageRecord]
+    keys: list
+    values: np.ndarray
+    summary: RunSummary = field(default_factory=RunSummary)
+
+    def column(self, key) -> np.ndarray:
+        """The values of one feature map (a key or its string), one per image."""
+        return self.values[:, [str(k) for k in self.keys].index(str(key))]
+
+
+def record_activations(detector: Detector, records: Sequence[ImageRecord], keys: Sequence, *,
+                       point: str = "pre_bn", reduce: str | Callable = "spatial_max", batch_size: int = 32,
+                       transform: Callable | None = None, num_workers: int = 0, progress: bool = True,
+                       desc: str | None = None) -> Activations:
+    """One pass of ``records`` through ``detector`` recording every key of ``keys`` at ``point``
+    reduced by ``reduce`` (default the spatial max, T-FF's ``AdaptiveMaxPool2d(1)``; tff.md §8, §10).
+    All keys are recorded in the same pass (the reference reloads the model and reruns the data per
+    key). Unreadable files are skipped and listed in ``summary``."""
+    keys = detector.check_keys(keys)
+    transform = transform or detector.transform()
+    dataset = ImageDataset(list(records), transform)
+    summary = RunSummary()
+    used: list[ImageRecord] = []
+    chunks: list[np.ndarray] = []
+    bar = tqdm(total=len(dataset), desc=desc or f"activations {detector.name}", unit="img", disable=not progress)
+    with torch.inference_mode(), detector.record(keys, point=point, reduce=reduce) as rec:
+        for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
+            summary.add(batch)
+            if batch.images is not None and len(batch.indices):
+                detector(batch.images.to(detector.device))
+                chunks.append(torch.stack([rec.key(k).reshape(len(batch.indices)) for k in keys], dim=1)
+                              .double().cpu().numpy())
+                used.extend(dataset.records[i] for i in batch.indices)
+            bar.update(len(batch.indices) + len(batch.skipped))
+    bar.close()
+    values = np.concatenate(chunks) if chunks else np.zeros((0, len(keys)))
+    return Activations(used, list(keys), values, summary)

@@ -42,9 +42,10 @@ def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
     g.add_argument("--blur_jpg", default="", help="training-augmentation tag of the weights (e.g. 0.5); used in "
                                                   "output names only, as T-FF")
     g.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)}[:N] (default: %(default)s)")
-    g.add_argument("--default_detector", metavar="NAME", default=None,
-                   help="which embedded-default detector to use when neither --weights nor --dataset_dir is given "
-                        f"({', '.join(default_detector_names())}; default: --detector, else resnet50)")
+    g.add_argument("--recipe", metavar="NAME", default=None,
+                   help="embedded default only (no --weights/--dataset_dir): which default detector "
+                        f"({', '.join(default_detector_names())}; *_cr are the colour-robust ones; "
+                        "default: --detector, else resnet50)")
     return g
 
 
@@ -55,9 +56,11 @@ def default_detector_names() -> list[str]:
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, gan_default: list[str] | str | None = None,
-                  bsize: int = 16, per_label: bool = False) -> argparse._ArgumentGroup:
+                  bsize: int = 16, per_label: bool = False, num_instances: tuple[int | None, str] | None = None
+                  ) -> argparse._ArgumentGroup:
     """``--dataset_dir --gan_name --have_classes --bsize`` and either ``--num_real/--num_fake``
-    (``per_label``) or ``--num_instances`` (caps per class folder and label; default: all)."""
+    (``per_label``) or ``--num_instances`` (caps per class folder and label; default: all;
+    ``num_instances=(default, help)`` gives it another default and meaning)."""
     g = parser.add_argument_group("data")
     g.add_argument("--dataset_dir", type=Path, help="root holding one folder per generator / set")
     g.add_argument("--gan_name", nargs="+", metavar="SET", default=gan_default,
@@ -68,8 +71,8 @@ def add_data_args(parser: argparse.ArgumentParser, *, gan_default: list[str] | s
         g.add_argument("--num_real", type=int, default=None, help="real images per class folder (default: all)")
         g.add_argument("--num_fake", type=int, default=None, help="fake images per class folder (default: all)")
     else:
-        g.add_argument("--num_instances", type=int, default=None,
-                       help="at most this many images per class folder and label (default: all)")
+        default, text = num_instances or (None, "at most this many images per class folder and label (default: all)")
+        g.add_argument("--num_instances", type=int, default=default, help=text)
     g.add_argument("--bsize", "--batch_size", dest="bsize", type=int, default=bsize,
                    help="images per batch (default: %(default)s)")
     g.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
@@ -98,9 +101,9 @@ def resolve_detector(args: argparse.Namespace, **create_kwargs: Any):
 
 
 def embedded_default_name(args: argparse.Namespace) -> str:
-    """The embedded-default detector a run without --weights/--dataset_dir uses: ``--default_detector``,
-    else ``--detector``, else ``resnet50``."""
-    return getattr(args, "default_detector", None) or args.detector or "resnet50"
+    """The embedded-default detector a run without --weights/--dataset_dir uses: ``--recipe``, else
+    ``--detector``, else ``resnet50``."""
+    return getattr(args, "recipe", None) or args.detector or "resnet50"
 
 
 def output_name(args: argparse.Namespace, detector: Any) -> str:
@@ -110,7 +113,8 @@ def output_name(args: argparse.Namespace, detector: Any) -> str:
 
 
 def embedded_default(args: argparse.Namespace):
-    """``(detector, benchmark)`` of the embedded default, moved to ``--device`` (see forensics.defaults)."""
+    """``(detector, benchmark)`` of the embedded default (``--recipe``, else ``--detector``, else
+    resnet50), moved to ``--device`` (see forensics.defaults)."""
     from ..defaults import default_detector_and_data
     from ..device import resolve_device
     name = embedded_default_name(args)
@@ -149,3 +153,63 @@ def add_heatmap_args(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--max_images", type=int, default=8, help="explain the first N fakes (default: %(default)s)")
     group.add_argument("--crop", choices=["center", "none"], default=None,
                        help="input crop (default: the detector's; the embedded default: none, full 64x64 images)")
+
+
+def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> tuple[Any, str, dict, Any]:
+    """``(detector, label, sets, bench or None)`` of a multi-set analysis: explicit ``--detector/
+    --weights/--dataset_dir/--gan_name`` (every set under the root when no ``--gan_name``), or the
+    embedded default (``--recipe``; every family of the benchmark's test split, flat folders).
+    ``label`` is the recipe name for the embedded default, else the detector's name."""
+    from ..analysis.evaluate import load_sets
+    num = getattr(args, "num_instances", None)
+    if uses_embedded_default(args):
+        detector, bench = embedded_default(args)
+        label = embedded_default_name(args)
+        return detector, label, load_sets(bench.test_root, args.gan_name, "forensynths", False, num), bench
+    if args.dataset_dir is None:
+        raise SystemExit("error: --dataset_dir is required with --weights")
+    detector = resolve_detector(args)
+    return detector, detector.name, load_sets(args.dataset_dir, args.gan_name, layout, args.have_classes, num), None
+
+
+def add_topk_args(group: argparse._ArgumentGroup) -> None:
+    """``--fmap_csv`` and ``--topk`` of the analyses that work on the top-k maps of an FF-RS ranking."""
+    group.add_argument("--fmap_csv", type=Path, default=None,
+                       help="FF-RS fake CSV (key,mean_relevance) whose first --topk maps are analysed (required with "
+                            "--weights; embedded default: figures/rank_fmaps/<recipe>/val_default/val-fake.csv, "
+                            "computed there as `python analyses/rank_fmaps.py` does when missing)")
+    group.add_argument("--topk", type=int, default=None,
+                       help="number of top maps (default: 114, the reference's R50 k; embedded default: "
+                            "min(114, 1%% of the maps))")
+
+
+def resolve_fake_sets(args: argparse.Namespace, cap: int | None = None) -> tuple[Any, str, dict, Any]:
+    """``(detector, label, {set: fake records}, bench or None)`` for analyses of fake images only
+    (tff.md §8-10): ``--gan_name`` sets under ``--dataset_dir`` (``cap`` fakes per class folder;
+    ``None``: all), or with the embedded default the test fakes of the benchmark's training family
+    (or ``--gan_name``)."""
+    from ..data import forensynths
+    if uses_embedded_default(args):
+        detector, bench = embedded_default(args)
+        label = embedded_default_name(args)
+        names = args.gan_name or [bench.train_family]
+        return detector, label, {g: forensynths(bench.test_root, g, False, 0, cap) for g in names}, bench
+    if args.dataset_dir is None or not args.gan_name:
+        raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
+    detector = resolve_detector(args)
+    return (detector, detector.name,
+            {g: forensynths(args.dataset_dir, g, args.have_classes, 0, cap) for g in args.gan_name}, None)
+
+
+def resolve_topk(args: argparse.Namespace, detector, label: str, bench) -> tuple[Path, list, int]:
+    """``(csv path, top-k keys, k)`` from ``--fmap_csv/--topk`` (embedded default: the recipe's own
+    FF-RS ranking, :func:`forensics.analysis.ffrs.embedded_ranking_csv`), checked against the detector."""
+    from ..analysis.ffrs import REFERENCE_K, default_k, embedded_ranking_csv, read_csv, topk
+    if args.fmap_csv is None and bench is None:
+        raise SystemExit("error: --fmap_csv is required with --weights/--dataset_dir")
+    path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=label, seed=args.seed)
+    ranking = read_csv(path)
+    k = args.topk if args.topk is not None else (default_k(len(ranking)) if bench is not None else REFERENCE_K)
+    keys = topk(ranking, k)
+    detector.check_keys(keys)
+    return Path(path), keys, k

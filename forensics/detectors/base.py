@@ -59,11 +59,13 @@ class Detector(nn.Module):
         """P(fake) for a normalised batch."""
         return torch.sigmoid(self(x))
 
-    def transform(self, crop: str | None = None, crop_size: int | None = None, grayscale: bool = False):
+    def transform(self, crop: str | None = None, crop_size: int | None = None, grayscale: bool = False,
+                  pixel_op: Callable | None = None):
         """The detector's eval transform (PIL RGB image -> normalised tensor).
 
         ``crop`` overrides the configured policy (``center``/``none``); ``grayscale`` inserts
-        ITU-R 601-2 luma replicated to 3 channels before normalisation (T-FF colour ablation).
+        ITU-R 601-2 luma replicated to 3 channels before normalisation (T-FF colour ablation);
+        ``pixel_op`` (PIL -> PIL, e.g. :class:`forensics.data.color.ColorAblation`) goes there too.
         """
         from .preprocess import build_eval_transform
         pre = self.config.preprocessing
@@ -74,7 +76,7 @@ class Detector(nn.Module):
             changes["crop_size"] = crop_size
         if changes:
             pre = self.config.with_preprocessing(**changes).preprocessing
-        return build_eval_transform(pre, grayscale=grayscale)
+        return build_eval_transform(pre, grayscale=grayscale, pixel_op=pixel_op)
 
     # ------------------------------------------------------------------ feature maps
     def _feature_layers(self) -> list[FeatureLayer]:  # pragma: no cover - abstract

@@ -13,11 +13,12 @@ _INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.
            "nearest": InterpolationMode.NEAREST, "lanczos": InterpolationMode.LANCZOS}
 
 
-def build_eval_transform(pre: Preprocessing, grayscale: bool = False) -> T.Compose:
-    """resize (optional) -> crop policy -> [ITU-R 601-2 grayscale x3] -> ToTensor -> Normalize.
+def build_eval_transform(pre: Preprocessing, grayscale: bool = False, pixel_op=None) -> T.Compose:
+    """resize (optional) -> crop policy -> [ITU-R 601-2 grayscale x3] -> [pixel_op] -> ToTensor -> Normalize.
 
     Grayscale is ``transforms.Grayscale(3)``, i.e. PIL ``convert('L')`` replicated to 3 channels,
-    applied before normalisation exactly as T-FF's colour ablation does.
+    applied before normalisation exactly as T-FF's colour ablation does. ``pixel_op`` (PIL -> PIL,
+    e.g. a :class:`forensics.data.color.ColorAblation`) is inserted at the same place.
     """
     steps: list = []
     if pre.resize is not None:
@@ -26,6 +27,8 @@ def build_eval_transform(pre: Preprocessing, grayscale: bool = False) -> T.Compo
         steps.append(T.CenterCrop(pre.crop_size))
     if grayscale:
         steps.append(T.Grayscale(num_output_channels=3))
+    if pixel_op is not None:
+        steps.append(pixel_op)
     steps += [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     return T.Compose(steps)
 
@@ -63,9 +66,9 @@ class StackCrops:
         return f"{type(self).__name__}({self.transform!r})"
 
 
-def build_ten_crop_transform(pre: Preprocessing, grayscale: bool = False) -> T.Compose:
+def build_ten_crop_transform(pre: Preprocessing, grayscale: bool = False, pixel_op=None) -> T.Compose:
     """resize (optional) -> zero-pad to ``crop_size`` -> ``TenCrop(crop_size)`` -> per crop
-    [grayscale x3] -> ToTensor -> Normalize; returns ``[10, 3, crop_size, crop_size]`` per image.
+    [grayscale x3] -> [pixel_op] -> ToTensor -> Normalize; returns ``[10, 3, crop_size, crop_size]`` per image.
 
     TenCrop = the 4 corner crops and the centre crop of the image and of its horizontal mirror
     (RINE's Synthbuster protocol, rine_ufd.md §4.2; the logits of the 10 crops are averaged by the
@@ -77,6 +80,7 @@ def build_ten_crop_transform(pre: Preprocessing, grayscale: bool = False) -> T.C
     if pre.resize is not None:
         steps.append(T.Resize(pre.resize, interpolation=_INTERP[pre.interpolation]))
     per_crop: list = [T.Grayscale(num_output_channels=3)] if grayscale else []
+    per_crop += [pixel_op] if pixel_op is not None else []
     per_crop += [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     steps += [PadToSize(pre.crop_size), T.TenCrop(pre.crop_size), StackCrops(T.Compose(per_crop))]
     return T.Compose(steps)

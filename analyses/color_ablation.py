@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Colour ablation (T-FF §7): a detector on RGB vs grayscale (or another colour ablation) test images,
+per set: AP, accuracies at 0.5 and at the G-mean threshold calibrated on the RGB predictions, mean/std
+of P(fake) for reals and fakes, and the box plot of the fakes' P(fake) (RGB p >= 0.2) with the median drop.
+
+    python analyses/color_ablation.py            # the embedded default (synthetic benchmark + its ResNet-50)
+    python analyses/color_ablation.py --arch resnet50 --blur_jpg 0.5 --bsize 256 \\
+        --dataset_dir /mnt/data/CNN_synth_testset --gan_name progan stylegan2 biggan --have_classes auto \\
+        --weights weights/resnet50/blur_jpg_prob0.5.pth
+    ... --ablation chroma_only       # keep only the chroma; also swap_rb, swap_rg, swap_gb, rotate_gbr
+
+Images are scored at full resolution (--crop none, the reference) unless --crop center. With no
+--weights/--dataset_dir: every family of the synthetic benchmark's test split; --recipe picks a
+default recipe of forensics.defaults (resnet50, the default; resnet50_cr is the colour-robust one, see
+analyses/compare_color_robust.py).
+
+Writes under OUT/<detector>/<ablation>_<blur_jpg or default>/: color-ablation.csv (one row per set and
+the mean), color-ablation.json, predictions.csv, the reference's per-set CSVs <gan>_<tag>/<gan>-AP-#N-
+samples-no-crop.csv, -UNCALIBRATED_ACC-, -CALIBRATED_ACC- (percent; threshold as a fraction) and the
+box plots whisker/<gan>.{png,pdf} and whisker/all.{png,pdf}. Library: forensics.analysis.color.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from forensics.analysis.color import MIN_P, color_ablation
+from forensics.analysis.evaluate import LAYOUTS
+from forensics.cli import setup_logging
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe,
+                                         resolve_test_sets)
+from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
+from forensics.errors import ForensicsError
+
+log = logging.getLogger("forensics.color_ablation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_detector_args(p)
+    g = add_data_args(p, gan_default=None, bsize=32)
+    g.add_argument("--layout", choices=list(LAYOUTS), default="forensynths",
+                   help="folder layout of --dataset_dir (default: %(default)s)")
+    g = p.add_argument_group("colour ablation")
+    g.add_argument("--ablation", choices=list(ABLATIONS), default=DEFAULT_ABLATION,
+                   help="grayscale (ITU-R 601-2 luma x3, the reference; default) or another ablation: "
+                        + "; ".join(f"{k}: {v[1]}" for k, v in ABLATIONS.items() if k != DEFAULT_ABLATION))
+    g.add_argument("--min_p", type=float, default=MIN_P,
+                   help="box plot: fakes with RGB P(fake) >= this (default: %(default)s, the reference)")
+    g.add_argument("--crop", choices=["none", "center"], default="none",
+                   help="none = full resolution (the reference; default) or the detector's center crop")
+    g.add_argument("--inclusive_threshold", action="store_true",
+                   help="calibrated accuracy with p >= t instead of the reference's p > t")
+    add_run_args(p, out_help="output root (default: figures/color_ablation)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        detector, label, sets, _ = resolve_test_sets(args, args.layout)
+        study = color_ablation(detector, sets, ablation=args.ablation, label=label, min_p=args.min_p,
+                               crop=args.crop, batch_size=args.bsize, inclusive=args.inclusive_threshold,
+                               num_workers=args.workers, progress=True)
+        study.settings["args"] = describe(args)
+        tag = args.blur_jpg or "default"
+        out = (args.out or Path("figures/color_ablation")) / label / f"{args.ablation}_{tag}"
+        paths = study.write(out, tag=tag, crop=args.crop)
+    except ForensicsError as exc:
+        log.error("%s", exc)
+        return 2
+    print(study.format())
+    print(f"written under {out}: color-ablation.csv, whisker/all.png (+ {len(paths) - 2} more files)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Pixel relevance of ONE unit of a feature map: T-FF's "LRP-max" (tff.md §9.1 steps 2-3).
+
+For each image, the unit explained is the spatial maximum of the positive part of the chosen
+feature map, measured where the detector's LRP reads layer relevance (for ``resnet50``/``efb0`` the
+conv output with its BN folded in); ``z`` is its value. Relevance ``z`` is placed on that single
+unit (every other unit of every map gets 0) and propagated down to the pixels with the detector's
+LRP composite (:mod:`forensics.explain.lrp`). A map with no positive value gives ``z = 0`` and an
+all-zero relevance.
+
+Detectors plug in through :data:`UNIT_RELEVANCE` (``detector name -> function``); a detector
+without an entry uses :func:`lrp_unit_relevance` when its LRP spec reaches the pixels. RINE's spec
+is head-only (LRP stops at the per-block CLS tokens), so RINE raises a clear error until a pixel
+relevance through the CLIP ViT is registered here with :func:`register_unit_relevance`::
+
+    def rine_unit_relevance(detector, images, key, **options) -> UnitRelevance: ...
+    register_unit_relevance("rine", rine_unit_relevance)
+
+Difference from the reference: the reference hooks a forward on a separate LRP copy and explains
+one image at a time; here a batch is explained at once (every rule is per sample, so the result is
+the same up to floating-point noise) on the temporarily canonised detector.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..detectors import Detector, FeatureMapKey
+from .lrp import LRP_CONFIGS, LRPExplainer, _float_dtype
+
+
+@dataclass
+class UnitRelevance:
+    """One explained batch: ``pixel`` ``[B, C, H, W]`` input relevance, ``value`` ``[B]`` the
+    explained unit's value ``z`` (>= 0), ``position`` ``[B]`` its flat index in the map."""
+
+    pixel: torch.Tensor
+    value: torch.Tensor
+    position: torch.Tensor
+
+
+class UnitRelevanceFn(Protocol):
+    def __call__(self, detector: Detector, images: torch.Tensor, key: FeatureMapKey | str,
+                 **options) -> UnitRelevance: ...
+
+
+UNIT_RELEVANCE: dict[str, UnitRelevanceFn] = {}
+
+
+def register_unit_relevance(name: str, fn: UnitRelevanceFn) -> UnitRelevanceFn:
+    """Register the single-unit pixel relevance of detector ``name`` (e.g. RINE through its ViT)."""
+    if name in UNIT_RELEVANCE:
+        raise ValueError(f"unit relevance for {name!r} registered twice")
+    UNIT_RELEVANCE[name] = fn
+    return fn
+
+
+def unit_relevance_fn(detector: Detector) -> UnitRelevanceFn:
+    """The single-unit pixel relevance of ``detector``; ``NotImplementedError`` naming what is missing."""
+    if detector.name in UNIT_RELEVANCE:
+        return UNIT_RELEVANCE[detector.name]
+    spec = LRP_CONFIGS.get(detector.name)
+    if spec is not None and not spec.head_only:
+        return lrp_unit_relevance
+    why = ("its LRP stops at the feature layers (head-only), so no relevance reaches the pixels"
+           if spec is not None else "it has no LRP spec")
+    raise NotImplementedError(
+        f"{detector.name}: no pixel relevance for a single feature-map unit ({why}). LRP-max patches need one: "
+        f"register it with forensics.explain.unit.register_unit_relevance({detector.name!r}, fn). "
+        f"Available for: {sorted(set(UNIT_RELEVANCE) | {n for n, s in LRP_CONFIGS.items() if not s.head_only})}")
+
+
+def explain_unit(detector: Detector, images: torch.Tensor, key: FeatureMapKey | str, **options) -> UnitRelevance:
+    """Pixel relevance of the spatial-max unit of feature map ``key`` for each image of a normalised
+    batch (see the module docstring); dispatches through :func:`unit_relevance_fn`."""
+    return unit_relevance_fn(detector)(detector, images, key, **options)
+
+
+def max_unit_gradient(fmap: torch.Tensor, channel: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For a layer output ``[B, C, ...]``: the starting relevance (``z`` at the spatial argmax of the
+    positive part of ``channel``, 0 elsewhere), ``z`` ``[B]`` and the flat argmax ``[B]``."""
+    chan = fmap.detach()[:, channel].clamp_min(0).reshape(fmap.shape[0], -1)
+    value, position = chan.max(dim=1)
+    flat = torch.zeros_like(chan).scatter_(1, position[:, None], value[:, None])
+    start = torch.zeros_like(fmap)
+    start[:, channel] = flat.reshape(fmap[:, channel].shape)
+    return start, value, position
+
+
+def lrp_unit_relevance(detector: Detector, images: torch.Tensor, key: FeatureMapKey | str, *,
+                       explainer: LRPExplainer | None = None, bn_identity: bool = False) -> UnitRelevance:
+    """LRP-max with the detector's LRP composite (``resnet50``, ``efb0``). Pass an active
+    ``explainer`` (``with LRPExplainer(detector) as lrp``) to canonise once for many calls."""
+    if explainer is None or not explainer.active:
+        with LRPExplainer(detector, bn_identity=bn_identity) as lrp:
+            return lrp_unit_relevance(detector, images, key, explainer=lrp)
+    if explainer.spec.head_only:
+        raise NotImplementedError(f"{detector.name}: its LRP spec is head-only (no pixel relevance)")
+    k = detector.check_keys([key])[0]
+    module = detector.get_submodule(detector.feature_layer(k.layer).modules[explainer.spec.point])
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(_module, _inputs, output):
+        captured.setdefault("out", output)
+
+    x = images.detach().to(detector.device, _float_dtype(detector)).requires_grad_(True)
+    handle = module.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            detector(x)
+    finally:
+        handle.remove()
+    out = captured["out"]
+    start, value, position = max_unit_gradient(out, k.channel)
+    (pixel,) = torch.autograd.grad(out, x, grad_outputs=start)
+    return UnitRelevance(pixel.detach(), value, position)
+
+
