@@ -65,11 +65,21 @@ def test_unit_relevance_conserves_z(name):
     torch.testing.assert_close(one.pixel[0], res.pixel[1], rtol=1e-4, atol=1e-6)
 
 
-def test_rine_has_no_pixel_unit_relevance_yet():
+def test_rine_unit_relevance_goes_through_the_vit_and_others_are_refused():
+    from forensics.explain.unit import vit_unit_relevance
     torch.manual_seed(0)
-    rine = create("rine", backbone="forensics-tiny-vit", backbone_weights=None, nproj=1, proj_dim=16)
+    rine = create("rine", backbone="forensics-tiny-vit", backbone_weights=None, nproj=1, proj_dim=16).eval()
+    assert unit_relevance_fn(rine) is vit_unit_relevance
+    key = rine.feature_keys()[70]  # a CLS channel of block 1
+    x = torch.randn(2, 3, 56, 56)
+    res = explain_unit(rine, x, key)
+    with torch.no_grad(), rine.record([key]) as rec:
+        rine(x)
+    torch.testing.assert_close(res.value, rec[key.layer].reshape(-1), rtol=1e-4, atol=1e-5)
+    assert res.pixel.shape == x.shape and res.pixel.abs().sum() > 0 and (res.position == 0).all()
+    ufd = create("ufd", backbone="forensics-tiny-vit", backbone_weights=None)
     with pytest.raises(NotImplementedError, match="register_unit_relevance"):
-        unit_relevance_fn(rine)
+        unit_relevance_fn(ufd)
 
 
 # ---------------------------------------------------------------------------- rankings, patches, collage

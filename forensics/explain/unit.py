@@ -117,3 +117,17 @@ def lrp_unit_relevance(detector: Detector, images: torch.Tensor, key: FeatureMap
     return UnitRelevance(pixel.detach(), value, position)
 
 
+
+
+def vit_unit_relevance(detector: Detector, images: torch.Tensor, key: FeatureMapKey | str, **_options
+                       ) -> UnitRelevance:
+    """LRP-max for a CLIP detector's per-block CLS features (``rine``): CP-LRP through the ViT
+    (:meth:`forensics.explain.vit_lrp.ViTLRP.explain_unit`) from the CLS channel's activation. A CLS
+    channel has one value per image, so ``position`` is 0 and ``value`` is that activation."""
+    from .vit_lrp import ViTLRP
+    k = detector.check_keys([key])[0]
+    result = ViTLRP(detector).explain_unit(images, str(k))
+    return UnitRelevance(result.pixel, result.output, torch.zeros_like(result.output, dtype=torch.long))
+
+
+register_unit_relevance("rine", vit_unit_relevance)
