@@ -290,17 +290,27 @@ def test_vit_lrp_on_ufd_conserves():
     assert abs(float(res.pixel.sum()) + res.absorbed_direct - float(res.output.sum())) < 1e-4
 
 
-@pytest.mark.slow
-def test_channel_clis_run_on_the_default_rine(tmp_path):
-    """FF-RS and feature-map dropout through the same CLIs with ``--detector rine`` (embedded default;
-    trains the default RINE into the cache on first use, ~1 min)."""
+def test_channel_clis_run_on_the_default_rine(tmp_path, monkeypatch):
+    """FF-RS and feature-map dropout through the same CLIs with ``--detector rine`` on the embedded
+    default, made hermetic and small: a tiny benchmark (64 px, as the default backbone) and a
+    3-epoch default RINE, both built into a temporary cache."""
+    import dataclasses
     import json
-    assert run_script("analyses/rank_fmaps.py", ["--detector", "rine", "--num_real", "4", "--num_fake", "4",
+    from forensics import defaults
+    from forensics.data.synthetic import BenchmarkConfig
+    tiny = BenchmarkConfig(train_per_class=6, val_per_class=6, test_per_family=6, gen_steps=2, gen_pool=8,
+                           gen_batch=4, dead_leaves=0, photo_sources=("astronaut", "coffee"),
+                           families=("tconv", "nearest"))
+    monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(defaults, "BenchmarkConfig", lambda: tiny)
+    monkeypatch.setitem(defaults.DEFAULT_RECIPES, "rine", dataclasses.replace(
+        defaults.DEFAULT_RECIPES["rine"], epochs=3, epochs_reduce_lr=(2,), batch_size=8))
+    assert run_script("analyses/rank_fmaps.py", ["--detector", "rine", "--conf_fake", "0.5", "--conf_real", "0.5",
                                                  "--device", "cpu", "--out", str(tmp_path / "rank")]) == 0
     summary = json.loads((tmp_path / "rank" / "rine" / "val_default" / "summary.json").read_text())
     assert summary["num_feature_maps"] == 6 * 64 and set(summary["topk_layer_share"]) <= {f"blocks.{b}" for b in range(6)}
     csv = tmp_path / "rank" / "rine" / "val_default" / "val-fake.csv"
-    assert run_script("analyses/sensitivity.py", ["--detector", "rine", "--gan_name", "tconv", "--num_instances", "8",
+    assert run_script("analyses/sensitivity.py", ["--detector", "rine", "--gan_name", "tconv",
                                                   "--fmap_csv", str(csv), "--replicas", "2", "--device", "cpu",
                                                   "--out", str(tmp_path / "sens")]) == 0
     assert (tmp_path / "sens" / "rine" / "default" / "dropout-table.csv").is_file()
