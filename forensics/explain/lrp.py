@@ -59,6 +59,7 @@ from zennit.core import Composite
 from zennit.torchvision import ResNetCanonizer
 
 from ..detectors import Detector
+from ._context import StackedContext
 from .canonizers import BatchNormIdentity, EfficientNetBlockCanonizer, RineHeadCanonizer, merge_feature_layer_bn
 from .lrp_rules import beta0_composite, zbox_bounds
 
@@ -206,7 +207,7 @@ class LRPResult:
         return int(self.logits.shape[0])
 
 
-class LRPExplainer:
+class LRPExplainer(StackedContext):
     """Explain a detector with T-FF's beta=0 LRP composite (see the module docstring).
 
     Use as a context manager to canonise once for many batches (:meth:`explain` outside a ``with``
@@ -247,16 +248,6 @@ class LRPExplainer:
             raise
         self._stack = stack
         return self
-
-    def __exit__(self, *exc) -> bool:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            stack.close()
-        return False
-
-    @property
-    def active(self) -> bool:
-        return self._stack is not None
 
     # ------------------------------------------------------------------ explain
     def layer_names(self, layers: Iterable[str] | str | None) -> list[str]:

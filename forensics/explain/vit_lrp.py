@@ -63,6 +63,7 @@ from torch import nn
 
 from ..detectors import Detector
 from ..detectors.keys import FeatureMapKey, parse_keys
+from ._context import StackedContext
 from .canonizers import SwapAttributes
 from .lrp import _float_dtype, start_signal
 
@@ -186,7 +187,7 @@ class ViTRelevance:
 
 
 # ---------------------------------------------------------------------------- explainer
-class ViTLRP:
+class ViTLRP(StackedContext):
     """CP-LRP of a CLIP detector down to pixels (see the module docstring). Use as a context manager
     (explain mode + rules, restored on exit); outside a ``with`` block each call enters and leaves it."""
 
@@ -206,16 +207,6 @@ class ViTLRP:
             raise
         self._stack = stack
         return self
-
-    def __exit__(self, *exc) -> bool:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            stack.close()
-        return False
-
-    @property
-    def active(self) -> bool:
-        return self._stack is not None
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         return images.detach().to(self.detector.device, _float_dtype(self.detector)).requires_grad_(True)
