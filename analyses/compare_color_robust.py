@@ -35,7 +35,7 @@ from forensics.cli import setup_logging
 from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, resolve_detector, \
     uses_embedded_default
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
-from forensics.defaults import DEFAULT_RECIPES, default_detector, default_detector_and_data
+from forensics.defaults import DEFAULT_RECIPES, default_benchmark, default_detector
 from forensics.device import resolve_device
 from forensics.errors import ForensicsError
 
@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         if uses_embedded_default(args):
-            _, bench = default_detector_and_data(args.pairs[0][0])
+            bench = default_benchmark()
+            log.info("no --weights/--dataset_dir given: embedded default = the recipe pairs %s trained on the "
+                     "synthetic benchmark's '%s' family (%s)", args.pairs, bench.train_family, bench.root)
             device = resolve_device(args.device)
             pairs = {arch_label(DEFAULT_RECIPES[base].detector): (default_detector(base, device=device),
                                                                   default_detector(robust, device=device))
