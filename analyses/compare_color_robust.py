@@ -29,7 +29,7 @@ import logging
 import sys
 from pathlib import Path
 
-from forensics.analysis.color import MIN_P, arch_label, compare_color_robust
+from forensics.analysis.color import MIN_P, arch_label, compare_color_robust, pair_labels
 from forensics.analysis.evaluate import LAYOUTS, load_sets
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, resolve_detector, \
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("no --weights/--dataset_dir given: embedded default = the recipe pairs %s trained on the "
                      "synthetic benchmark's '%s' family (%s)", args.pairs, bench.train_family, bench.root)
             device = resolve_device(args.device)
-            pairs = {arch_label(DEFAULT_RECIPES[base].detector): (default_detector(base, device=device),
-                                                                  default_detector(robust, device=device))
-                     for base, robust in args.pairs}
+            labels = pair_labels([(DEFAULT_RECIPES[base].detector, base) for base, _ in args.pairs])
+            pairs = {label: (default_detector(base, device=device), default_detector(robust, device=device))
+                     for label, (base, robust) in zip(labels, args.pairs)}
             sets = load_sets(bench.test_root, args.gan_name, "forensynths", False, args.num_instances)
         else:
             if args.cr_weights is None or args.dataset_dir is None:

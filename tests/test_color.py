@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from forensics.analysis.color import color_ablation, compare_color_robust
+from forensics.analysis.color import color_ablation, compare_color_robust, pair_labels
 from forensics.analysis.evaluate import eval_transform, evaluate_sets, load_sets
 from forensics.data.color import ABLATIONS, ColorAblation, chroma_only, grayscale
 from forensics.detectors import Detector, DetectorConfig, Preprocessing, create
@@ -155,6 +155,12 @@ def test_compare_color_robust_table(sets, tmp_path):
     paths = result.write(tmp_path)
     assert paths["png"].stat().st_size > 0 and (tmp_path / "R50" / "robust" / "whisker" / "all.png").is_file()
     assert pd.read_csv(paths["csv"], index_col=0).shape == (4, 3)
+
+
+def test_pair_labels_keep_two_baselines_of_one_architecture_apart():
+    assert pair_labels([("resnet50", "resnet50"), ("efb0", "efb0")]) == ["R50", "EfB0"]
+    assert pair_labels([("resnet50", "resnet50"), ("resnet50", "resnet50_long"), ("efb0", "efb0")]) == [
+        "R50-resnet50", "R50-resnet50_long", "EfB0"]
 
 
 # ---------------------------------------------------------------------------- CLIs

@@ -272,6 +272,15 @@ def arch_label(name: str) -> str:
     return ARCH_LABELS.get(name, name)
 
 
+def pair_labels(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """Table labels of baseline/robust pairs given as ``(architecture, baseline name)``: the
+    architecture's :func:`arch_label`, suffixed with ``-<baseline name>`` where two pairs share an
+    architecture (``resnet50`` and ``resnet50_long`` against one colour-robust R50), so none overwrites
+    another."""
+    labels = [arch_label(arch) for arch, _ in pairs]
+    return [label if labels.count(label) == 1 else f"{label}-{base}" for label, (_, base) in zip(labels, pairs)]
+
+
 @dataclass
 class RobustComparison:
     """Colour ablation of a baseline and a colour-robust detector per architecture:
