@@ -20,9 +20,10 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from .data.synthetic import BenchmarkConfig, build_benchmark, read_manifest
 
@@ -122,13 +123,37 @@ class DefaultBenchmark:
         return self.root / "val"
 
 
+@contextmanager
+def rng_untouched() -> Iterator[None]:
+    """Building the benchmark or training a default detector seeds and draws from the global random
+    streams (python, numpy, torch CPU and initialised CUDA devices) and sets cuDNN's flags; this restores
+    them, so a caller that seeded before asking for the embedded default (``analyses/rank_fmaps.py``'s
+    RandomResizedCrop) draws the same numbers whether the default was built in this process or cached."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
 def default_benchmark(config: BenchmarkConfig | None = None) -> DefaultBenchmark:
     """The benchmark for ``config`` (default settings when ``None``), built once into the cache."""
     config = config or BenchmarkConfig()
     root = cache_dir() / f"benchmark-{settings_key(config.to_dict())}"
     if not (root / "manifest.json").is_file():
         log.info("embedded default: building the synthetic benchmark into %s (once; later runs reuse it)", root)
-        build_benchmark(root, config, overwrite=root.exists())
+        with rng_untouched():
+            build_benchmark(root, config, overwrite=root.exists())
     return DefaultBenchmark(root, read_manifest(root))
 
 
@@ -150,7 +175,8 @@ def default_checkpoint(name: str = "resnet50", config: BenchmarkConfig | None = 
     parser = argparse.ArgumentParser()
     parser.add_argument("--detector", default=recipe.detector)
     trainer.add_arguments(parser)
-    path = Path(trainer.run(parser.parse_args(recipe.argv(bench.root, run_dir))))
+    with rng_untouched():
+        path = Path(trainer.run(parser.parse_args(recipe.argv(bench.root, run_dir))))
     from .io import atomic_write_json
     atomic_write_json(done, {"checkpoint": path.name, "recipe": dataclasses.asdict(recipe),
                              "benchmark": str(bench.root)})

@@ -18,12 +18,26 @@ RECIPE = defaults.TrainRecipe(max_steps=2, batch_size=4, crop_size=28, val_every
 def test_default_benchmark_and_detector_are_cached(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path))
     monkeypatch.setitem(defaults.DEFAULT_RECIPES, "resnet50", RECIPE)
+    import random
+    import numpy as np
+    import torch
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    expected = torch.rand(3), np.random.rand(3), random.random()  # what a seeded caller draws next
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
     with single_thread():
         bench = defaults.default_benchmark(TINY)
         assert bench.root.parent == tmp_path and bench.train_family == "tconv"
         assert sorted(p.name for p in bench.test_root.iterdir()) == ["nearest", "tconv"]
         ckpt = defaults.default_checkpoint("resnet50", TINY)
         assert ckpt.is_file()
+        # building and training seeded and drew from the global streams; the caller's are restored
+        drawn = torch.rand(3), np.random.rand(3), random.random()
+        assert torch.equal(drawn[0], expected[0]) and np.array_equal(drawn[1], expected[1])
+        assert drawn[2] == expected[2]
         stamp = ckpt.stat().st_mtime_ns
         caplog.clear()
         with caplog.at_level("INFO", logger="forensics.defaults"):
