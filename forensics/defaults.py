@@ -83,8 +83,9 @@ class TrainRecipe:
 
 #: Steps of the first-run default ``resnet50``: on 2 CPU cores a ResNet-50 step of 32 images at 56x56
 #: takes 0.85-1.1 s, so 300 steps keep the first run from a fresh clone (benchmark, training, FF-RS) within
-#: 10 minutes with a margin (400 steps took 8m47 on a quiet machine and 10m01 on a slower one). Every other recipe trains 800 steps; ``resnet50_long`` is ``resnet50`` at 800 steps, the
-#: equal-budget baseline of the colour-robust and EfficientNet recipes.
+#: 10 minutes with a margin (400 steps took 8m47 on a quiet machine and 10m01 on a slower one). Every
+#: other recipe trains 800 steps; ``resnet50_long`` is ``resnet50`` at 800 steps, the equal-budget
+#: baseline of the colour-robust and EfficientNet recipes.
 FIRST_RUN_STEPS = 300
 
 #: The default detectors: name -> recipe (``resnet50`` is the embedded default of every analysis).
