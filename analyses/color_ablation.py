@@ -29,8 +29,8 @@ from pathlib import Path
 from forensics.analysis.color import MIN_P, color_ablation
 from forensics.analysis.evaluate import LAYOUTS
 from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe,
-                                         resolve_test_sets)
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_full_res_crop_arg, add_run_args,
+                                         describe, resolve_test_sets)
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 from forensics.errors import ForensicsError
 
@@ -49,8 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         + "; ".join(f"{k}: {v[1]}" for k, v in ABLATIONS.items() if k != DEFAULT_ABLATION))
     g.add_argument("--min_p", type=float, default=MIN_P,
                    help="box plot: fakes with RGB P(fake) >= this (default: %(default)s, the reference)")
-    g.add_argument("--crop", choices=["none", "center"], default="none",
-                   help="none = full resolution (the reference; default) or the detector's center crop")
+    add_full_res_crop_arg(g)
     g.add_argument("--inclusive_threshold", action="store_true",
                    help="calibrated accuracy with p >= t instead of the reference's p > t")
     add_run_args(p, out_help="output root (default: figures/color_ablation)")

@@ -32,8 +32,8 @@ from pathlib import Path
 from forensics.analysis.color import MIN_P, arch_label, compare_color_robust, pair_labels
 from forensics.analysis.evaluate import LAYOUTS, load_sets
 from forensics.cli import setup_logging
-from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, resolve_detector, \
-    uses_embedded_default
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_full_res_crop_arg, add_run_args,
+                                         resolve_detector, uses_embedded_default)
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 from forensics.defaults import DEFAULT_RECIPES, default_benchmark, default_detector
 from forensics.device import resolve_device
@@ -64,8 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ablation", choices=list(ABLATIONS), default=DEFAULT_ABLATION,
                    help="colour ablation (default: grayscale, the reference)")
     g.add_argument("--min_p", type=float, default=MIN_P, help="box plots: fakes with RGB p >= this (default: 0.2)")
-    g.add_argument("--crop", choices=["none", "center"], default="none",
-                   help="none = full resolution (the reference; default) or the detector's center crop")
+    add_full_res_crop_arg(g)
     add_run_args(p, out_help="output folder (default: figures/compare_color_robust)")
     return p
 

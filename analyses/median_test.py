@@ -30,8 +30,8 @@ from pathlib import Path
 
 from forensics.analysis.median_test import ALPHA, median_test_analysis
 from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, add_topk_args,
-                                         describe, resolve_fake_sets, resolve_topk)
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_full_res_crop_arg, add_run_args,
+                                         add_topk_args, describe, resolve_fake_sets, resolve_topk)
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 from forensics.detectors import POINTS
 from forensics.errors import ForensicsError
@@ -51,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ablation", choices=list(ABLATIONS), default=DEFAULT_ABLATION,
                    help="colour ablation compared with RGB (default: grayscale, the reference)")
     g.add_argument("--alpha", type=float, default=ALPHA, help="significance level (default: %(default)s)")
-    g.add_argument("--crop", choices=["none", "center"], default="none",
-                   help="none = full resolution (the reference; default) or the detector's center crop")
+    add_full_res_crop_arg(g)
     g.add_argument("--grid_maps", type=int, default=16, help="maps in the KDE grid figure (default: %(default)s)")
     g.add_argument("--no_per_map_plots", action="store_true", help="only the grid figure, no figure per map")
     add_run_args(p, out_help="output root (default: figures/median_test)")

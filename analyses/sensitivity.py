@@ -33,8 +33,9 @@ from forensics.analysis.dropout import RANDOM_MODES, dropout_analysis, feature_m
 from forensics.analysis.evaluate import load_sets
 from forensics.analysis.ffrs import REFERENCE_K, default_k, embedded_ranking_csv, read_csv
 from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, embedded_default,
-                                         output_name, resolve_detector, uses_embedded_default)
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_full_res_crop_arg, add_run_args,
+                                         describe, embedded_default, output_name, resolve_detector,
+                                         uses_embedded_default)
 from forensics.detectors import POINTS
 from forensics.errors import ForensicsError
 
@@ -67,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sweep_k", type=int, nargs="+", metavar="K", default=None,
                    help="also compute AP of top-k/random-k/low-k masking for these k (one pass) and plot it")
     g.add_argument("--sweep_set", default=None, help="set of the k sweep (default: the first test set)")
-    g.add_argument("--crop", choices=["none", "center"], default="none",
-                   help="none = full resolution (the reference; default) or the detector's center crop")
+    add_full_res_crop_arg(g)
     add_run_args(p, out_help="output root (default: figures/sensitivity)")
     return p
 

@@ -172,6 +172,12 @@ def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> 
     return detector, detector.name, load_sets(args.dataset_dir, args.gan_name, layout, args.have_classes, num), None
 
 
+def add_full_res_crop_arg(group: argparse._ArgumentGroup) -> None:
+    """``--crop none|center`` of the T-FF analyses that score full-resolution images by default."""
+    group.add_argument("--crop", choices=["none", "center"], default="none",
+                       help="none = full resolution (the reference; default) or the detector's center crop")
+
+
 def add_topk_args(group: argparse._ArgumentGroup) -> None:
     """``--fmap_csv`` and ``--topk`` of the analyses that work on the top-k maps of an FF-RS ranking."""
     group.add_argument("--fmap_csv", type=Path, default=None,
