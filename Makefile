@@ -1,17 +1,26 @@
-# Everything runs inside a local virtual environment created/updated from requirements.txt,
-# so a fresh machine needs only Python 3.11 and pip.
+# Everything runs inside a local virtual environment created/updated from requirements.txt under the
+# exact pins of requirements.lock, so a fresh machine needs only Python 3.11 and pip.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv lock test test-fast demo bench seeds clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -c $(LOCK)
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
+
+## Refresh the lock after changing requirements.txt: resolve it in a fresh venv and freeze every package.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q -r requirements.txt
+	{ sed -n '/^#/p' $(LOCK); .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK) && rm -rf .venv-lock
+	@echo "$(LOCK) refreshed; commit it, and re-measure the README's numbers if a version changed"
 
 venv: $(STAMP)
 

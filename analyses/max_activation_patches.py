@@ -31,6 +31,7 @@ import logging
 import sys
 from pathlib import Path
 
+from forensics import provenance
 from forensics.analysis.patches import (ORDERS, PERCENTILE, collage_figure, extract_patches, map_folder,
                                         max_activation_rankings, write_patches)
 from forensics.cli import setup_logging
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_json(out / "summary.json", {
                 "detector": label, "weights": detector.weights_source, "gan_name": gan, "fmap_csv": str(csv_path),
                 "topk": k, "point": args.point, "num_images": len(ranking.rows[str(keys[0])]),
-                "skipped": ranking.summary.to_dict()["skipped"], "args": describe(args)})
+                "skipped": ranking.summary.to_dict()["skipped"], "args": describe(args),
+                "provenance": provenance.collect(detector, files=records)})
             print(f"{gan}: {len(records)} fakes ranked on {k} maps; {sum(len(v) for v in patches.values())} patches; "
                   f"collage {figures[0]}")
     except NotImplementedError as exc:

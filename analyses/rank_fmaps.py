@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from forensics import provenance
 from forensics.analysis.ffrs import CROP_POLICIES, compute_ffrs, ffrs_transform, write_outputs
 from forensics.cli import setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, output_name,
@@ -69,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                               fixed_mmap_threshold=not args.fast_malloc)
         tag = f"{gan}_{args.blur_jpg or 'default'}"
         out = (args.out or Path("figures/rank_fmaps")) / output_name(args, detector) / tag
-        paths = write_outputs(result, out, gan, args.topk, extra={"args": describe(args),
-                                                                  "weights": detector.weights_source})
+        paths = write_outputs(result, out, gan, args.topk, extra={
+            "args": describe(args), "weights": detector.weights_source,
+            "provenance": provenance.collect(detector, files=records)})
     except ForensicsError as exc:
         log.error("%s", exc)
         return 2

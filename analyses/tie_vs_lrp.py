@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from forensics import provenance
 from forensics.analysis.tie_vs_lrp import (SHARES, collect_block_relevance, compare, tie_importance,
                                            write_block_maps, write_image_grid, write_outputs)
 from forensics.cli import setup_logging
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         comp = compare(data, tie_importance(detector), share=args.share, n_boot=args.n_boot, seed=args.seed)
         out = (args.out or Path("figures/tie_vs_lrp")) / detector.name / gan
         paths = write_outputs(comp, out, extra={"args": describe(args), "weights": detector.weights_source,
-                                                "sign": args.sign})
+                                                "sign": args.sign,
+                                                "provenance": provenance.collect(detector, files=records)})
         if args.max_images > 0:
             paths["per_image_grid"] = write_image_grid(detector, comp, out, args.max_images, transform)[0]
         if args.block_maps > 0:

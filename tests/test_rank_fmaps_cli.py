@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from forensics.analysis.ffrs import read_csv
+from forensics.io import sha256_file
 from helpers import calibrated, run_script as run_helper, single_thread
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "rank_fmaps.py"
@@ -51,3 +52,10 @@ def test_rank_fmaps_writes_reference_outputs(tmp_path, capsys):
         assert sum(summary["topk_layer_share"].values()) == 5
         assert (out / "val-omega.png").stat().st_size > 0 and (out / "val-omega.pdf").stat().st_size > 0
     assert "FF-RS of resnet50" in capsys.readouterr().out
+    # provenance: versions, CPU capability, data digest and the checkpoint's sha256 (issue: reproducible numbers)
+    prov = summary["provenance"]
+    assert prov["software"]["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert prov["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert prov["machine"]["torch_threads"] >= 1
+    assert prov["data"]["files"] == 11  # 2 + 2 reals, 4 + 3 fakes listed (the unreadable one included)
+    assert [c["sha256"] for c in prov["checkpoints"]] == [sha256_file(ckpt)]

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import provenance
 from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
@@ -359,7 +360,8 @@ def dropout_analysis(detector: Detector, sets: Mapping[str, Sequence[ImageRecord
         log.info("%s (thr %.4f): AP base %.1f, top-%d %.1f, random-%d %.1f, low-%d %.1f", name, t,
                  100 * r[ORIGINAL]["ap"], fmap_sets.k, 100 * r["topk"]["ap"], fmap_sets.k, 100 * r["randomk"]["ap"],
                  fmap_sets.k, 100 * r["lowk"]["ap"])
-    settings = {"detector": detector.name, "weights": detector.weights_source, "point": point, "k": fmap_sets.k,
+    settings = {"detector": detector.name, "weights": detector.weights_source,
+                "provenance": provenance.collect(detector, files=sets), "point": point, "k": fmap_sets.k,
                 "replicas": len(replicas), "random_mode": fmap_sets.random_mode, "seed": fmap_sets.seed,
                 "randomk_aggregate": "per_replica_mean" if per_replica else "ensemble_probability_mean",
                 "fixed_threshold_sets": sorted(fixed), "threshold_source": "G-mean on the unmasked predictions",

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .. import provenance
 from ..data import ImageRecord, UFD_DIFFUSION_REAL_FOLDERS, forensynths, genimage, list_sources, ufd_diffusion
 from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..data.perturb import Perturbation, PerturbedTransform, Protocol, get_protocol, sweep
@@ -294,6 +295,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
                  rows[name]["n_real"], rows[name]["n_fake"])
     settings = {
         "detector": detector.name, "weights": detector.weights_source,
+        "provenance": provenance.collect(detector, files=sets),
         "crop": crop or detector.config.preprocessing.crop,
         "crop_size": crop_size or detector.config.preprocessing.crop_size,
         "grayscale": ablation == "grayscale", "ablation": ablation, "perturbation": perturbation.label() if perturbation is not None else None,

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import provenance
 from ..data import ImageDataset, ImageRecord, RunSummary, forensynths, iter_batches
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
@@ -388,9 +389,11 @@ def embedded_ranking_csv(detector: Detector, bench, name: str | None = None, see
              "(as `python analyses/rank_fmaps.py` would)", path, name or detector.name)
     torch.manual_seed(seed)
     size = int(bench.manifest["image_size"])
-    result = compute_ffrs(detector, forensynths(bench.root, "val", have_classes=True),
+    records = forensynths(bench.root, "val", have_classes=True)
+    result = compute_ffrs(detector, records,
                           transform=ffrs_transform(detector, "random_resized", size), batch_size=batch_size)
-    write_outputs(result, path.parent, "val", REFERENCE_K)
+    write_outputs(result, path.parent, "val", REFERENCE_K, extra={"weights": detector.weights_source,
+                                                                  "provenance": provenance.collect(detector, files=records)})
     if not path.is_file():
         raise ForensicsError(f"FF-RS kept no fake image of the benchmark's val split; {path} was not written")
     return path

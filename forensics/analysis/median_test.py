@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import provenance
 from ..data import ImageRecord
 from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..detectors import Detector, FeatureMapKey
@@ -212,6 +213,7 @@ def median_test_analysis(detector: Detector, records: Sequence[ImageRecord], key
     abl_transform = detector.transform(crop=crop, grayscale=gray, pixel_op=None if gray else op)
     abl = record_activations(detector, records, keys, transform=abl_transform,
                              desc=f"{detector.name} {ablation}", **common)
-    settings = {"detector": detector.name, "weights": detector.weights_source, "point": point,
+    settings = {"detector": detector.name, "weights": detector.weights_source,
+                "provenance": provenance.collect(detector, files=records), "point": point,
                 "ablation": ablation, "crop": crop, "n_records": len(records)}
     return MedianTestResult(list(keys), rgb, abl, ablation, settings)

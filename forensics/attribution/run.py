@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import provenance
 from ..detectors.config import Preprocessing
 from .features import attribution_preprocessing, block_features, parse_blocks
 from .openset import align, run_blocks
@@ -49,6 +50,7 @@ def run_attribution(model, root: str | Path, spec: SplitSpec, blocks: str | Sequ
         "feature_cache": feats.summary.to_dict(), "feature_seconds": round(feature_seconds, 2),
         "probe_seconds": round(time.perf_counter() - start, 2),
         "skipped": [{"path": p, "reason": r} for p, r in data.skipped],
+        "provenance": provenance.collect(backbone, files=records),
         "title": f"{spec.name}, {classifier}, {backbone.model_name} ({site})",
     }
     return AttributionReport(results, data.classes, data.n_known, select=select, settings=settings)

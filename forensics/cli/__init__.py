@@ -26,8 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr and, first, the versions and machine facts that change numbers (provenance)."""
+    from ..provenance import environment_line
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("forensics.provenance").info("%s", environment_line())
 
 
 def main(argv: list[str] | None = None) -> int:
