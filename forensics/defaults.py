@@ -158,13 +158,21 @@ def default_benchmark(config: BenchmarkConfig | None = None) -> DefaultBenchmark
     return DefaultBenchmark(root, read_manifest(root))
 
 
+def recipe_for(name: str, seed: int | None = None):
+    """The recipe of default detector ``name``, trained with another ``seed`` (``None``: the default's).
+    Seed 0 is the default recipe itself (same cache entry)."""
+    recipe = DEFAULT_RECIPES[name]
+    return recipe if seed is None else dataclasses.replace(recipe, seed=int(seed))
+
+
 def default_checkpoint(name: str = "resnet50", config: BenchmarkConfig | None = None,
-                       recipe: TrainRecipe | None = None) -> Path:
-    """The best checkpoint of default detector ``name`` (see :data:`DEFAULT_RECIPES`), trained once."""
+                       recipe: TrainRecipe | None = None, seed: int | None = None) -> Path:
+    """The best checkpoint of default detector ``name`` (see :data:`DEFAULT_RECIPES`; ``seed``: its
+    training seed, see :func:`recipe_for`), trained once."""
     from .train import get_trainer
     import argparse
 
-    recipe = recipe or DEFAULT_RECIPES[name]
+    recipe = recipe or recipe_for(name, seed)
     bench = default_benchmark(config)
     run_dir = cache_dir() / "detectors" / f"{name}-{settings_key(bench.root.name, dataclasses.asdict(recipe))}"
     done = run_dir / DONE
@@ -184,11 +192,13 @@ def default_checkpoint(name: str = "resnet50", config: BenchmarkConfig | None = 
     return path
 
 
-def default_detector(name: str = "resnet50", config: BenchmarkConfig | None = None, device: str = "cpu"):
-    """Default detector ``name`` loaded from its cached checkpoint, evaluating full 64x64 images."""
+def default_detector(name: str = "resnet50", config: BenchmarkConfig | None = None, device: str = "cpu",
+                     seed: int | None = None):
+    """Default detector ``name`` (trained with ``seed``, default the recipe's) loaded from its cached
+    checkpoint, evaluating full 64x64 images."""
     from .detectors import create
-    recipe = DEFAULT_RECIPES[name]
-    path = default_checkpoint(name, config)
+    recipe = recipe_for(name, seed)
+    path = default_checkpoint(name, config, recipe)
     return create(recipe.detector, weights=path, device=device, preprocessing={"crop": "none"},
                   **recipe.create_options())
 
