@@ -37,6 +37,11 @@ demo: $(STAMP)
 	@if [ -f analyses/rank_fmaps.py ]; then $(PY) analyses/rank_fmaps.py; \
 	else $(PY) -m forensics weights list; fi
 
+## The README's result tables over seeds (benchmark seeds 0 1 x training seeds 0 1 2): hours on 2 CPU cores,
+## resumable (figures/seed_study/runs/); PARTS="properties dropout" picks parts.
+seeds: $(STAMP)
+	$(PY) analyses/seed_study.py $(if $(PARTS),--parts $(PARTS),)
+
 bench: $(STAMP)
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
