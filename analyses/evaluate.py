@@ -18,20 +18,16 @@ Without --weights and --dataset_dir the embedded default (forensics.defaults) is
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 from forensics.analysis.evaluate import (CROP_MODES, LAYOUTS, compare_rgb_gray, evaluate_perturbations,
                                          evaluate_sets, load_sets)
-from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, embedded_default,
+from forensics.cli import run, setup_logging
+from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, embedded_default,
                                          output_name, resolve_detector, uses_embedded_default)
 from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep
 from forensics.detectors import Detector
-from forensics.errors import ForensicsError
 
-log = logging.getLogger("forensics.evaluate")
 
 def build_parser() -> argparse.ArgumentParser:
     kinds = sorted([*PERTURBATIONS, *ALIASES])
@@ -41,10 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--layout", choices=list(LAYOUTS), default="forensynths",
                    help="folder layout of --dataset_dir (default: %(default)s)")
     g = p.add_argument_group("evaluation")
-    g.add_argument("--crop", choices=CROP_MODES, default=None,
-                   help="center: CenterCrop (the references' default); none: full resolution (T-FF); ten: TenCrop, "
-                        "logits averaged (RINE Synthbuster). Default: the detector's own policy")
-    g.add_argument("--crop_size", type=int, default=None, help="crop size (default: the detector's, 224)")
+    add_crop_arg(g, "center: CenterCrop (the references' default); none: full resolution (T-FF); ten: TenCrop, "
+                    "logits averaged (RINE Synthbuster). Default: the detector's own policy",
+                 extra=CROP_MODES, size_help="crop size (default: the detector's, 224)")
     g.add_argument("--calibrate", action="store_true",
                    help="also report accuracies at each set's G-mean threshold, calibrated on the RGB, unperturbed "
                         "predictions (T-FF §6.3)")
@@ -140,23 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     setup_logging(args.verbose)
-    try:
-        detector, sets = resolve_inputs(args, parser)
-        mode = next((m for m in ("grayscale", "perturb", "sweep") if getattr(args, m)), "eval")
-        options = dict(crop=args.crop, crop_size=args.crop_size, batch_size=args.bsize,
-                       inclusive=args.inclusive_threshold, num_workers=args.workers, progress=True)
-        text, results = MODES[mode](detector, sets, args, options)
-        out_dir = args.out or Path("figures") / "evaluate" / output_name(args, detector)
-        crop = args.crop or detector.config.preprocessing.crop
-        written = [path for name, result in results.items()
-                   for path in result.write(out_dir, output_stem(args, name, crop)).values()]
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    detector, sets = resolve_inputs(args, parser)
+    mode = next((m for m in ("grayscale", "perturb", "sweep") if getattr(args, m)), "eval")
+    options = dict(crop=args.crop, crop_size=args.crop_size, batch_size=args.bsize,
+                   inclusive=args.inclusive_threshold, num_workers=args.workers, progress=True)
+    text, results = MODES[mode](detector, sets, args, options)
+    out_dir = args.out or Path("figures") / "evaluate" / output_name(args, detector)
+    crop = args.crop or detector.config.preprocessing.crop
+    written = [path for name, result in results.items()
+               for path in result.write(out_dir, output_stem(args, name, crop)).values()]
     print(text)
     print(f"\nwritten: {', '.join(str(p) for p in written)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

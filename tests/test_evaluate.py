@@ -19,6 +19,7 @@ from forensics.data.perturb import (JPEG, Blur, Combined, Crop, Noise, Perturbed
                                     sweep)
 from forensics.detectors import Detector, DetectorConfig, Preprocessing, create
 from forensics.metrics import accuracies, binary_metrics, gmean_threshold, mean_row
+from helpers import exit_code, save_cnndet_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,10 +219,7 @@ def _cli():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "blur_jpg_prob0.5.pth"
-    torch.save({"model": create("resnet50").net.state_dict()}, path)
-    return path
+    return save_cnndet_checkpoint(tmp_path_factory.mktemp("w") / "blur_jpg_prob0.5.pth")
 
 
 def test_cli_end_to_end(layout, checkpoint, tmp_path, capsys):
@@ -240,7 +238,7 @@ def test_cli_end_to_end(layout, checkpoint, tmp_path, capsys):
     table = pd.read_csv(tmp_path / "sweep-noise_none_0.5-ap.csv", index_col=0)
     assert list(table.index) == ["clean", "noise(std=5)", "noise(std=20)"]
     assert (tmp_path / "sweep-noise_none_0.5-ap.png").stat().st_size > 0
-    assert cli.main([*common, "--gan_name", "flat", "--have_classes", "True", "--out", str(tmp_path)]) == 2
+    assert exit_code(cli.main, [*common, "--gan_name", "flat", "--have_classes", "True", "--out", str(tmp_path)]) == 2
     assert cli.main([*common, "--grayscale", "--calibrate", "--out", str(tmp_path)]) == 0
     drop = pd.read_csv(tmp_path / "gray_none_0.5-ap-drop.csv", index_col=0)
     assert list(drop.index) == ["classes", "flat", "mean"] and "threshold" in drop.columns

@@ -16,6 +16,7 @@ from forensics import weights
 from forensics.download import ChecksumError, DownloadError, fetch
 from forensics.errors import CheckpointError, WeightsNotFoundError
 from forensics.io import read_weight_file
+from helpers import exit_code
 
 EXPECTED_TAGS = {
     "resnet50.cnndet_blur_jpg_prob0.5", "resnet50.cnndet_blur_jpg_prob0.1", "efb0.tff_blur_jpg_prob0.5",
@@ -65,7 +66,7 @@ def leftovers(folder: Path, keep: str | None = None) -> list[str]:
 def run_cli(monkeypatch, capsys, *argv: str) -> tuple[int, str]:
     # Build only the `weights` sub-command: these tests must not depend on the other commands' imports.
     monkeypatch.setattr(cli, "COMMANDS", ("weights",))
-    code = cli.main(["weights", *argv])
+    code = exit_code(cli.main, ["weights", *argv])
     return code, capsys.readouterr().out
 
 

@@ -36,6 +36,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from ..cli.options import add_option
 from ..detectors.config import IMAGENET_MEAN, IMAGENET_STD
 
 #: ``--rz_interp`` names -> torchvision interpolation (the reference's ``rz_dict`` of PIL filters).
@@ -348,9 +349,9 @@ def add_augment_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> a
                    help=f"comma list of JPEG codecs from {{{','.join(JPEG_METHODS)}}} (recipe: cv2,pil)")
     g.add_argument("--jpg_qual", type=comma_list(int), default="75",
                    help="JPEG quality: one value, or 'a,b' = every integer in [a, b] (recipe: 30,100)")
-    g.add_argument("--color-robust", "--color_robust", dest="color_robust", action="store_true",
-                   help="colour-robust training (T-FF §11): RandomGrayscale(gray_prob) after the flip")
-    g.add_argument("--gray_prob", type=float, default=0.5, help="grayscale probability with --color-robust")
+    add_option(g, "--color_robust", "--color-robust", dest="color_robust", action="store_true",
+               help="colour-robust training (T-FF §11): RandomGrayscale(gray_prob) after the flip")
+    g.add_argument("--gray_prob", type=float, default=0.5, help="grayscale probability with --color_robust")
     g.add_argument("--gray_val", action="store_true",
                    help="also grayscale validation images at random ([quirk] of the T-FF trainer; off by default)")
     g.add_argument("--val_aug", choices=VAL_AUG_CHOICES, default="reference",

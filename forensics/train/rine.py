@@ -49,6 +49,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..cli.options import add_bsize_arg
 from ..data.dataset import ImageDataset, RunSummary, Transform, collate
 from ..data.layouts import ImageRecord
 from ..detectors import create
@@ -247,7 +248,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr
     g.add_argument("--backbone", default=DEFAULT_BACKBONE, help="open_clip model name")
     g.add_argument("--backbone_weights", default=DEFAULT_BACKBONE_WEIGHTS, type=backbone_weights_arg,
                    help="release tag or file of the CLIP weights; 'none' = random backbone")
-    g.add_argument("--batch_size", type=int, default=batch_size)
+    add_bsize_arg(g, batch_size, help=None, dest="batch_size")
     g.add_argument("--lr", type=float, default=lr)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")

@@ -50,6 +50,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .. import weights as weight_registry
+from ..cli.options import add_bsize_arg
 from ..data import ImageDataset, RunSummary, collate
 from ..detectors import create, get_config
 from ..detectors.base import Detector, load_strict
@@ -195,7 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--class_bal", action="store_true",
                    help="sample with weights 1/class frequency (WeightedRandomSampler, with replacement)")
     g.add_argument("--serial_batches", action="store_true", help="no shuffling (dataset order)")
-    g.add_argument("--batch_size", type=int, default=64)
+    add_bsize_arg(g, 64, help=None, dest="batch_size")
     g.add_argument("--num_threads", type=int, default=None,
                    help="data-loader workers (default: 4 on CUDA, 0 on CPU)")
     add_augment_arguments(parser)
@@ -542,7 +543,7 @@ def run(args: argparse.Namespace) -> Path:
 register_trainer(TrainerSpec(
     detectors=tuple(RECIPES),
     description=("Wang et al. (CVPR 2020) recipe: BCE, Adam 1e-4, blur/JPEG augmentation, early stopping on val "
-                 "accuracy with lr/10 drops; --color-robust adds T-FF's random grayscale (tff.md §11)"),
+                 "accuracy with lr/10 drops; --color_robust adds T-FF's random grayscale (tff.md §11)"),
     add_arguments=add_arguments,
     run=run,
 ))
