@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Open-set origin attribution from frozen CLIP features (Cioni et al.; attribution_cnndet.md §A):
+"""Open-set origin attribution from frozen CLIP features (Cioni et al. 2024; docs/attribution.md):
 train a probe per transformer block on real + known generators, report closed-set accuracy and how
 well unknown generators are flagged.
 

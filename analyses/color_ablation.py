@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Colour ablation (T-FF §7): a detector on RGB vs grayscale (or another colour ablation) test images,
+"""Colour ablation (T-FF, docs/colour.md): a detector on RGB vs grayscale (or another colour ablation) test images,
 per set: AP, accuracies at 0.5 and at the G-mean threshold calibrated on the RGB predictions, mean/std
 of P(fake) for reals and fakes, and the box plot of the fakes' P(fake) (RGB p >= 0.2) with the median drop.
 

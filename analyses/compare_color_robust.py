@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Baseline vs colour-robust detector on RGB and colour-ablated test images (T-FF §11, the table of §14.3).
+"""Baseline vs colour-robust detector on RGB and colour-ablated test images (T-FF; the table of docs/colour.md).
 
     python analyses/compare_color_robust.py      # the embedded default: resnet50 vs resnet50_cr
     python analyses/compare_color_robust.py --pairs resnet50:resnet50_cr efb0:efb0_cr

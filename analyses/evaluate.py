@@ -5,10 +5,10 @@ as CNNDetection's eval.py and RINE print them, plus a full table; CSV/JSON under
     python analyses/evaluate.py                      # the project's embedded default detector and data
     python analyses/evaluate.py --arch resnet50 --weights weights/resnet50/blur_jpg_prob0.5.pth \\
         --blur_jpg 0.5 --dataset_dir data/CNN_synth_testset --gan_name progan stylegan biggan --crop none
-    ... --calibrate                  # + accuracies at each set's G-mean threshold (T-FF §6.3)
-    ... --grayscale --calibrate      # T-FF colour ablation: RGB vs grayscale AP and the AP drop (§7.2)
+    ... --calibrate                  # + accuracies at each set's G-mean threshold (T-FF; docs/evaluation.md)
+    ... --grayscale --calibrate      # T-FF colour ablation: RGB vs grayscale AP and the AP drop (docs/colour.md)
     ... --perturb jpeg --level 50    # clean vs every image re-compressed at quality 50
-    ... --perturb combined --protocol rine --reference_bugs   # RINE §4.5 as published, bugs included
+    ... --perturb combined --protocol rine --reference_bugs   # RINE's protocol as published, bugs included
     ... --sweep blur                 # AP over the standard sigma levels: table + PNG/PDF line plot
 
 Without --weights and --dataset_dir the embedded default (forensics.defaults) is used. With
@@ -42,12 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
                  extra=CROP_MODES, size_help="crop size (default: the detector's, 224)")
     g.add_argument("--calibrate", action="store_true",
                    help="also report accuracies at each set's G-mean threshold, calibrated on the RGB, unperturbed "
-                        "predictions (T-FF §6.3)")
+                        "predictions (T-FF; docs/evaluation.md)")
     g.add_argument("--inclusive_threshold", action="store_true",
                    help="calibrated accuracy with p >= t (consistent with roc_curve) instead of the reference's p > t")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--grayscale", action="store_true",
-                      help="also evaluate grayscale images (ITU-R 601-2 luma x3, T-FF §7): both tables + AP drop")
+                      help="also evaluate grayscale images (ITU-R 601-2 luma x3, T-FF; docs/colour.md): both tables + "
+                           "AP drop")
     mode.add_argument("--perturb", choices=kinds, metavar="KIND",
                       help=f"evaluate clean and perturbed images; KIND: {', '.join(kinds)}")
     mode.add_argument("--sweep", choices=kinds, metavar="KIND",
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--levels", type=float, nargs="+", default=None, help="levels for --sweep (default: standard)")
     g.add_argument("--protocol", choices=list(PROTOCOLS), default="always",
                    help="always: perturb every image (default); rine: perturb with p=0.5, then Resize(256,256) "
-                        "before the crop (RINE §4.5)")
+                        "before the crop (RINE; docs/evaluation.md)")
     g.add_argument("--reference_bugs", action="store_true",
                    help="reproduce RINE's perturbation bugs (blur sigma 4, JPEG quality ignored, crop H/W swap)")
     add_run_args(p, out_help="output folder (default: figures/evaluate/<detector>)")

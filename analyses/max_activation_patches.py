@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Max-activation rankings and LRP-max patches of the top-k feature maps (T-FF §8-9, Fig. 1).
+"""Max-activation rankings and LRP-max patches of the top-k feature maps (T-FF, docs/patches.md, Fig. 1).
 
     python analyses/max_activation_patches.py     # the embedded default (synthetic benchmark + its ResNet-50)
     python analyses/max_activation_patches.py --arch resnet50 --blur_jpg 0.5 --bsize 64 \\

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Max-activation histograms, Mood's median test and the colour-conditional percentage (T-FF §10, Fig. 6).
+"""Max-activation histograms, Mood's median test and the colour-conditional percentage (T-FF Fig. 6;
+docs/median_test.md).
 
     python analyses/median_test.py               # the embedded default (synthetic benchmark + its ResNet-50)
     python analyses/median_test.py --arch resnet50 --blur_jpg 0.5 --bsize 128 \\

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""FF-RS: rank every feature map of a detector by its forensic relevance (omega, T-FF §5).
+"""FF-RS: rank every feature map of a detector by its forensic relevance (omega, T-FF, docs/ffrs.md).
 
     python analyses/rank_fmaps.py            # the embedded default (synthetic benchmark + its ResNet-50)
     python analyses/rank_fmaps.py --arch resnet50 --blur_jpg 0.5 --bsize 16 --dataset_dir /mnt/data/ \\

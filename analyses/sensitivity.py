@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Feature-map dropout sensitivity (T-FF §6): zero the top-k / random-k / low-k feature maps of an FF-RS
+"""Feature-map dropout sensitivity (T-FF, docs/dropout.md): zero the top-k / random-k / low-k feature maps of an FF-RS
 ranking and report AP and calibrated Real/GAN accuracies per test set.
 
     python analyses/sensitivity.py           # the embedded default (synthetic benchmark + its ResNet-50)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""RINE's TIE block importances softmax(alpha) (rine_ufd.md §1.3, §5) of one or more heads.
+"""RINE's TIE block importances softmax(alpha) (docs/tie.md) of one or more heads.
 
     python analyses/tie_importance.py                  # the embedded default RINE (trained on the benchmark)
     python analyses/tie_importance.py --weights rine.2class          # the official 2-class head (release tag)
-    python analyses/tie_importance.py --weights ../shared/reference-data/rine/model_2class_trainable.pth \\
+    python analyses/tie_importance.py --weights weights/rine/model_2class_trainable.pth \\
         --label 2-class
 
 Heads: official files (model_*_trainable.pth), project-trained heads (same format) or any RINE detector

@@ -1,7 +1,7 @@
 """The known weight releases (data). Imported by :mod:`forensics.weights`; documented in
 ``weights/README.md`` (keep the two in step).
 
-Sources were checked against the reference repositories (``../shared/reference/*.md``). A checksum
+Sources were checked against the authors' repositories (see docs/README.md). A checksum
 is recorded only where it was published or read from the released file itself; ``sha256=None``
 means unknown, never guessed. ``direct=False`` marks a source that is a page or shared folder,
 from which the file has to be fetched by hand.
@@ -24,7 +24,7 @@ TFF_LICENSE = "MIT (sutd-visual-computing-group/transferable-forensic-features)"
 
 CLIP_TAG = "clip.vit_l14_openai"
 
-# CNNDetection / T-FF training checkpoints (attribution_cnndet.md §B.8; tff.md §3.1-3.2).
+# CNNDetection / T-FF training checkpoints (docs/training.md; docs/ffrs.md).
 TRAINING_CKPT = ("torch zip: dict {'model': state_dict, 'optimizer': Adam state_dict, 'total_steps': int}; "
                  "loaders read only ['model'] (saved on GPU: load with map_location='cpu')")
 
@@ -81,7 +81,7 @@ for arch, name, fmt in (("resnet50", "ResNet-50 (fc 2048->1)", f"{TRAINING_CKPT}
         direct=False,
         detector=arch,
         description=(f"T-FF colour-robust (CR) universal detector: {name} trained with the Wang et al. recipe "
-                     "plus RandomGrayscale(p=0.5) after the flip (tff.md §11)"),
+                     "plus RandomGrayscale(p=0.5) after the flip (docs/colour.md)"),
         paper=TFF2022,
         format=fmt,
         license=TFF_LICENSE,
@@ -94,7 +94,7 @@ for arch, name, fmt in (("resnet50", "ResNet-50 (fc 2048->1)", f"{TRAINING_CKPT}
 
 RINE_CKPT = "https://github.com/mever-team/rine/tree/main/ckpt"
 RINE_RAW = "https://raw.githubusercontent.com/mever-team/rine/main/ckpt/"
-# name: (nproj q, proj_dim d, trained on, sha256 or None); rine_ufd.md §2.
+# name: (nproj q, proj_dim d, trained on, sha256 or None); docs/tie.md.
 RINE_HEADS = {
     "1class": (4, 1024, "ProGAN horse (1 epoch, factor 0.1)", None),
     "2class": (4, 128, "ProGAN chair, horse (1 epoch, factor 0.2)",
@@ -122,7 +122,7 @@ for name, (nproj, proj_dim, trained_on, sha256) in RINE_HEADS.items():
         notes=("Published in mever-team/rine ckpt/ (1,139,686 bytes, 283,009 parameters)." if present_upstream else
                "Listed in the mever-team/rine git tree (ckpt/) but its blob is absent from the public repository, "
                "so no direct link or checksum can be given; (nproj, proj_dim) are inferred from "
-               "get_our_trained_model and the best-config search (rine_ufd.md §2). Ask the authors, or retrain "
+               "get_our_trained_model and the best-config search (docs/tie.md). Ask the authors, or retrain "
                "with scripts/best.py."),
         options={"nproj": nproj, "proj_dim": proj_dim},
         requires=(CLIP_TAG,),

@@ -1,20 +1,20 @@
-"""Colour ablation of a detector (T-FF tff.md §7) and the colour-robust comparison (§11, §14.3).
+"""Colour ablation of a detector (T-FF; docs/colour.md) and the colour-robust comparison (docs/colour.md).
 
 :func:`color_ablation` runs a detector on every test set twice, on RGB images and on colour-ablated
 ones (grayscale by default: ITU-R 601-2 luma x3 inserted before the detector's normalisation; other
 ablations of :mod:`forensics.data.color` by name), through
-:func:`forensics.analysis.evaluate.compare_rgb_gray`. Per set (tff.md §7.2): AP; real / fake /
+:func:`forensics.analysis.evaluate.compare_rgb_gray`. Per set (docs/colour.md): AP; real / fake /
 overall accuracy at 0.5; the G-mean threshold calibrated on the **RGB** predictions of that set
-(every set, ProGAN included, as §7.2) and the accuracies of both runs at it; mean and std of
+(every set, ProGAN included, as T-FF) and the accuracies of both runs at it; mean and std of
 P(fake) for reals and fakes.
 
-The box-and-whisker figure (§7.3): the fakes whose RGB P(fake) >= 0.2 (``min_p``), their P(fake) in
+The box-and-whisker figure (docs/colour.md): the fakes whose RGB P(fake) >= 0.2 (``min_p``), their P(fake) in
 % on RGB ("Baseline") and on the ablated image of the same files, as two boxes with fliers; the
 red double arrow between the two medians is labelled ``{m1 - m2:.1f}% drop`` (percentage points).
 One figure per set and a combined panel of all sets (seaborn; PNG and PDF).
 
 :func:`compare_color_robust` runs the ablation on a baseline and a colour-robust detector of each
-architecture over the same sets and writes the table of tff.md §14.3 (AP on RGB vs colour-ablated
+architecture over the same sets and writes the table of docs/colour.md (AP on RGB vs colour-ablated
 images, rows ``<arch> baseline RGB``, ``<arch> baseline color-ablated``, ``CR-<arch> RGB``,
 ``CR-<arch> color-ablated``) as CSV, markdown and a grouped bar figure.
 
@@ -24,7 +24,7 @@ Deliberate differences from the reference, named:
 
 - The reference's per-set CSVs (``<gan>-AP-#N-samples-no-crop.csv``, ``-UNCALIBRATED_ACC-``,
   ``-CALIBRATED_ACC-``) have every metric in percent as there, but the threshold as a fraction (the
-  reference multiplies it by 100 too, tff.md §15.8), and N is the number of images scored.
+  reference multiplies it by 100 too, docs/colour.md), and N is the number of images scored.
 - Cosmetics of the box plot are not copied (8x10 in, 40-50 pt fonts, Times New Roman); the data,
   the filter, the boxes, the red medians and the drop annotation are.
 - Unreadable files are skipped and listed in the JSON, never scored.
@@ -47,7 +47,7 @@ from .evaluate import MEAN, ColourComparison, compare_rgb_gray, json_safe, write
 
 log = logging.getLogger(__name__)
 
-#: Fakes whose RGB P(fake) is below this are left out of the box plot (tff.md §7.3).
+#: Fakes whose RGB P(fake) is below this are left out of the box plot (docs/colour.md).
 MIN_P = 0.2
 #: Box colours of the reference (RGB, ablated).
 BOX_COLORS = ("#83c5be", "#b7b7a4")
@@ -129,7 +129,7 @@ class ColorAblationStudy:
         return frame
 
     def reference_rows(self, name: str) -> dict[str, dict[str, Any]]:
-        """The reference's three CSV rows of set ``name`` (tff.md §7.2), metrics in percent,
+        """The reference's three CSV rows of set ``name`` (docs/colour.md), metrics in percent,
         ``threshold`` as a fraction: ``ap``, ``uncalibrated``, ``calibrated``."""
         rgb, abl = self.comparison.rgb.rows[name], self.comparison.gray.rows[name]
         other = "grayscale" if self.ablation == "grayscale" else self.ablation
@@ -154,7 +154,7 @@ class ColorAblationStudy:
 
     # ------------------------------------------------------------------ figures
     def draw_box(self, ax, name: str, title: str | None = None) -> None:
-        """Draw set ``name``'s box plot (tff.md §7.3) on a matplotlib axes."""
+        """Draw set ``name``'s box plot (docs/colour.md) on a matplotlib axes."""
         draw_box(ax, *self.fake_probs(name), ablation_label(self.ablation), title or name, self.min_p)
 
     def box_figure(self, name: str):
@@ -251,7 +251,7 @@ def draw_box(ax, rgb: np.ndarray, ablated: np.ndarray, ablated_label: str = "Gra
 def color_ablation(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *,
                    ablation: str = DEFAULT_ABLATION, label: str | None = None, min_p: float = MIN_P,
                    **options: Any) -> ColorAblationStudy:
-    """RGB vs ``ablation`` on every set (tff.md §7.2), thresholds G-mean calibrated on the RGB
+    """RGB vs ``ablation`` on every set (docs/colour.md), thresholds G-mean calibrated on the RGB
     predictions of each set. ``options`` go to :func:`forensics.analysis.evaluate.evaluate_sets`
     (``crop`` — the reference evaluates full resolution, ``crop="none"`` —, ``batch_size``,
     ``inclusive``, ``num_workers``, ``progress``)."""
@@ -263,7 +263,7 @@ def color_ablation(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]]
 
 # ---------------------------------------------------------------------------- colour-robust comparison
 BASELINE, ROBUST = "baseline", "robust"
-#: Short architecture labels of the §14.3 table (other names are used as they are).
+#: Short architecture labels of the docs/colour.md table (other names are used as they are).
 ARCH_LABELS = {"resnet50": "R50", "efb0": "EfB0"}
 
 
@@ -298,7 +298,7 @@ class RobustComparison:
                 (ROBUST, "rgb"): f"CR-{arch} RGB", (ROBUST, "ablated"): f"CR-{arch} color-ablated"}
 
     def table(self):
-        """tff.md §14.3: rows ``<arch> baseline RGB`` / ``color-ablated``, ``CR-<arch> RGB`` /
+        """docs/colour.md: rows ``<arch> baseline RGB`` / ``color-ablated``, ``CR-<arch> RGB`` /
         ``color-ablated``; columns the sets and ``mean``; AP in %."""
         import pandas as pd
         rows = {}

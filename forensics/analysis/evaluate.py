@@ -3,20 +3,20 @@ calibrated thresholds, the grayscale (colour) ablation, ten-crop scoring and per
 
 Specs followed:
 
-- CNNDetection evaluation (attribution_cnndet.md §B.7): every set scored separately, never resized,
+- CNNDetection evaluation (docs/evaluation.md): every set scored separately, never resized,
   centre-crop 224 (``crop="center"``) or full resolution (``crop="none"``); ``acc`` = accuracy of
   ``p > 0.5``, ``r_acc``/``f_acc`` on reals/fakes, AP with fake as the positive class.
-- T-FF (tff.md §6.3, §7.1-7.2): mean/std of P(fake) per class; the G-mean threshold calibrated per
+- T-FF (docs/evaluation.md, docs/colour.md): mean/std of P(fake) per class; the G-mean threshold calibrated per
   set on the unmasked RGB predictions and the accuracies at it; grayscale = ITU-R 601-2 luma x3 in
   the detector transform (``grayscale=True``); in the colour analysis the grayscale accuracies are
   read at the **RGB** threshold, and every set is calibrated (ProGAN included).
-- RINE (rine_ufd.md §4.2, §4.5): ``{set}: {100 acc:.1f} / {100 ap:.1f}`` lines and a ``Mean`` line
+- RINE (docs/evaluation.md): ``{set}: {100 acc:.1f} / {100 ap:.1f}`` lines and a ``Mean`` line
   (unweighted over sets); TenCrop = logits of the 10 crops averaged, then the sigmoid; the
   perturbation protocol of :mod:`forensics.data.perturb`.
 
 Deliberate differences, named:
 
-- Calibration is available for every set (T-FF §6.3 keeps 0.5 for ProGAN in the dropout analysis;
+- Calibration is available for every set (T-FF keeps 0.5 for ProGAN in the dropout analysis, docs/dropout.md;
   pass ``thresholds`` to impose any threshold). A set with a single class gets a NaN threshold.
 - ``inclusive`` changes only the calibrated threshold's comparison (``p >= t`` instead of the
   reference's ``p > t``, metrics module docstring); accuracy at 0.5 is always ``p > 0.5``.
@@ -61,7 +61,7 @@ MEAN = "mean"
 class CropAveragingDetector(Detector):
     """Wraps a detector so that it scores multi-crop inputs: ``[B, N, C, H, W]`` is run as
     ``[B*N, C, H, W]`` and the N logits of each image are averaged (RINE's TenCrop semantics,
-    rine_ufd.md §4.2: average the logits, then the sigmoid). ``[B, C, H, W]`` passes through.
+    docs/evaluation.md: average the logits, then the sigmoid). ``[B, C, H, W]`` passes through.
     Usable anywhere a :class:`Detector` is scored (e.g. :func:`predict_records`)."""
 
     def __init__(self, detector: Detector):
@@ -124,7 +124,7 @@ def set_metrics(predictions: Predictions, threshold: float | None = None, inclus
 
 
 def calibrated_threshold(name: str, labels: np.ndarray, probs: np.ndarray) -> float:
-    """G-mean threshold of one set's predictions (tff.md §6.3); NaN, with a warning, for a set
+    """G-mean threshold of one set's predictions (docs/evaluation.md); NaN, with a warning, for a set
     holding one class only."""
     y = np.asarray(labels)
     if (y == 0).any() and (y == 1).any():
@@ -241,7 +241,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
     """Score every set and compute its row (see :func:`set_metrics`) and the mean row.
 
     ``crop``: ``center``/``none``/``ten`` (``None``: the detector's policy); ``crop_size``
-    overrides its crop size. ``grayscale``: T-FF's colour ablation (tff.md §7.1); ``ablation``: any
+    overrides its crop size. ``grayscale``: T-FF's colour ablation (docs/colour.md); ``ablation``: any
     colour ablation of :mod:`forensics.data.color` by name (``"grayscale"`` is the same as ``grayscale=True``).
     ``perturbation``: applied before the transform under ``protocol`` with per-image generators
     from ``seed`` (:class:`~forensics.data.perturb.PerturbedTransform`). ``batch_size`` counts
@@ -249,7 +249,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
 
     Thresholds: ``thresholds`` (set -> threshold, e.g. ``baseline.thresholds`` of an RGB,
     unperturbed run) adds the accuracies at those thresholds; ``calibrate=True`` without
-    ``thresholds`` calibrates each set on this run's own predictions (G-mean, T-FF §6.3), which is
+    ``thresholds`` calibrates each set on this run's own predictions (G-mean, T-FF; docs/evaluation.md), which is
     refused for a grayscale or perturbed run: their threshold must come from the RGB/unperturbed
     predictions of the same set (:func:`compare_rgb_gray`, :func:`evaluate_perturbations`).
     """
@@ -309,7 +309,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
 # ---------------------------------------------------------------------------- colour ablation
 @dataclass
 class ColourComparison:
-    """RGB vs colour-ablated runs of the same sets (T-FF §7.2; ``gray`` holds the ablated run,
+    """RGB vs colour-ablated runs of the same sets (T-FF; docs/colour.md; ``gray`` holds the ablated run,
     grayscale by default, any :mod:`forensics.data.color` ablation otherwise); the ablated
     accuracies are read at the RGB thresholds. ``ap_drop`` = RGB AP - ablated AP (fractions).
     Columns are suffixed ``_gray`` for grayscale and ``_<ablation>`` for another ablation."""
@@ -360,7 +360,7 @@ class ColourComparison:
 def compare_rgb_gray(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *, calibrate: bool = True,
                      ablation: str = DEFAULT_ABLATION, rgb: EvalResult | None = None,
                      **options: Any) -> ColourComparison:
-    """Evaluate ``sets`` on RGB and on grayscale images (T-FF §7.2): thresholds (with
+    """Evaluate ``sets`` on RGB and on grayscale images (T-FF; docs/colour.md): thresholds (with
     ``calibrate``, the default there) are G-mean calibrated on the RGB predictions of each set and
     reused for grayscale. ``ablation``: another colour ablation of :mod:`forensics.data.color`
     instead of grayscale; ``rgb``: an RGB run of the same sets already computed (reused). ``options``

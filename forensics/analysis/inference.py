@@ -92,7 +92,7 @@ def record_activations(detector: Detector, records: Sequence[ImageRecord], keys:
                        transform: Callable | None = None, num_workers: int = 0, progress: bool = True,
                        desc: str | None = None) -> Activations:
     """One pass of ``records`` through ``detector`` recording every key of ``keys`` at ``point``
-    reduced by ``reduce`` (default the spatial max, T-FF's ``AdaptiveMaxPool2d(1)``; tff.md §8, §10).
+    reduced by ``reduce`` (default the spatial max, T-FF's ``AdaptiveMaxPool2d(1)``; docs/patches.md).
     All keys are recorded in the same pass (the reference reloads the model and reruns the data per
     key). Unreadable files are skipped and listed in ``summary``."""
     keys = detector.check_keys(keys)

@@ -1,4 +1,4 @@
-"""Max-activation histograms, Mood's median test and the colour-conditional percentage (T-FF tff.md §10).
+"""Max-activation histograms, Mood's median test and the colour-conditional percentage (T-FF; docs/median_test.md).
 
 For each top-k feature map (FF-RS order), the spatial-max activation of every fake image (the
 reference caps 500 fakes per class folder) at ``point`` (``pre_bn``, the raw conv output, as the
@@ -11,7 +11,7 @@ map at once.
   counts above / not above the grand median), as the reference; the p-value is kept (and here the
   statistic and the two medians too).
 - **CSV**: ``feature_map_name,p_value`` in FF-RS rank order (the reference's ``median_test/<gan>.csv``).
-- **Colour-conditional percentage** (§10.2): ``100 * #(p <= alpha) / #maps`` over the first ``topk``
+- **Colour-conditional percentage** (docs/median_test.md): ``100 * #(p <= alpha) / #maps`` over the first ``topk``
   rows (alpha 0.05), the reference's uncorrected figure; reported beside it, the same share after the
   Benjamini-Hochberg correction (``scipy.stats.false_discovery_control``, adjusted p <= alpha), since
   114 tests at 0.05 expect ~6 false positives under the null.
@@ -70,7 +70,7 @@ def bh_adjust(p_values: Sequence[float]) -> np.ndarray:
 
 def color_conditional_percentage(p_values: Sequence[float], alpha: float = ALPHA, topk: int | None = None,
                                  correction: str = "none") -> float:
-    """``100 * #(p <= alpha) / #rows`` over the first ``topk`` p-values (tff.md §10.2; all when
+    """``100 * #(p <= alpha) / #rows`` over the first ``topk`` p-values (docs/median_test.md; all when
     ``None``). ``correction="bh"``: on Benjamini-Hochberg adjusted p-values of those rows. A NaN
     p-value (constant activations in both runs) counts as not significant."""
     if correction not in CORRECTIONS:

@@ -1,4 +1,4 @@
-"""Arguments shared by the ``analyses/*.py`` scripts, with the reference's names (tff.md §13), and
+"""Arguments shared by the ``analyses/*.py`` scripts, with the reference's names (T-FF's scripts), and
 how they resolve to a detector and data, including the project's embedded default.
 
 Reference names kept: ``--arch --blur_jpg --bsize --dataset_dir --gan_name --have_classes
@@ -184,7 +184,7 @@ def add_topk_args(group: argparse._ArgumentGroup) -> None:
 
 def resolve_fake_sets(args: argparse.Namespace, cap: int | None = None) -> tuple[Any, str, dict, Any]:
     """``(detector, label, {set: fake records}, bench or None)`` for analyses of fake images only
-    (tff.md §8-10): ``--gan_name`` sets under ``--dataset_dir`` (``cap`` fakes per class folder;
+    (docs/patches.md, docs/median_test.md): ``--gan_name`` sets under ``--dataset_dir`` (``cap`` fakes per class folder;
     ``None``: all), or with the embedded default the test fakes of the benchmark's training family
     (or ``--gan_name``)."""
     from ..data import forensynths

@@ -71,7 +71,7 @@ def build_ten_crop_transform(pre: Preprocessing, grayscale: bool = False, pixel_
     [grayscale x3] -> [pixel_op] -> ToTensor -> Normalize; returns ``[10, 3, crop_size, crop_size]`` per image.
 
     TenCrop = the 4 corner crops and the centre crop of the image and of its horizontal mirror
-    (RINE's Synthbuster protocol, rine_ufd.md §4.2; the logits of the 10 crops are averaged by the
+    (RINE's Synthbuster protocol, docs/evaluation.md; the logits of the 10 crops are averaged by the
     caller, e.g. :class:`forensics.analysis.evaluate.CropAveragingDetector`). ``pre.crop`` is
     ignored. Difference: torchvision's ``TenCrop`` raises on an image smaller than the crop; here
     such an image is first zero-padded the way ``CenterCrop`` pads it.
