@@ -25,10 +25,10 @@ import argparse
 from pathlib import Path
 
 from forensics.analysis.color import MIN_P, color_ablation
-from forensics.analysis.evaluate import LAYOUTS
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          describe, resolve_test_sets)
+from forensics.data import LAYOUTS
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from forensics.analysis.evaluate import (CROP_MODES, LAYOUTS, compare_rgb_gray, evaluate_perturbations,
-                                         evaluate_sets, load_sets)
+from forensics.analysis.evaluate import CROP_MODES, compare_rgb_gray, evaluate_perturbations, evaluate_sets
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, embedded_default,
                                          output_name, resolve_detector, uses_embedded_default)
+from forensics.data import LAYOUTS, load_sets
 from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep
 from forensics.detectors import Detector
 

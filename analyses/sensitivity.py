@@ -28,12 +28,12 @@ import argparse
 from pathlib import Path
 
 from forensics.analysis.dropout import RANDOM_MODES, dropout_analysis, feature_map_sets, sweep_k
-from forensics.analysis.evaluate import load_sets
 from forensics.analysis.ffrs import REFERENCE_K, default_k, embedded_ranking_csv, read_csv
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          describe, embedded_default, output_name, resolve_detector,
                                          uses_embedded_default)
+from forensics.data import load_sets
 from forensics.detectors import POINTS
 
 

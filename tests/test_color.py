@@ -12,7 +12,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from forensics.analysis.color import color_ablation, compare_color_robust, pair_labels
-from forensics.analysis.evaluate import eval_transform, evaluate_sets, load_sets
+from forensics.analysis.evaluate import eval_transform, evaluate_sets
+from forensics.data import load_sets
 from forensics.data.color import ABLATIONS, ColorAblation, chroma_only, grayscale
 from forensics.detectors import Detector, DetectorConfig, Preprocessing, create
 from forensics.metrics import average_precision

@@ -14,8 +14,8 @@ from PIL import Image
 
 from forensics.analysis.dropout import (ORIGINAL, dropout_analysis, feature_map_sets, random_k, score_variants,
                                         sweep_k, variant_metrics)
-from forensics.analysis.evaluate import load_sets
 from forensics.analysis.ffrs import write_csv
+from forensics.data import load_sets
 from forensics.detectors import FeatureMapKey
 from forensics.metrics import accuracies, gmean_threshold
 from helpers import calibrated_cached, save_cnndet_checkpoint, single_thread

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from forensics.analysis.evaluate import (CropAveragingDetector, compare_rgb_gray, evaluate_sets, evaluate_sweep,
-                                         load_sets)
-from forensics.data import forensynths
+from forensics.analysis.evaluate import compare_rgb_gray, evaluate_sets, evaluate_sweep
+from forensics.data import forensynths, load_sets
 from forensics.data.perturb import (JPEG, Blur, Combined, Crop, Noise, PerturbedTransform, Resize, image_rng, make,
                                     sweep)
 from forensics.detectors import Detector, DetectorConfig, Preprocessing, create
+from forensics.detectors.preprocess import CropAveraging
 from forensics.metrics import accuracies, binary_metrics, gmean_threshold, mean_row
 from helpers import exit_code, save_cnndet_checkpoint
 
@@ -128,7 +128,7 @@ def test_ten_crop_averages_logits(sets):
     assert res.predictions["flat"].logits[0] == pytest.approx(float(expected), abs=1e-4)
     x = norm(img.crop((0, 0, 32, 32))).unsqueeze(0)
     with torch.no_grad():
-        assert torch.allclose(CropAveragingDetector(model)(x), model(x))
+        assert torch.allclose(CropAveraging(model)(x), model(x))
 
 
 # ---------------------------------------------------------------------------- perturbations

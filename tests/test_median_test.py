@@ -12,11 +12,10 @@ import torch
 from PIL import Image
 
 from forensics.analysis.color import color_ablation
-from forensics.analysis.evaluate import load_sets
 from forensics.analysis.ffrs import write_csv
 from forensics.analysis.median_test import (bh_adjust, color_conditional_percentage, median_test_analysis,
                                             mood_median_test)
-from forensics.data import forensynths
+from forensics.data import forensynths, load_sets
 from forensics.detectors import list_detectors
 from helpers import calibrated_cached, run_script, save_cnndet_checkpoint, tiny
 

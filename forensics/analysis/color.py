@@ -41,9 +41,9 @@ import numpy as np
 from ..data import ImageRecord
 from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..detectors import Detector
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_csv, atomic_write_json, atomic_write_text, json_safe
 from ..plots import save_figure
-from .evaluate import MEAN, ColourComparison, compare_rgb_gray, json_safe, write_csv
+from .evaluate import MEAN, ColourComparison, compare_rgb_gray
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +189,14 @@ class ColorAblationStudy:
         import pandas as pd
         out = Path(out_dir)
         suffix = "no-crop" if crop == "none" else f"{crop}-crop"
-        paths = {"csv": write_csv(self.to_frame(), out / "color-ablation.csv")}
+        paths = {"csv": atomic_write_csv(out / "color-ablation.csv", self.to_frame())}
         rgb_pred = self.comparison.rgb.predictions_frame()
         abl_pred = self.comparison.gray.predictions_frame()
         pred = rgb_pred.rename(columns={"logit": "logit_rgb", "p_fake": "p_fake_rgb"}).merge(
             abl_pred[["set", "path", "logit", "p_fake"]].rename(columns={"logit": "logit_ablated",
                                                                           "p_fake": "p_fake_ablated"}),
             on=["set", "path"], how="outer")
-        paths["predictions"] = write_csv(pred, out / "predictions.csv", index=False)
+        paths["predictions"] = atomic_write_csv(out / "predictions.csv", pred, index=False)
         paths["json"] = atomic_write_json(out / "color-ablation.json", json_safe({
             "label": self.label, "ablation": self.ablation, "min_p": self.min_p, "settings": self.settings,
             "rgb": self.comparison.rgb.to_dict(), "ablated": self.comparison.gray.to_dict()}))
@@ -205,8 +205,7 @@ class ColorAblationStudy:
             folder = out / f"{name}_{tag}"
             for kind, row in self.reference_rows(name).items():
                 stem = {"ap": "AP", "uncalibrated": "UNCALIBRATED_ACC", "calibrated": "CALIBRATED_ACC"}[kind]
-                paths[f"{name}_{kind}"] = write_csv(pd.DataFrame([row]), folder / f"{name}-{stem}-#{n}-samples-{suffix}.csv",
-                                                    index=False)
+                paths[f"{name}_{kind}"] = atomic_write_csv(folder / f"{name}-{stem}-#{n}-samples-{suffix}.csv", pd.DataFrame([row]), index=False)
             png, pdf = save_figure(self.box_figure(name), out / "whisker" / name, dpi=150)
             paths[f"{name}_box_png"], paths[f"{name}_box_pdf"] = png, pdf
         paths["box_png"], paths["box_pdf"] = save_figure(self.combined_figure(), out / "whisker" / "all", dpi=150)
@@ -353,8 +352,8 @@ class RobustComparison:
         ``color-robust.{png,pdf}`` and, per architecture and model, the full colour-ablation outputs
         under ``<arch>/<baseline|robust>/`` (:meth:`ColorAblationStudy.write`). Atomic."""
         out = Path(out_dir)
-        paths = {"csv": write_csv(self.table(), out / "color-robust.csv"),
-                 "drop_csv": write_csv(self.drops(), out / "color-robust-drop.csv"),
+        paths = {"csv": atomic_write_csv(out / "color-robust.csv", self.table()),
+                 "drop_csv": atomic_write_csv(out / "color-robust-drop.csv", self.drops()),
                  "markdown": atomic_write_text(out / "color-robust.md", self.to_markdown() + "\n")}
         paths["png"], paths["pdf"] = save_figure(self.figure(), out / "color-robust", dpi=150)
         for arch, pair in self.studies.items():

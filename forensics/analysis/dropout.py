@@ -62,9 +62,9 @@ from tqdm.auto import tqdm
 from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
 from ..metrics import accuracies, binary_metrics
-from .evaluate import calibrated_threshold, eval_transform, json_safe, write_csv
+from .evaluate import calibrated_threshold, eval_transform
 from .ffrs import Ranking, lowk, topk
 from .inference import Predictions
 
@@ -299,16 +299,14 @@ class DropoutResult:
         import pandas as pd
         out = Path(out_dir)
         suffix = "no-crop" if crop == "none" else f"{crop}-crop"
-        paths = {"tidy": write_csv(self.to_frame(), out / "dropout.csv", index=False),
-                 "table": write_csv(self.table(), out / "dropout-table.csv"),
+        paths = {"tidy": atomic_write_csv(out / "dropout.csv", self.to_frame(), index=False),
+                 "table": atomic_write_csv(out / "dropout-table.csv", self.table()),
                  "json": atomic_write_json(out / "dropout.json", json_safe(self.to_dict()))}
         for name in self.rows:
             ap, acc = self.reference_rows(name)
             folder, n = out / f"{name}_{tag}", self.counts(name)
-            paths[f"{name}_ap"] = write_csv(pd.DataFrame([ap]), folder / f"{name}-AP-#{n}-samples-{suffix}.csv",
-                                            index=False)
-            paths[f"{name}_acc"] = write_csv(pd.DataFrame([acc]),
-                                             folder / f"{name}-CALIBRATED_ACC-#{n}-samples-{suffix}.csv", index=False)
+            paths[f"{name}_ap"] = atomic_write_csv(folder / f"{name}-AP-#{n}-samples-{suffix}.csv", pd.DataFrame([ap]), index=False)
+            paths[f"{name}_acc"] = atomic_write_csv(folder / f"{name}-CALIBRATED_ACC-#{n}-samples-{suffix}.csv", pd.DataFrame([acc]), index=False)
         return paths
 
 
@@ -411,7 +409,7 @@ class KSweep:
     def write(self, out_dir: str | Path, stem: str = "k_vs_ap", title: str | None = None) -> dict[str, Path]:
         """``<stem>.csv`` (fractions), ``<stem>.json`` and the plot (PNG, PDF); atomic."""
         out = Path(out_dir)
-        paths = {"csv": write_csv(self.to_frame(), out / f"{stem}.csv", index=False),
+        paths = {"csv": atomic_write_csv(out / f"{stem}.csv", self.to_frame(), index=False),
                  "json": atomic_write_json(out / f"{stem}.json", json_safe(
                      {"settings": self.settings, "ks": self.ks, "ap": self.ap, "original_ap": self.baseline_ap,
                       "sets": {k: s.to_dict() for k, s in self.sets.items()}}))}

@@ -33,15 +33,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from ..data import ImageRecord, UFD_DIFFUSION_REAL_FOLDERS, forensynths, genimage, list_sources, ufd_diffusion
+from ..data import ImageRecord
 from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..data.perturb import Perturbation, PerturbedTransform, Protocol, get_protocol, sweep
 from ..detectors import Detector
-from ..detectors.preprocess import build_ten_crop_transform
+from ..detectors.preprocess import CropAveraging, build_ten_crop_transform
 from ..errors import DatasetLayoutError, ForensicsError
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
 from ..metrics import accuracies, binary_metrics, gmean_threshold, mean_row
 from .inference import Predictions, predict_records
 
@@ -58,27 +57,6 @@ MEAN = "mean"
 
 
 # ---------------------------------------------------------------------------- scoring
-class CropAveragingDetector(Detector):
-    """Wraps a detector so that it scores multi-crop inputs: ``[B, N, C, H, W]`` is run as
-    ``[B*N, C, H, W]`` and the N logits of each image are averaged (RINE's TenCrop semantics,
-    docs/evaluation.md: average the logits, then the sigmoid). ``[B, C, H, W]`` passes through.
-    Usable anywhere a :class:`Detector` is scored (e.g. :func:`predict_records`)."""
-
-    def __init__(self, detector: Detector):
-        super().__init__(detector.config)
-        self.inner = detector
-        self.weights_source = detector.weights_source
-        self.train(detector.training)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            return self.inner(x)
-        if x.dim() != 5:
-            raise ValueError(f"expected [B, C, H, W] or [B, N_crops, C, H, W], got {tuple(x.shape)}")
-        b, n = x.shape[:2]
-        return self.inner(x.flatten(0, 1)).reshape(b, n).mean(dim=1)
-
-
 def resolve_ablation(grayscale: bool = False, ablation: str | None = None) -> str | None:
     """The colour ablation a run applies (``grayscale=True`` is ``ablation="grayscale"``; ``None``: RGB)."""
     if grayscale and ablation not in (None, "grayscale"):
@@ -193,28 +171,11 @@ class EvalResult:
         files) and, with ``predictions``, ``<stem>-predictions.csv`` (per image); all atomic."""
         out = Path(out_dir)
         paths = {"csv": out / f"{stem}.csv", "json": out / f"{stem}.json"}
-        write_csv(self.to_frame(), paths["csv"])
+        atomic_write_csv(paths["csv"], self.to_frame())
         atomic_write_json(paths["json"], json_safe(self.to_dict()))
         if predictions:
-            paths["predictions"] = write_csv(self.predictions_frame(), out / f"{stem}-predictions.csv", index=False)
+            paths["predictions"] = atomic_write_csv(out / f"{stem}-predictions.csv", self.predictions_frame(), index=False)
         return paths
-
-
-def write_csv(frame, path: Path, index: bool = True) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=index, float_format="%.6f")
-    return path
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf -> None (strict JSON), recursively through dicts and lists."""
-    if isinstance(obj, Mapping):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def format_percent(frame) -> str:
@@ -272,13 +233,14 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
     protocol = get_protocol(protocol)
     if perturbation is not None:
         transform = PerturbedTransform(perturbation, transform, seed=seed, protocol=protocol)
-    model = CropAveragingDetector(detector) if crop == "ten" else detector
+    model = CropAveraging(detector) if crop == "ten" else detector
 
     rows: dict[str, dict[str, float]] = {}
     used: dict[str, float] = {}
     preds: dict[str, Predictions] = {}
     for name, records in sets.items():
-        p = predict_records(model, records, batch_size=batch_size, transform=transform, num_workers=num_workers,
+        p = predict_records(detector, records, batch_size=batch_size, transform=transform, num_workers=num_workers,
+                            model=model,
                             progress=progress, desc=f"{detector.name} {name}")
         p.summary.log(log)
         if not p.records:
@@ -353,7 +315,7 @@ class ColourComparison:
         :meth:`EvalResult.write`) and ``<stem>-ap-drop.csv``."""
         paths = {f"rgb_{k}": v for k, v in self.rgb.write(out_dir, f"{stem}-rgb").items()}
         paths.update({f"gray_{k}": v for k, v in self.gray.write(out_dir, f"{stem}-{self.suffix}").items()})
-        paths["csv"] = write_csv(self.to_frame(), Path(out_dir) / f"{stem}-ap-drop.csv")
+        paths["csv"] = atomic_write_csv(Path(out_dir) / f"{stem}-ap-drop.csv", self.to_frame())
         return paths
 
 
@@ -446,8 +408,8 @@ class PerturbationStudy:
         """``<stem>.csv`` (long), ``<stem>-ap.csv`` (table), ``<stem>.json`` and, with ``plot`` and
         fixed levels of one kind, ``<stem>-ap.png/.pdf``."""
         out = Path(out_dir)
-        paths = {"csv": write_csv(self.to_frame(), out / f"{stem}.csv", index=False),
-                 "table": write_csv(self.table("ap"), out / f"{stem}-ap.csv")}
+        paths = {"csv": atomic_write_csv(out / f"{stem}.csv", self.to_frame(), index=False),
+                 "table": atomic_write_csv(out / f"{stem}-ap.csv", self.table("ap"))}
         atomic_write_json(out / f"{stem}.json", json_safe(
             {label: result.to_dict() for label, _, result in self.conditions()}))
         paths["json"] = out / f"{stem}.json"
@@ -482,49 +444,3 @@ def evaluate_sweep(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]]
     """:func:`evaluate_perturbations` over the fixed levels of ``kind`` (default: its standard
     levels, :data:`forensics.data.perturb.SWEEP_LEVELS`)."""
     return evaluate_perturbations(detector, sets, sweep(kind, levels, reference_bugs=reference_bugs), **options)
-
-
-# ---------------------------------------------------------------------------- test-set layouts
-@dataclass(frozen=True)
-class Layout:
-    """A benchmark folder layout: ``names(root)`` lists its sets, ``load(root, name, have_classes,
-    cap)`` reads one (``cap`` = files per class folder; ``None`` = all)."""
-
-    names: Callable[[Path], list[str]]
-    load: Callable[[Path, str, bool | None, int | None], list[ImageRecord]]
-
-
-def _ufd_names(root: Path) -> list[str]:
-    found = [g for g in UFD_DIFFUSION_REAL_FOLDERS if (root / g / "1_fake").is_dir()]
-    if not found:
-        raise DatasetLayoutError(f"{root}: none of the UFD diffusion sets ({', '.join(UFD_DIFFUSION_REAL_FOLDERS)}) "
-                                 "has a 1_fake folder here")
-    return found
-
-
-def _subfolders(root: Path) -> list[str]:
-    names = sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not names:
-        raise DatasetLayoutError(f"{root}: no sub-folders (expected one per generator)")
-    return names
-
-
-LAYOUTS: dict[str, Layout] = {
-    "forensynths": Layout(list_sources, lambda root, name, classes, cap: forensynths(root, name, classes, cap, cap)),
-    "ufd_diffusion": Layout(_ufd_names, lambda root, name, classes, cap: ufd_diffusion(root, name, max_per_class=cap)),
-    "genimage": Layout(_subfolders, lambda root, name, classes, cap: genimage(root, name, num_real=cap, num_fake=cap)),
-}
-
-
-def load_sets(root: str | Path, names: Sequence[str] | None = None, layout: str = "forensynths",
-              have_classes: bool | None = None, num_instances: int | None = None
-              ) -> dict[str, list[ImageRecord]]:
-    """Records of each named set under ``root`` (default: every set the layout finds, e.g.
-    :func:`list_sources`). ``have_classes`` applies to ForenSynths (``None``: detected per set);
-    ``num_instances`` caps the files per class folder (T-FF's evaluation ignores its
-    ``--num_instances``; here it is honoured)."""
-    if layout not in LAYOUTS:
-        raise KeyError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    reader, root = LAYOUTS[layout], Path(root)
-    names = list(names) if names else reader.names(root)
-    return {name: reader.load(root, name, have_classes, num_instances) for name in names}

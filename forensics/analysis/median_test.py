@@ -35,10 +35,9 @@ import numpy as np
 from ..data import ImageRecord
 from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..detectors import Detector, FeatureMapKey
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
 from ..plots import save_figure
 from .color import ablation_label
-from .evaluate import json_safe, write_csv
 from .inference import Activations, record_activations
 
 log = logging.getLogger(__name__)
@@ -179,7 +178,7 @@ class MedianTestResult:
         for name, acts in (("rgb", self.rgb), ("ablated", self.ablated)):
             frame = pd.DataFrame(acts.values, columns=[str(k) for k in self.keys])
             frame.insert(0, "path", [str(r.path) for r in acts.records])
-            paths[f"activations_{name}"] = write_csv(frame, out / "activations" / f"{gan}-{name}.csv", index=False)
+            paths[f"activations_{name}"] = atomic_write_csv(out / "activations" / f"{gan}-{name}.csv", frame, index=False)
         if len(self.rgb.records):
             pct = self.percentages(alpha, topk)
             title = (f"{gan}: spatial-max activations of the top-{min(grid_maps, len(self.keys))} maps, RGB vs "

@@ -46,9 +46,8 @@ from tqdm.auto import tqdm
 from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector, FeatureMapKey
 from ..explain.unit import unit_relevance_fn
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_csv, atomic_write_json
 from ..plots import image_grid, positive_heatmap
-from .evaluate import write_csv
 from .inference import record_activations
 
 log = logging.getLogger(__name__)
@@ -112,7 +111,7 @@ class ActivationRanking:
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """``<out_dir>/<key>.csv`` per map (the reference's ``activation_rankings`` files). Atomic."""
-        return {str(k): write_csv(self.frame(k), Path(out_dir) / f"{k}.csv", index=False) for k in self.keys}
+        return {str(k): atomic_write_csv(Path(out_dir) / f"{k}.csv", self.frame(k), index=False) for k in self.keys}
 
 
 def max_activation_rankings(detector: Detector, records: Sequence[ImageRecord], keys: Sequence[FeatureMapKey | str],

@@ -159,7 +159,7 @@ def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> 
     --weights/--dataset_dir/--gan_name`` (every set under the root when no ``--gan_name``), or the
     embedded default (``--recipe``; every family of the benchmark's test split, flat folders).
     ``label`` is the recipe name for the embedded default, else the detector's name."""
-    from ..analysis.evaluate import load_sets
+    from ..data import load_sets
     num = getattr(args, "num_instances", None)
     if uses_embedded_default(args):
         detector, bench = embedded_default(args)
