@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Open-set origin attribution from frozen CLIP features (Cioni et al.; attribution_cnndet.md §A):
+"""Open-set origin attribution from frozen CLIP features (Cioni et al. 2024; docs/attribution.md):
 train a probe per transformer block on real + known generators, report closed-set accuracy and how
 well unknown generators are flagged.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 from pathlib import Path
 
 from forensics.attribution import DEFAULT_SPLIT, load_split, run_attribution
@@ -37,12 +36,11 @@ from forensics.attribution.run import EMBEDDED_BACKBONE, EMBEDDED_PER_CLASS, emb
 from forensics.attribution.classifiers import PROBES, KNNProbe
 from forensics.attribution.features import NORMS, SITES, attribution_preprocessing
 from forensics.attribution.openset import SELECT
-from forensics.cli import setup_logging
+from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import add_run_args, describe, uses_embedded_default
+from forensics.cli.options import add_bsize_arg, add_option
 from forensics.device import DEVICE_CHOICES
-from forensics.errors import ForensicsError
 
-log = logging.getLogger("forensics.attribution")
 
 EXPLICIT_BACKBONE = "ViT-L-14-quickgelu"
 EXPLICIT_WEIGHTS = "clip.vit_l14_openai"
@@ -91,11 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fractions", type=_fractions, default=(0.5, 0.2, 0.3), metavar="TRAIN,VAL,TEST",
                    help="image fractions per class (families layout; genimage: val,test of the val folder) "
                         "(default: 0.5,0.2,0.3)")
-    g.add_argument("--max_per_class", "--num_instances", dest="max_per_class", type=int, default=None,
-                   help=f"images per class (and part) drawn with --seed (default: {REFERENCE_SAMPLES_PER_CLASS}, "
-                        f"the reference's samples_per_class; embedded default: {EMBEDDED_PER_CLASS})")
-    g.add_argument("--bsize", "--batch_size", dest="bsize", type=int, default=64,
-                   help="images per feature batch (default: %(default)s)")
+    add_option(g, "--num_instances", "--max_per_class", dest="max_per_class", type=int, default=None,
+               metavar="NUM_INSTANCES", help=f"images per class (and part) drawn with --seed (default: {REFERENCE_SAMPLES_PER_CLASS}, "
+                    f"the reference's samples_per_class; embedded default: {EMBEDDED_PER_CLASS})")
+    add_bsize_arg(g, 64, help="images per feature batch (default: %(default)s)")
     g.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
     g = p.add_argument_group("probe")
     g.add_argument("--blocks", "-b", nargs="+", default=["all"],
@@ -149,31 +146,27 @@ def resolve(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        backbone, root, spec, cap, pre = resolve(args)
-        if pre is None or args.resize is not None or args.norm != "clip":
-            pre = attribution_preprocessing(backbone, resize=args.resize or (pre.resize if pre else None),
-                                            norm=args.norm)
-        if args.c_step is None:
-            args.c_step = EMBEDDED_C_STEP if uses_embedded_default(args) else REFERENCE_C_STEP
-        params = args.C if args.classifier == "logreg" else args.K
-        report = run_attribution(
-            backbone, root, spec, blocks=" ".join(args.blocks), site=args.site, classifier=args.classifier,
-            params=params, select=args.select, seed=args.seed, fractions=args.fractions, max_per_class=cap,
-            probe_options={"standardize": args.standardize, "max_iter": args.max_train_iters, "seed": args.seed,
-                           "score": args.knn_score},
-            grid_options={k: getattr(args, k) for k in ("c_min", "c_max", "c_step", "k_min", "k_max", "k_step")},
-            preprocessing=pre, cache_dir=args.cache_dir, batch_size=args.bsize, device=args.device,
-            num_workers=args.workers)
-        report.settings["args"] = describe(args)
-        variant = "".join(f"-{v}" for v, default in ((args.knn_score, "prob"), (args.select, "auroc"))
-                          if v != default)
-        out = args.out or (Path("figures/attribution") / spec.name.replace(":", "_")
-                           / f"{backbone.model_name}-{args.site}-{args.classifier}{variant}")
-        paths = report.write(out)
-    except (ForensicsError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    backbone, root, spec, cap, pre = resolve(args)
+    if pre is None or args.resize is not None or args.norm != "clip":
+        pre = attribution_preprocessing(backbone, resize=args.resize or (pre.resize if pre else None),
+                                        norm=args.norm)
+    if args.c_step is None:
+        args.c_step = EMBEDDED_C_STEP if uses_embedded_default(args) else REFERENCE_C_STEP
+    params = args.C if args.classifier == "logreg" else args.K
+    report = run_attribution(
+        backbone, root, spec, blocks=" ".join(args.blocks), site=args.site, classifier=args.classifier,
+        params=params, select=args.select, seed=args.seed, fractions=args.fractions, max_per_class=cap,
+        probe_options={"standardize": args.standardize, "max_iter": args.max_train_iters, "seed": args.seed,
+                       "score": args.knn_score},
+        grid_options={k: getattr(args, k) for k in ("c_min", "c_max", "c_step", "k_min", "k_max", "k_step")},
+        preprocessing=pre, cache_dir=args.cache_dir, batch_size=args.bsize, device=args.device,
+        num_workers=args.workers)
+    report.settings["args"] = describe(args)
+    variant = "".join(f"-{v}" for v, default in ((args.knn_score, "prob"), (args.select, "auroc"))
+                      if v != default)
+    out = args.out or (Path("figures/attribution") / spec.name.replace(":", "_")
+                       / f"{backbone.model_name}-{args.site}-{args.classifier}{variant}")
+    paths = report.write(out)
     print(f"Open-set attribution, {spec.name} (known: real, {', '.join(spec.known)}; unknown: "
           f"{', '.join(spec.unknown)}), {args.classifier} on {backbone.model_name} {args.site} CLS tokens; "
           f"test metrics in %, * = best validation {args.select}")
@@ -184,4 +177,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main, expected=(ValueError,))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Colour ablation (T-FF §7): a detector on RGB vs grayscale (or another colour ablation) test images,
+"""Colour ablation (T-FF, docs/colour.md): a detector on RGB vs grayscale (or another colour ablation) test images,
 per set: AP, accuracies at 0.5 and at the G-mean threshold calibrated on the RGB predictions, mean/std
 of P(fake) for reals and fakes, and the box plot of the fakes' P(fake) (RGB p >= 0.2) with the median drop.
 
@@ -22,19 +22,14 @@ box plots whisker/<gan>.{png,pdf} and whisker/all.{png,pdf}. Library: forensics.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 from forensics.analysis.color import MIN_P, color_ablation
-from forensics.analysis.evaluate import LAYOUTS
-from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_full_res_crop_arg, add_run_args,
+from forensics.cli import run, setup_logging
+from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          describe, resolve_test_sets)
+from forensics.data import LAYOUTS
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
-from forensics.errors import ForensicsError
-
-log = logging.getLogger("forensics.color_ablation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         + "; ".join(f"{k}: {v[1]}" for k, v in ABLATIONS.items() if k != DEFAULT_ABLATION))
     g.add_argument("--min_p", type=float, default=MIN_P,
                    help="box plot: fakes with RGB P(fake) >= this (default: %(default)s, the reference)")
-    add_full_res_crop_arg(g)
+    add_crop_arg(g, default="none")
     g.add_argument("--inclusive_threshold", action="store_true",
                    help="calibrated accuracy with p >= t instead of the reference's p > t")
     add_run_args(p, out_help="output root (default: figures/color_ablation)")
@@ -59,22 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        detector, label, sets, _ = resolve_test_sets(args, args.layout)
-        study = color_ablation(detector, sets, ablation=args.ablation, label=label, min_p=args.min_p,
-                               crop=args.crop, batch_size=args.bsize, inclusive=args.inclusive_threshold,
-                               num_workers=args.workers, progress=True)
-        study.settings["args"] = describe(args)
-        tag = args.blur_jpg or "default"
-        out = (args.out or Path("figures/color_ablation")) / label / f"{args.ablation}_{tag}"
-        paths = study.write(out, tag=tag, crop=args.crop)
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    detector, label, sets, _ = resolve_test_sets(args, args.layout)
+    study = color_ablation(detector, sets, ablation=args.ablation, label=label, min_p=args.min_p,
+                           crop=args.crop, batch_size=args.bsize, inclusive=args.inclusive_threshold,
+                           num_workers=args.workers, progress=True)
+    study.settings["args"] = describe(args)
+    tag = args.blur_jpg or "default"
+    out = (args.out or Path("figures/color_ablation")) / label / f"{args.ablation}_{tag}"
+    paths = study.write(out, tag=tag, crop=args.crop)
     print(study.format())
     print(f"written under {out}: color-ablation.csv, whisker/all.png (+ {len(paths) - 2} more files)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

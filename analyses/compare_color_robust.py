@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Baseline vs colour-robust detector on RGB and colour-ablated test images (T-FF §11, the table of §14.3).
+"""Baseline vs colour-robust detector on RGB and colour-ablated test images (T-FF; the table of docs/colour.md).
 
     python analyses/compare_color_robust.py      # the embedded default: resnet50 vs resnet50_cr
     python analyses/compare_color_robust.py --pairs resnet50:resnet50_cr efb0:efb0_cr
@@ -16,7 +16,7 @@ With no --weights/--dataset_dir: the default recipes of forensics.defaults named
 (BASELINE:ROBUST; default resnet50:resnet50_cr), trained once into the cache when missing (the EfB0 pair
 takes 10+ CPU minutes per detector the first time), on every family of the synthetic benchmark's test
 split. With --weights: --cr_weights is the colour-robust checkpoint of the same --arch (train it with
-`analyses/train.py --color-robust`).
+`analyses/train.py --color_robust`).
 
 Writes under OUT/: color-robust.csv (the table, %), color-robust-drop.csv (RGB - ablated AP),
 color-robust.md, color-robust.{png,pdf} and per architecture <arch>/{baseline,robust}/ the full colour
@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from forensics.analysis.color import MIN_P, arch_label, compare_color_robust, pair_labels
-from forensics.analysis.evaluate import LAYOUTS, load_sets
-from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_full_res_crop_arg, add_run_args,
+from forensics.cli import run, setup_logging
+from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          resolve_detector, uses_embedded_default)
+from forensics.data import LAYOUTS, load_sets
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 from forensics.defaults import DEFAULT_RECIPES, default_benchmark, default_detector
 from forensics.device import resolve_device
-from forensics.errors import ForensicsError
 
 log = logging.getLogger("forensics.compare_color_robust")
 
@@ -64,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ablation", choices=list(ABLATIONS), default=DEFAULT_ABLATION,
                    help="colour ablation (default: grayscale, the reference)")
     g.add_argument("--min_p", type=float, default=MIN_P, help="box plots: fakes with RGB p >= this (default: 0.2)")
-    add_full_res_crop_arg(g)
+    add_crop_arg(g, default="none")
     add_run_args(p, out_help="output folder (default: figures/compare_color_robust)")
     return p
 
@@ -72,29 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        if uses_embedded_default(args):
-            bench = default_benchmark()
-            log.info("no --weights/--dataset_dir given: embedded default = the recipe pairs %s trained on the "
-                     "synthetic benchmark's '%s' family (%s)", args.pairs, bench.train_family, bench.root)
-            device = resolve_device(args.device)
-            labels = pair_labels([(DEFAULT_RECIPES[base].detector, base) for base, _ in args.pairs])
-            pairs = {label: (default_detector(base, device=device), default_detector(robust, device=device))
-                     for label, (base, robust) in zip(labels, args.pairs)}
-            sets = load_sets(bench.test_root, args.gan_name, "forensynths", False, args.num_instances)
-        else:
-            if args.cr_weights is None or args.dataset_dir is None:
-                raise SystemExit("error: --weights, --cr_weights and --dataset_dir go together")
-            baseline = resolve_detector(args)
-            robust = resolve_detector(argparse.Namespace(**{**vars(args), "weights": args.cr_weights}))
-            pairs = {arch_label(args.detector): (baseline, robust)}
-            sets = load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances)
-        result = compare_color_robust(pairs, sets, ablation=args.ablation, min_p=args.min_p, crop=args.crop,
-                                      batch_size=args.bsize, num_workers=args.workers, progress=True)
-        paths = result.write(args.out or Path("figures/compare_color_robust"))
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    if uses_embedded_default(args):
+        bench = default_benchmark()
+        log.info("no --weights/--dataset_dir given: embedded default = the recipe pairs %s trained on the "
+                 "synthetic benchmark's '%s' family (%s)", args.pairs, bench.train_family, bench.root)
+        device = resolve_device(args.device)
+        labels = pair_labels([(DEFAULT_RECIPES[base].detector, base) for base, _ in args.pairs])
+        pairs = {label: (default_detector(base, device=device), default_detector(robust, device=device))
+                 for label, (base, robust) in zip(labels, args.pairs)}
+        sets = load_sets(bench.test_root, args.gan_name, "forensynths", False, args.num_instances)
+    else:
+        if args.cr_weights is None or args.dataset_dir is None:
+            raise SystemExit("error: --weights, --cr_weights and --dataset_dir go together")
+        baseline = resolve_detector(args)
+        robust = resolve_detector(argparse.Namespace(**{**vars(args), "weights": args.cr_weights}))
+        pairs = {arch_label(args.detector): (baseline, robust)}
+        sets = load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances)
+    result = compare_color_robust(pairs, sets, ablation=args.ablation, min_p=args.min_p, crop=args.crop,
+                                  batch_size=args.bsize, num_workers=args.workers, progress=True)
+    paths = result.write(args.out or Path("figures/compare_color_robust"))
     print(f"AP (%) on RGB vs {args.ablation} test images\n{result.to_markdown()}\n")
     print(f"AP drop (RGB - {args.ablation}, AP points)\n{result.drops().to_string(float_format='{:.1f}'.format)}")
     print(f"written: {paths['csv']}, {paths['markdown']}, {paths['png']} (+ {len(paths) - 3} more)")
@@ -102,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -5,10 +5,10 @@ as CNNDetection's eval.py and RINE print them, plus a full table; CSV/JSON under
     python analyses/evaluate.py                      # the project's embedded default detector and data
     python analyses/evaluate.py --arch resnet50 --weights weights/resnet50/blur_jpg_prob0.5.pth \\
         --blur_jpg 0.5 --dataset_dir data/CNN_synth_testset --gan_name progan stylegan biggan --crop none
-    ... --calibrate                  # + accuracies at each set's G-mean threshold (T-FF §6.3)
-    ... --grayscale --calibrate      # T-FF colour ablation: RGB vs grayscale AP and the AP drop (§7.2)
+    ... --calibrate                  # + accuracies at each set's G-mean threshold (T-FF; docs/evaluation.md)
+    ... --grayscale --calibrate      # T-FF colour ablation: RGB vs grayscale AP and the AP drop (docs/colour.md)
     ... --perturb jpeg --level 50    # clean vs every image re-compressed at quality 50
-    ... --perturb combined --protocol rine --reference_bugs   # RINE §4.5 as published, bugs included
+    ... --perturb combined --protocol rine --reference_bugs   # RINE's protocol as published, bugs included
     ... --sweep blur                 # AP over the standard sigma levels: table + PNG/PDF line plot
 
 Without --weights and --dataset_dir the embedded default (forensics.defaults) is used. With
@@ -18,20 +18,16 @@ Without --weights and --dataset_dir the embedded default (forensics.defaults) is
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
-from forensics.analysis.evaluate import (CROP_MODES, LAYOUTS, compare_rgb_gray, evaluate_perturbations,
-                                         evaluate_sets, load_sets)
-from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, embedded_default,
+from forensics.analysis.evaluate import CROP_MODES, compare_rgb_gray, evaluate_perturbations, evaluate_sets
+from forensics.cli import run, setup_logging
+from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, embedded_default,
                                          output_name, resolve_detector, uses_embedded_default)
+from forensics.data import LAYOUTS, load_sets
 from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep
 from forensics.detectors import Detector
-from forensics.errors import ForensicsError
 
-log = logging.getLogger("forensics.evaluate")
 
 def build_parser() -> argparse.ArgumentParser:
     kinds = sorted([*PERTURBATIONS, *ALIASES])
@@ -41,18 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--layout", choices=list(LAYOUTS), default="forensynths",
                    help="folder layout of --dataset_dir (default: %(default)s)")
     g = p.add_argument_group("evaluation")
-    g.add_argument("--crop", choices=CROP_MODES, default=None,
-                   help="center: CenterCrop (the references' default); none: full resolution (T-FF); ten: TenCrop, "
-                        "logits averaged (RINE Synthbuster). Default: the detector's own policy")
-    g.add_argument("--crop_size", type=int, default=None, help="crop size (default: the detector's, 224)")
+    add_crop_arg(g, "center: CenterCrop (the references' default); none: full resolution (T-FF); ten: TenCrop, "
+                    "logits averaged (RINE Synthbuster). Default: the detector's own policy",
+                 extra=CROP_MODES, size_help="crop size (default: the detector's, 224)")
     g.add_argument("--calibrate", action="store_true",
                    help="also report accuracies at each set's G-mean threshold, calibrated on the RGB, unperturbed "
-                        "predictions (T-FF §6.3)")
+                        "predictions (T-FF; docs/evaluation.md)")
     g.add_argument("--inclusive_threshold", action="store_true",
                    help="calibrated accuracy with p >= t (consistent with roc_curve) instead of the reference's p > t")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--grayscale", action="store_true",
-                      help="also evaluate grayscale images (ITU-R 601-2 luma x3, T-FF §7): both tables + AP drop")
+                      help="also evaluate grayscale images (ITU-R 601-2 luma x3, T-FF; docs/colour.md): both tables + "
+                           "AP drop")
     mode.add_argument("--perturb", choices=kinds, metavar="KIND",
                       help=f"evaluate clean and perturbed images; KIND: {', '.join(kinds)}")
     mode.add_argument("--sweep", choices=kinds, metavar="KIND",
@@ -63,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--levels", type=float, nargs="+", default=None, help="levels for --sweep (default: standard)")
     g.add_argument("--protocol", choices=list(PROTOCOLS), default="always",
                    help="always: perturb every image (default); rine: perturb with p=0.5, then Resize(256,256) "
-                        "before the crop (RINE §4.5)")
+                        "before the crop (RINE; docs/evaluation.md)")
     g.add_argument("--reference_bugs", action="store_true",
                    help="reproduce RINE's perturbation bugs (blur sigma 4, JPEG quality ignored, crop H/W swap)")
     add_run_args(p, out_help="output folder (default: figures/evaluate/<detector>)")
@@ -140,23 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     setup_logging(args.verbose)
-    try:
-        detector, sets = resolve_inputs(args, parser)
-        mode = next((m for m in ("grayscale", "perturb", "sweep") if getattr(args, m)), "eval")
-        options = dict(crop=args.crop, crop_size=args.crop_size, batch_size=args.bsize,
-                       inclusive=args.inclusive_threshold, num_workers=args.workers, progress=True)
-        text, results = MODES[mode](detector, sets, args, options)
-        out_dir = args.out or Path("figures") / "evaluate" / output_name(args, detector)
-        crop = args.crop or detector.config.preprocessing.crop
-        written = [path for name, result in results.items()
-                   for path in result.write(out_dir, output_stem(args, name, crop)).values()]
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    detector, sets = resolve_inputs(args, parser)
+    mode = next((m for m in ("grayscale", "perturb", "sweep") if getattr(args, m)), "eval")
+    options = dict(crop=args.crop, crop_size=args.crop_size, batch_size=args.bsize,
+                   inclusive=args.inclusive_threshold, num_workers=args.workers, progress=True)
+    text, results = MODES[mode](detector, sets, args, options)
+    out_dir = args.out or Path("figures") / "evaluate" / output_name(args, detector)
+    crop = args.crop or detector.config.preprocessing.crop
+    written = [path for name, result in results.items()
+               for path in result.write(out_dir, output_stem(args, name, crop)).values()]
     print(text)
     print(f"\nwritten: {', '.join(str(p) for p in written)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

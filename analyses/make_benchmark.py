@@ -6,7 +6,7 @@
 Real images are crops of the colour photographs bundled with scikit-image (plus procedural
 dead-leaves images); fake images are those crops passed through small generators of distinct
 architectural families, trained at build time on CPU. Train/val hold the fakes of one family
-(``--train-family``, default ``tconv``); ``test/<family>/`` exists for every family. See
+(``--train_family``, default ``tconv``); ``test/<family>/`` exists for every family. See
 ``forensics.data.synthetic`` for the design and ``OUT/manifest.json`` for what was built.
 Deterministic for a seed (same platform, torch version and ``--threads``).
 """
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
+from forensics.cli import run
+from forensics.cli.options import add_option
 from forensics.data.synthetic import (FAMILIES, BenchmarkConfig, ColourFingerprint,
                                       build_benchmark)
 
@@ -30,35 +31,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     g = p.add_argument_group("size and counts")
     g.add_argument("--size", type=int, default=_D.image_size, help="image side in pixels (default %(default)s)")
-    g.add_argument("--train-per-class", type=int, default=_D.train_per_class,
-                   help="train images per class and per label (default %(default)s)")
-    g.add_argument("--val-per-class", type=int, default=_D.val_per_class,
-                   help="val images per class and per label (default %(default)s)")
-    g.add_argument("--test-per-family", type=int, default=_D.test_per_family,
-                   help="test images per family and per label (default %(default)s)")
-    g.add_argument("--dead-leaves", type=int, default=_D.dead_leaves,
-                   help="procedural dead-leaves source images, class 'deadleaves' (0: none; default %(default)s)")
+    add_option(g, "--train_per_class", "--train-per-class", type=int, default=_D.train_per_class,
+               help="train images per class and per label (default %(default)s)")
+    add_option(g, "--val_per_class", "--val-per-class", type=int, default=_D.val_per_class,
+               help="val images per class and per label (default %(default)s)")
+    add_option(g, "--test_per_family", "--test-per-family", type=int, default=_D.test_per_family,
+               help="test images per family and per label (default %(default)s)")
+    add_option(g, "--dead_leaves", "--dead-leaves", type=int, default=_D.dead_leaves,
+               help="procedural dead-leaves source images, class 'deadleaves' (0: none; default %(default)s)")
     g = p.add_argument_group("families and generators")
     g.add_argument("--families", default=",".join(_D.families),
                    help=f"comma-separated families to build (known: {', '.join(FAMILIES)})")
-    g.add_argument("--train-family", default=_D.train_family, help="family of the train/val fakes (default %(default)s)")
-    g.add_argument("--gen-steps", type=int, default=_D.gen_steps, help="Adam steps per generator (default %(default)s)")
-    g.add_argument("--gen-width", type=int, default=_D.gen_width, help="generator channels (default %(default)s)")
-    g.add_argument("--gen-hf-weight", type=float, default=_D.gen_hf_weight,
-                   help="weight of the Laplacian L1 term in generator training (default %(default)s)")
-    g.add_argument("--chroma-block", type=float, default=_D.colour.chroma_block,
-                   help="colour fingerprint of the training family: share of half-resolution chroma "
-                        "(default %(default)s; 0 = none)")
+    add_option(g, "--train_family", "--train-family", default=_D.train_family, help="family of the train/val fakes (default %(default)s)")
+    add_option(g, "--gen_steps", "--gen-steps", type=int, default=_D.gen_steps, help="Adam steps per generator (default %(default)s)")
+    add_option(g, "--gen_width", "--gen-width", type=int, default=_D.gen_width, help="generator channels (default %(default)s)")
+    add_option(g, "--gen_hf_weight", "--gen-hf-weight", type=float, default=_D.gen_hf_weight,
+               help="weight of the Laplacian L1 term in generator training (default %(default)s)")
+    add_option(g, "--chroma_block", "--chroma-block", type=float, default=_D.colour.chroma_block,
+               help="colour fingerprint of the training family: share of half-resolution chroma "
+                    "(default %(default)s; 0 = none)")
     g.add_argument("--saturation", type=float, default=_D.colour.saturation,
                    help="colour fingerprint of the training family: chroma gain (default %(default)s; 1 = none)")
-    g.add_argument("--calibrate-saturation", action="store_true",
-                   help="treat --saturation as the target output/input chroma ratio on the probe set "
-                        "instead of a fixed gain")
-    g.add_argument("--gen-select-min", default=str(_D.gen_select_min),
-                   help="tconv/tconv3: keep the snapshot (0.8..1.4 x --gen-steps) nearest to --gen-steps whose probe "
-                        "Nyquist ratio is >= this (default %(default)s; 'none': plain --gen-steps)")
-    g.add_argument("--colour-families", default="",
-                   help="comma-separated other families that also get the colour fingerprint (default none)")
+    add_option(g, "--calibrate_saturation", "--calibrate-saturation", action="store_true",
+               help="treat --saturation as the target output/input chroma ratio on the probe set "
+                    "instead of a fixed gain")
+    add_option(g, "--gen_select_min", "--gen-select-min", default=str(_D.gen_select_min),
+               help="tconv/tconv3: keep the snapshot (0.8..1.4 x --gen_steps) nearest to --gen_steps whose probe "
+                    "Nyquist ratio is >= this (default %(default)s; 'none': plain --gen_steps)")
+    add_option(g, "--colour_families", "--colour-families", default="",
+               help="comma-separated other families that also get the colour fingerprint (default none)")
     p.add_argument("--threads", type=int, default=_D.threads, help="torch threads during the build (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
     return p
@@ -80,18 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        cfg = config_from_args(a)
-    except ValueError as exc:
-        print(f"make_benchmark: {exc}", file=sys.stderr)
-        return 2
-    try:
-        build_benchmark(a.out, cfg, overwrite=a.overwrite)
-    except FileExistsError as exc:
-        print(f"make_benchmark: {exc}", file=sys.stderr)
-        return 2
+    build_benchmark(a.out, config_from_args(a), overwrite=a.overwrite)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, expected=(ValueError, FileExistsError))

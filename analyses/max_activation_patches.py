@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Max-activation rankings and LRP-max patches of the top-k feature maps (T-FF §8-9, Fig. 1).
+"""Max-activation rankings and LRP-max patches of the top-k feature maps (T-FF, docs/patches.md, Fig. 1).
 
     python analyses/max_activation_patches.py     # the embedded default (synthetic benchmark + its ResNet-50)
     python analyses/max_activation_patches.py --arch resnet50 --blur_jpg 0.5 --bsize 64 \\
@@ -27,23 +27,18 @@ summary.json. Library: forensics.analysis.patches, forensics.explain.unit.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 from forensics import provenance
 from forensics.analysis.patches import (ORDERS, PERCENTILE, collage_figure, extract_patches, map_folder,
                                         max_activation_rankings, write_patches)
-from forensics.cli import setup_logging
+from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, add_topk_args,
                                          describe, resolve_fake_sets, resolve_topk)
 from forensics.detectors import POINTS
-from forensics.errors import ForensicsError
 from forensics.explain.unit import unit_relevance_fn
 from forensics.io import atomic_write_json
 from forensics.plots import save_figure
-
-log = logging.getLogger("forensics.max_activation_patches")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,39 +66,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        detector, label, sets, bench = resolve_fake_sets(args)
-        unit_relevance_fn(detector)  # fail before ranking when the detector has no single-unit pixel relevance
-        csv_path, keys, k = resolve_topk(args, detector, label, bench)
-        for gan, records in sets.items():
-            out = (args.out or Path("figures/max_activation_patches")) / label / f"{gan}_{args.blur_jpg or 'default'}"
-            ranking = max_activation_rankings(detector, records, keys, point=args.point, batch_size=args.bsize,
-                                              num_workers=args.workers)
-            ranking.write(out / "activation_rankings")
-            patches = extract_patches(detector, ranking, num_instances=args.num_instances,
-                                      percentile=args.percentile, reference_box=args.reference_box,
-                                      batch_size=args.bsize)
-            write_patches(patches, out / "patches")
-            chosen = {str(key): out / "patches" / map_folder(key) for key in keys[:args.collage_maps]}
-            fig = collage_figure(chosen, args.collage_n, args.collage_order,
-                                 title=f"{label} on {gan}: LRP-max patches of the top-{len(chosen)} maps "
-                                       f"({args.collage_order} rank order)")
-            figures = save_figure(fig, out / "collage", dpi=100)
-            atomic_write_json(out / "summary.json", {
-                "detector": label, "weights": detector.weights_source, "gan_name": gan, "fmap_csv": str(csv_path),
-                "topk": k, "point": args.point, "num_images": len(ranking.rows[str(keys[0])]),
-                "skipped": ranking.summary.to_dict()["skipped"], "args": describe(args),
-                "provenance": provenance.collect(detector, files=records)})
-            print(f"{gan}: {len(records)} fakes ranked on {k} maps; {sum(len(v) for v in patches.values())} patches; "
-                  f"collage {figures[0]}")
-    except NotImplementedError as exc:
-        log.error("%s", exc)
-        return 2
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    detector, label, sets, bench = resolve_fake_sets(args)
+    unit_relevance_fn(detector)  # fail before ranking when the detector has no single-unit pixel relevance
+    csv_path, keys, k = resolve_topk(args, detector, label, bench)
+    for gan, records in sets.items():
+        out = (args.out or Path("figures/max_activation_patches")) / label / f"{gan}_{args.blur_jpg or 'default'}"
+        ranking = max_activation_rankings(detector, records, keys, point=args.point, batch_size=args.bsize,
+                                          num_workers=args.workers)
+        ranking.write(out / "activation_rankings")
+        patches = extract_patches(detector, ranking, num_instances=args.num_instances,
+                                  percentile=args.percentile, reference_box=args.reference_box,
+                                  batch_size=args.bsize)
+        write_patches(patches, out / "patches")
+        chosen = {str(key): out / "patches" / map_folder(key) for key in keys[:args.collage_maps]}
+        fig = collage_figure(chosen, args.collage_n, args.collage_order,
+                             title=f"{label} on {gan}: LRP-max patches of the top-{len(chosen)} maps "
+                                   f"({args.collage_order} rank order)")
+        figures = save_figure(fig, out / "collage", dpi=100)
+        atomic_write_json(out / "summary.json", {
+            "detector": label, "weights": detector.weights_source, "gan_name": gan, "fmap_csv": str(csv_path),
+            "topk": k, "point": args.point, "num_images": len(ranking.rows[str(keys[0])]),
+            "skipped": ranking.summary.to_dict()["skipped"], "args": describe(args),
+            "provenance": provenance.collect(detector, files=records)})
+        print(f"{gan}: {len(records)} fakes ranked on {k} maps; {sum(len(v) for v in patches.values())} patches; "
+              f"collage {figures[0]}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, expected=(NotImplementedError,))

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Max-activation histograms, Mood's median test and the colour-conditional percentage (T-FF §10, Fig. 6).
+"""Max-activation histograms, Mood's median test and the colour-conditional percentage (T-FF Fig. 6;
+docs/median_test.md).
 
     python analyses/median_test.py               # the embedded default (synthetic benchmark + its ResNet-50)
     python analyses/median_test.py --arch resnet50 --blur_jpg 0.5 --bsize 128 \\
@@ -24,19 +25,14 @@ activations/<gan>-{rgb,ablated}.csv, activation_histograms/<gan>-grid.{png,pdf} 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 from forensics.analysis.median_test import ALPHA, median_test_analysis
-from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_full_res_crop_arg, add_run_args,
+from forensics.cli import run, setup_logging
+from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          add_topk_args, describe, resolve_fake_sets, resolve_topk)
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 from forensics.detectors import POINTS
-from forensics.errors import ForensicsError
-
-log = logging.getLogger("forensics.median_test")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ablation", choices=list(ABLATIONS), default=DEFAULT_ABLATION,
                    help="colour ablation compared with RGB (default: grayscale, the reference)")
     g.add_argument("--alpha", type=float, default=ALPHA, help="significance level (default: %(default)s)")
-    add_full_res_crop_arg(g)
+    add_crop_arg(g, default="none")
     g.add_argument("--grid_maps", type=int, default=16, help="maps in the KDE grid figure (default: %(default)s)")
     g.add_argument("--no_per_map_plots", action="store_true", help="only the grid figure, no figure per map")
     add_run_args(p, out_help="output root (default: figures/median_test)")
@@ -61,26 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        detector, label, sets, bench = resolve_fake_sets(args, cap=args.num_instances)
-        csv_path, keys, k = resolve_topk(args, detector, label, bench)
-        out = (args.out or Path("figures/median_test")) / f"{label}_{args.blur_jpg or 'default'}"
-        for gan, records in sets.items():
-            result = median_test_analysis(detector, records, keys, point=args.point, ablation=args.ablation,
-                                          crop=args.crop, batch_size=args.bsize, num_workers=args.workers)
-            result.settings.update(fmap_csv=str(csv_path), topk=k, args=describe(args))
-            result.write(out, gan, alpha=args.alpha, topk=k, per_map_plots=not args.no_per_map_plots,
-                         grid_maps=args.grid_maps)
-            pct = result.percentages(args.alpha, k)
-            print(f"{label} on {gan} ({len(result.rgb.records)} fakes, {args.point}, RGB vs {args.ablation}): "
-                  f"{pct['color_conditional_pct']:.1f}% of the top-{pct['topk']} maps are colour-conditional "
-                  f"(p <= {args.alpha:g}); {pct['color_conditional_pct_bh']:.1f}% after Benjamini-Hochberg")
-        print(f"written under {out}")
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    detector, label, sets, bench = resolve_fake_sets(args, cap=args.num_instances)
+    csv_path, keys, k = resolve_topk(args, detector, label, bench)
+    out = (args.out or Path("figures/median_test")) / f"{label}_{args.blur_jpg or 'default'}"
+    for gan, records in sets.items():
+        result = median_test_analysis(detector, records, keys, point=args.point, ablation=args.ablation,
+                                      crop=args.crop, batch_size=args.bsize, num_workers=args.workers)
+        result.settings.update(fmap_csv=str(csv_path), topk=k, args=describe(args))
+        result.write(out, gan, alpha=args.alpha, topk=k, per_map_plots=not args.no_per_map_plots,
+                     grid_maps=args.grid_maps)
+        pct = result.percentages(args.alpha, k)
+        print(f"{label} on {gan} ({len(result.rgb.records)} fakes, {args.point}, RGB vs {args.ablation}): "
+              f"{pct['color_conditional_pct']:.1f}% of the top-{pct['topk']} maps are colour-conditional "
+              f"(p <= {args.alpha:g}); {pct['color_conditional_pct_bh']:.1f}% after Benjamini-Hochberg")
+    print(f"written under {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

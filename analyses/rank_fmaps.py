@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""FF-RS: rank every feature map of a detector by its forensic relevance (omega, T-FF §5).
+"""FF-RS: rank every feature map of a detector by its forensic relevance (omega, T-FF, docs/ffrs.md).
 
     python analyses/rank_fmaps.py            # the embedded default (synthetic benchmark + its ResNet-50)
     python analyses/rank_fmaps.py --arch resnet50 --blur_jpg 0.5 --bsize 16 --dataset_dir /mnt/data/ \\
@@ -16,21 +16,16 @@ forensics.analysis.ffrs.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 import torch
 
 from forensics import provenance
 from forensics.analysis.ffrs import CROP_POLICIES, compute_ffrs, ffrs_transform, write_outputs
-from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, output_name,
-                                         resolve_set)
+from forensics.cli import run, setup_logging
+from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, describe,
+                                         output_name, resolve_set)
 from forensics.data import forensynths
-from forensics.errors import ForensicsError
-
-log = logging.getLogger("forensics.rank_fmaps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,10 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_detector_args(p)
     add_data_args(p, gan_default=None, bsize=16, per_label=True)
     g = p.add_argument_group("FF-RS")
-    g.add_argument("--crop", choices=CROP_POLICIES, default="random_resized",
-                   help="input crop: the reference's RandomResizedCrop(scale 0.99-1) (default), center, none")
-    g.add_argument("--crop_size", type=int, default=None,
-                   help="crop size (default: the detector's, 224; the embedded default: the benchmark's 64)")
+    add_crop_arg(g, "input crop: the reference's RandomResizedCrop(scale 0.99-1) (default), center, none",
+                 default="random_resized", extra=CROP_POLICIES,
+                 size_help="crop size (default: the detector's, 224; the embedded default: the benchmark's 64)")
     g.add_argument("--conf_fake", type=float, default=0.9, help="keep fakes with p >= this (default: 0.9)")
     g.add_argument("--conf_real", type=float, default=0.1, help="keep reals with p <= this (default: 0.1)")
     g.add_argument("--sign", choices=["reference", "correct"], default="reference",
@@ -60,22 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)  # the reference's RandomResizedCrop draws from torch's global RNG
-    try:
-        detector, root, gan, have_classes, bench = resolve_set(args, "val")
-        size = args.crop_size or (int(bench.manifest["image_size"]) if bench is not None else None)
-        records = forensynths(root, gan, have_classes=have_classes, num_real=args.num_real, num_fake=args.num_fake)
-        result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
-                              conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,
-                              device=args.device, num_workers=args.workers,
-                              fixed_mmap_threshold=not args.fast_malloc)
-        tag = f"{gan}_{args.blur_jpg or 'default'}"
-        out = (args.out or Path("figures/rank_fmaps")) / output_name(args, detector) / tag
-        paths = write_outputs(result, out, gan, args.topk, extra={
-            "args": describe(args), "weights": detector.weights_source,
-            "provenance": provenance.collect(detector, files=records)})
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    detector, root, gan, have_classes, bench = resolve_set(args, "val")
+    size = args.crop_size or (int(bench.manifest["image_size"]) if bench is not None else None)
+    records = forensynths(root, gan, have_classes=have_classes, num_real=args.num_real, num_fake=args.num_fake)
+    result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
+                          conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,
+                          device=args.device, num_workers=args.workers,
+                          fixed_mmap_threshold=not args.fast_malloc)
+    tag = f"{gan}_{args.blur_jpg or 'default'}"
+    out = (args.out or Path("figures/rank_fmaps")) / output_name(args, detector) / tag
+    paths = write_outputs(result, out, gan, args.topk, extra={
+        "args": describe(args), "weights": detector.weights_source,
+        "provenance": provenance.collect(detector, files=records)})
     counts = result.counts
     print(f"FF-RS of {detector.name}: {counts['fake']['used']} fakes and {counts['real']['used']} reals used "
           f"({counts['fake']['filtered']} + {counts['real']['filtered']} below the confidence filter, "
@@ -89,4 +79,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

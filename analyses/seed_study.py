@@ -21,17 +21,13 @@ Library: forensics.analysis.seed_study.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 from forensics.analysis.seed_study import PARTS, run_study, write
-from forensics.cli import setup_logging
+from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import describe
+from forensics.cli.options import add_bsize_arg
 from forensics.data.synthetic import BenchmarkConfig
-from forensics.errors import ForensicsError
-
-log = logging.getLogger("forensics.seed_study")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training seeds of every default detector (default: 0 1 2)")
     p.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS),
                    help="what each run computes (default: all)")
-    p.add_argument("--bsize", "--batch_size", dest="bsize", type=int, default=32,
-                   help="images per batch (default: %(default)s)")
+    add_bsize_arg(p, 32)
     p.add_argument("--replicas", type=int, default=5, help="random-k replicas of the dropout part (default: 5)")
     p.add_argument("--topk", type=int, default=None, help="k maps (default: min(114, 1%% of the maps))")
     p.add_argument("--out", type=Path, default=Path("figures/seed_study"), help="output folder (default: %(default)s)")
@@ -53,13 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        frame = run_study(args.bench_seeds, args.train_seeds, args.parts, args.out, batch_size=args.bsize,
-                          replicas=args.replicas, topk=args.topk)
-        paths = write(frame, args.out, BenchmarkConfig().train_family, settings=describe(args))
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    frame = run_study(args.bench_seeds, args.train_seeds, args.parts, args.out, batch_size=args.bsize,
+                      replicas=args.replicas, topk=args.topk)
+    paths = write(frame, args.out, BenchmarkConfig().train_family, settings=describe(args))
     print(paths["markdown"].read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -67,4 +58,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

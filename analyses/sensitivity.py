@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Feature-map dropout sensitivity (T-FF §6): zero the top-k / random-k / low-k feature maps of an FF-RS
+"""Feature-map dropout sensitivity (T-FF, docs/dropout.md): zero the top-k / random-k / low-k feature maps of an FF-RS
 ranking and report AP and calibrated Real/GAN accuracies per test set.
 
     python analyses/sensitivity.py           # the embedded default (synthetic benchmark + its ResNet-50)
@@ -25,21 +25,16 @@ reference), and with --sweep_k k_vs_ap.{csv,json,png,pdf}. Library: forensics.an
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 from forensics.analysis.dropout import RANDOM_MODES, dropout_analysis, feature_map_sets, sweep_k
-from forensics.analysis.evaluate import load_sets
 from forensics.analysis.ffrs import REFERENCE_K, default_k, embedded_ranking_csv, read_csv
-from forensics.cli import setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_full_res_crop_arg, add_run_args,
+from forensics.cli import run, setup_logging
+from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          describe, embedded_default, output_name, resolve_detector,
                                          uses_embedded_default)
+from forensics.data import load_sets
 from forensics.detectors import POINTS
-from forensics.errors import ForensicsError
-
-log = logging.getLogger("forensics.sensitivity")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sweep_k", type=int, nargs="+", metavar="K", default=None,
                    help="also compute AP of top-k/random-k/low-k masking for these k (one pass) and plot it")
     g.add_argument("--sweep_set", default=None, help="set of the k sweep (default: the first test set)")
-    add_full_res_crop_arg(g)
+    add_crop_arg(g, default="none")
     add_run_args(p, out_help="output root (default: figures/sensitivity)")
     return p
 
@@ -76,47 +71,43 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        if uses_embedded_default(args):
-            detector, bench = embedded_default(args)
-            sets = load_sets(bench.test_root, args.gan_name or bench.families, have_classes=False,
-                             num_instances=args.num_instances)
-            fixed = args.fixed_threshold_sets or [bench.train_family]
-            csv_path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=output_name(args, detector),
-                                                             seed=args.seed, batch_size=args.bsize)
-            ranking = read_csv(csv_path)
-            k = args.topk if args.topk is not None else default_k(len(ranking))
-        else:
-            if args.dataset_dir is None or not args.gan_name or args.fmap_csv is None:
-                raise SystemExit("error: --dataset_dir, --gan_name and --fmap_csv are required with --weights")
-            detector = resolve_detector(args)
-            sets = load_sets(args.dataset_dir, args.gan_name, have_classes=args.have_classes,
-                             num_instances=args.num_instances)
-            fixed = args.fixed_threshold_sets or ["progan"]
-            csv_path, ranking = args.fmap_csv, read_csv(args.fmap_csv)
-            k = args.topk if args.topk is not None else REFERENCE_K
-        detector.check_keys(key for key, _ in ranking)
-        fmap_sets = feature_map_sets(ranking, k, replicas=args.replicas, seed=args.seed, random_mode=args.random_mode)
-        result = dropout_analysis(detector, sets, fmap_sets, point=args.point, fixed_threshold_sets=fixed,
-                                  per_replica=args.per_replica, crop=args.crop, batch_size=args.bsize,
-                                  num_workers=args.workers)
-        result.settings.update(fmap_csv=str(csv_path), args=describe(args))
-        tag = args.blur_jpg or "default"
-        out = (args.out or Path("figures/sensitivity")) / output_name(args, detector) / tag
-        paths = result.write(out, tag=tag, crop=args.crop)
-        if args.sweep_k:
-            name = args.sweep_set or next(iter(sets))
-            if name not in sets:
-                raise SystemExit(f"error: --sweep_set {name!r} is not one of the test sets {list(sets)}")
-            sweep = sweep_k(detector, sets[name], ranking, args.sweep_k, replicas=args.replicas, seed=args.seed,
-                            random_mode=args.random_mode, point=args.point, crop=args.crop, batch_size=args.bsize,
-                            num_workers=args.workers)
-            sweep.settings.update(set=name, fmap_csv=str(csv_path))
-            paths.update({f"sweep_{key}": p for key, p in sweep.write(
-                out, title=f"{detector.name} on {name}: AP vs masked maps ({args.point})").items()})
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    if uses_embedded_default(args):
+        detector, bench = embedded_default(args)
+        sets = load_sets(bench.test_root, args.gan_name or bench.families, have_classes=False,
+                         num_instances=args.num_instances)
+        fixed = args.fixed_threshold_sets or [bench.train_family]
+        csv_path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=output_name(args, detector),
+                                                         seed=args.seed, batch_size=args.bsize)
+        ranking = read_csv(csv_path)
+        k = args.topk if args.topk is not None else default_k(len(ranking))
+    else:
+        if args.dataset_dir is None or not args.gan_name or args.fmap_csv is None:
+            raise SystemExit("error: --dataset_dir, --gan_name and --fmap_csv are required with --weights")
+        detector = resolve_detector(args)
+        sets = load_sets(args.dataset_dir, args.gan_name, have_classes=args.have_classes,
+                         num_instances=args.num_instances)
+        fixed = args.fixed_threshold_sets or ["progan"]
+        csv_path, ranking = args.fmap_csv, read_csv(args.fmap_csv)
+        k = args.topk if args.topk is not None else REFERENCE_K
+    detector.check_keys(key for key, _ in ranking)
+    fmap_sets = feature_map_sets(ranking, k, replicas=args.replicas, seed=args.seed, random_mode=args.random_mode)
+    result = dropout_analysis(detector, sets, fmap_sets, point=args.point, fixed_threshold_sets=fixed,
+                              per_replica=args.per_replica, crop=args.crop, batch_size=args.bsize,
+                              num_workers=args.workers)
+    result.settings.update(fmap_csv=str(csv_path), args=describe(args))
+    tag = args.blur_jpg or "default"
+    out = (args.out or Path("figures/sensitivity")) / output_name(args, detector) / tag
+    paths = result.write(out, tag=tag, crop=args.crop)
+    if args.sweep_k:
+        name = args.sweep_set or next(iter(sets))
+        if name not in sets:
+            raise SystemExit(f"error: --sweep_set {name!r} is not one of the test sets {list(sets)}")
+        sweep = sweep_k(detector, sets[name], ranking, args.sweep_k, replicas=args.replicas, seed=args.seed,
+                        random_mode=args.random_mode, point=args.point, crop=args.crop, batch_size=args.bsize,
+                        num_workers=args.workers)
+        sweep.settings.update(set=name, fmap_csv=str(csv_path))
+        paths.update({f"sweep_{key}": p for key, p in sweep.write(
+            out, title=f"{detector.name} on {name}: AP vs masked maps ({args.point})").items()})
     print(f"Feature-map dropout of {detector.name}, k = {k} ({args.point} masking, {args.replicas} random "
           f"replica(s), {'per-replica mean' if args.per_replica else 'ensemble'}); Real/GAN at the calibrated "
           f"threshold (0.5 for {', '.join(fixed)}), in %")
@@ -127,4 +118,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""RINE's TIE block importances softmax(alpha) (rine_ufd.md §1.3, §5) of one or more heads.
+"""RINE's TIE block importances softmax(alpha) (docs/tie.md) of one or more heads.
 
     python analyses/tie_importance.py                  # the embedded default RINE (trained on the benchmark)
     python analyses/tie_importance.py --weights rine.2class          # the official 2-class head (release tag)
-    python analyses/tie_importance.py --weights ../shared/reference-data/rine/model_2class_trainable.pth \\
+    python analyses/tie_importance.py --weights weights/rine/model_2class_trainable.pth \\
         --label 2-class
 
 Heads: official files (model_*_trainable.pth), project-trained heads (same format) or any RINE detector
@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from forensics.analysis.tie import summarize, write_outputs
-from forensics.cli import setup_logging
+from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import add_run_args
-from forensics.errors import ForensicsError
 
 log = logging.getLogger("forensics.tie_importance")
 
@@ -41,23 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     from forensics import weights as weight_registry
-    try:
-        if args.weights is None:
-            from forensics.defaults import default_checkpoint
-            paths = [default_checkpoint("rine")]
-            log.info("no --weights given: embedded default = the default RINE head %s", paths[0])
-            labels = args.label or ["default RINE"]
-        else:
-            paths = [weight_registry.resolve(w) for w in args.weights]
-            labels = args.label or [Path(w).stem for w in args.weights]
-        if len(labels) != len(paths):
-            raise SystemExit(f"error: {len(labels)} --label for {len(paths)} heads")
-        summaries = [summarize(path, label) for path, label in zip(paths, labels)]
-        out = args.out or Path("figures/tie_importance")
-        written = write_outputs(summaries, out)
-    except (ForensicsError, KeyError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    if args.weights is None:
+        from forensics.defaults import default_checkpoint
+        paths = [default_checkpoint("rine")]
+        log.info("no --weights given: embedded default = the default RINE head %s", paths[0])
+        labels = args.label or ["default RINE"]
+    else:
+        paths = [weight_registry.resolve(w) for w in args.weights]
+        labels = args.label or [Path(w).stem for w in args.weights]
+    if len(labels) != len(paths):
+        raise SystemExit(f"error: {len(labels)} --label for {len(paths)} heads")
+    summaries = [summarize(path, label) for path, label in zip(paths, labels)]
+    out = args.out or Path("figures/tie_importance")
+    written = write_outputs(summaries, out)
     for s in summaries:
         st = s.stats()
         print(f"{s.label}: {s.blocks} blocks x {st['proj_dim']} channels; mean importance "
@@ -72,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, expected=(KeyError, ValueError))

@@ -16,8 +16,6 @@ and Grad-CAM on each block's token grid). Library: forensics.analysis.tie_vs_lrp
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
 import torch
@@ -25,12 +23,10 @@ import torch
 from forensics import provenance
 from forensics.analysis.tie_vs_lrp import (SHARES, collect_block_relevance, compare, tie_importance,
                                            write_block_maps, write_image_grid, write_outputs)
-from forensics.cli import setup_logging
-from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, describe, resolve_set
+from forensics.cli import run, setup_logging
+from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, describe,
+                                         resolve_set)
 from forensics.data import forensynths
-from forensics.errors import ForensicsError
-
-log = logging.getLogger("forensics.tie_vs_lrp")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--block_maps", type=int, default=4,
                    help="fakes in the per-block heatmap figure (LRP per block + Grad-CAM per block; 0: none; "
                         "default: %(default)s)")
-    g.add_argument("--crop", choices=["center", "none"], default=None,
-                   help="input crop (default: the detector's; the embedded default: none, full 64x64 images)")
+    add_crop_arg(g)
     add_run_args(p, out_help="output root (default: figures/tie_vs_lrp)")
     return p
 
@@ -60,25 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     if args.detector is None:
         args.detector = "rine"
-    try:
-        detector, root, gan, have_classes, _ = resolve_set(args, "test")
-        records = forensynths(root, gan, have_classes=have_classes, num_real=args.num_instances,
-                              num_fake=args.num_instances)
-        transform = detector.transform(crop=args.crop)
-        data = collect_block_relevance(detector, records, batch_size=args.bsize, transform=transform, sign=args.sign,
-                                       include_wrong=args.include_wrong, num_workers=args.workers)
-        comp = compare(data, tie_importance(detector), share=args.share, n_boot=args.n_boot, seed=args.seed)
-        out = (args.out or Path("figures/tie_vs_lrp")) / detector.name / gan
-        paths = write_outputs(comp, out, extra={"args": describe(args), "weights": detector.weights_source,
-                                                "sign": args.sign,
-                                                "provenance": provenance.collect(detector, files=records)})
-        if args.max_images > 0:
-            paths["per_image_grid"] = write_image_grid(detector, comp, out, args.max_images, transform)[0]
-        if args.block_maps > 0:
-            paths["per_block"] = write_block_maps(detector, comp, out, args.block_maps, transform)[0]
-    except (ForensicsError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    detector, root, gan, have_classes, _ = resolve_set(args, "test")
+    records = forensynths(root, gan, have_classes=have_classes, num_real=args.num_instances,
+                          num_fake=args.num_instances)
+    transform = detector.transform(crop=args.crop)
+    data = collect_block_relevance(detector, records, batch_size=args.bsize, transform=transform, sign=args.sign,
+                                   include_wrong=args.include_wrong, num_workers=args.workers)
+    comp = compare(data, tie_importance(detector), share=args.share, n_boot=args.n_boot, seed=args.seed)
+    out = (args.out or Path("figures/tie_vs_lrp")) / detector.name / gan
+    paths = write_outputs(comp, out, extra={"args": describe(args), "weights": detector.weights_source,
+                                            "sign": args.sign, "provenance": provenance.collect(detector, files=records)})
+    if args.max_images > 0:
+        paths["per_image_grid"] = write_image_grid(detector, comp, out, args.max_images, transform)[0]
+    if args.block_maps > 0:
+        paths["per_block"] = write_block_maps(detector, comp, out, args.block_maps, transform)[0]
     print(f"TIE vs LRP block relevance of {detector.name} on {gan} ({args.share} shares, {args.n_boot} bootstraps)")
     print(comp.table().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(comp.correlation_table().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -88,4 +78,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main, expected=(ValueError,))

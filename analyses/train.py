@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from forensics.cli import setup_logging
+from forensics.cli import run, setup_logging
 from forensics.train import get_trainer, list_trainers
 
 
@@ -34,4 +34,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

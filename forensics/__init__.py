@@ -1,6 +1,6 @@
 """forensics: explain and stress-test synthetic-image detectors.
 
-Layers (see ``../shared/architecture.md``): ``detectors`` (one interface, a registry, the
+Layers (see the README; method notes in ``docs/``): ``detectors`` (one interface, a registry, the
 official checkpoints), ``data`` (model-agnostic readers), ``explain`` and ``analysis``
 (run uniformly on every detector), ``train``, ``attribution``; ``weights``, ``metrics`` and
 ``plots`` are leaves.

@@ -1,12 +1,15 @@
-"""The known weight releases (data). Imported by :mod:`forensics.weights`; documented in
-``weights/README.md`` (keep the two in step).
+"""The known weight releases (data, :data:`RELEASES`), registered by :mod:`forensics.weights`;
+documented in ``weights/README.md`` (keep the two in step).
 
-Sources were checked against the reference repositories (``../shared/reference/*.md``). A checksum
+Sources were checked against the authors' repositories (see docs/README.md). A checksum
 is recorded only where it was published or read from the released file itself; ``sha256=None``
 means unknown, never guessed. ``direct=False`` marks a source that is a page or shared folder,
 from which the file has to be fetched by hand.
 """
-from .weights import WeightSpec, register_weights
+from .weight_spec import WeightSpec
+
+#: Every known release, in declaration order (registered by :mod:`forensics.weights`).
+RELEASES: list[WeightSpec] = []
 
 # --- papers and licences ------------------------------------------------------------------------
 
@@ -24,7 +27,7 @@ TFF_LICENSE = "MIT (sutd-visual-computing-group/transferable-forensic-features)"
 
 CLIP_TAG = "clip.vit_l14_openai"
 
-# CNNDetection / T-FF training checkpoints (attribution_cnndet.md §B.8; tff.md §3.1-3.2).
+# CNNDetection / T-FF training checkpoints (docs/training.md; docs/ffrs.md).
 TRAINING_CKPT = ("torch zip: dict {'model': state_dict, 'optimizer': Adam state_dict, 'total_steps': int}; "
                  "loaders read only ['model'] (saved on GPU: load with map_location='cpu')")
 
@@ -34,7 +37,7 @@ CNNDET_DROPBOX = {"0.5": "https://www.dropbox.com/s/2g2jagq2jn1fd0i/blur_jpg_pro
                   "0.1": "https://www.dropbox.com/s/h7tkpcgiwuftb6g/blur_jpg_prob0.1.pth?dl=1"}
 
 for prob, url in CNNDET_DROPBOX.items():
-    register_weights(WeightSpec(
+    RELEASES.append(WeightSpec(
         tag=f"resnet50.cnndet_blur_jpg_prob{prob}",
         relpath=f"resnet50/blur_jpg_prob{prob}.pth",
         url=url,
@@ -58,7 +61,7 @@ TFF_DRIVE_NOTE = ("Published in the T-FF README's 'Pre-trained Models' Google Dr
 EFB0_FORMAT = (f"{TRAINING_CKPT}; efficientnet_pytorch 0.7.1 key names (_conv_stem..., _blocks.N..., "
                "_fc.weight [1,1280])")
 
-register_weights(WeightSpec(
+RELEASES.append(WeightSpec(
     tag="efb0.tff_blur_jpg_prob0.5",
     relpath="efb0/blur_jpg_prob0.5.pth",
     url=TFF_DRIVE,
@@ -74,14 +77,14 @@ register_weights(WeightSpec(
 
 for arch, name, fmt in (("resnet50", "ResNet-50 (fc 2048->1)", f"{TRAINING_CKPT}; torchvision ResNet-50 key names"),
                         ("efb0", "EfficientNet-B0 (1 output)", EFB0_FORMAT)):
-    register_weights(WeightSpec(
+    RELEASES.append(WeightSpec(
         tag=f"{arch}.tff_color_robust",
         relpath=f"{arch}/color_robust.pth",
         url=TFF_DRIVE,
         direct=False,
         detector=arch,
         description=(f"T-FF colour-robust (CR) universal detector: {name} trained with the Wang et al. recipe "
-                     "plus RandomGrayscale(p=0.5) after the flip (tff.md §11)"),
+                     "plus RandomGrayscale(p=0.5) after the flip (docs/colour.md)"),
         paper=TFF2022,
         format=fmt,
         license=TFF_LICENSE,
@@ -94,7 +97,7 @@ for arch, name, fmt in (("resnet50", "ResNet-50 (fc 2048->1)", f"{TRAINING_CKPT}
 
 RINE_CKPT = "https://github.com/mever-team/rine/tree/main/ckpt"
 RINE_RAW = "https://raw.githubusercontent.com/mever-team/rine/main/ckpt/"
-# name: (nproj q, proj_dim d, trained on, sha256 or None); rine_ufd.md §2.
+# name: (nproj q, proj_dim d, trained on, sha256 or None); docs/tie.md.
 RINE_HEADS = {
     "1class": (4, 1024, "ProGAN horse (1 epoch, factor 0.1)", None),
     "2class": (4, 128, "ProGAN chair, horse (1 epoch, factor 0.2)",
@@ -106,7 +109,7 @@ RINE_HEADS = {
 for name, (nproj, proj_dim, trained_on, sha256) in RINE_HEADS.items():
     filename = f"model_{name}_trainable.pth"
     present_upstream = sha256 is not None
-    register_weights(WeightSpec(
+    RELEASES.append(WeightSpec(
         tag=f"rine.{name}",
         relpath=f"rine/{filename}",
         url=RINE_RAW + filename if present_upstream else RINE_CKPT,
@@ -122,7 +125,7 @@ for name, (nproj, proj_dim, trained_on, sha256) in RINE_HEADS.items():
         notes=("Published in mever-team/rine ckpt/ (1,139,686 bytes, 283,009 parameters)." if present_upstream else
                "Listed in the mever-team/rine git tree (ckpt/) but its blob is absent from the public repository, "
                "so no direct link or checksum can be given; (nproj, proj_dim) are inferred from "
-               "get_our_trained_model and the best-config search (rine_ufd.md §2). Ask the authors, or retrain "
+               "get_our_trained_model and the best-config search (docs/tie.md). Ask the authors, or retrain "
                "with scripts/best.py."),
         options={"nproj": nproj, "proj_dim": proj_dim},
         requires=(CLIP_TAG,),
@@ -130,7 +133,7 @@ for name, (nproj, proj_dim, trained_on, sha256) in RINE_HEADS.items():
 
 # --- UniversalFakeDetect (Ojha et al.): linear probe on CLIP ViT-L/14 ------------------------------
 
-register_weights(WeightSpec(
+RELEASES.append(WeightSpec(
     tag="ufd.fc",
     relpath="ufd/fc_weights.pth",
     url=("https://raw.githubusercontent.com/WisconsinAIVision/UniversalFakeDetect/main/"
@@ -150,7 +153,7 @@ register_weights(WeightSpec(
 # --- backbone: OpenAI CLIP ViT-L/14 (224 px) -------------------------------------------------------
 
 CLIP_SHA256 = "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
-register_weights(WeightSpec(
+RELEASES.append(WeightSpec(
     tag=CLIP_TAG,
     relpath="clip/ViT-L-14.pt",
     converted="clip/ViT-L-14.safetensors",
@@ -169,7 +172,7 @@ register_weights(WeightSpec(
 
 # --- ImageNet initialisation for training -----------------------------------------------------------
 
-register_weights(WeightSpec(
+RELEASES.append(WeightSpec(
     tag="init.resnet50_imagenet",
     relpath="init/resnet50-19c8e357.pth",
     url="https://download.pytorch.org/models/resnet50-19c8e357.pth",
@@ -185,7 +188,7 @@ register_weights(WeightSpec(
            "resnet50-0676ba61.pth (ResNet50_Weights.IMAGENET1K_V1)."),
 ))
 
-register_weights(WeightSpec(
+RELEASES.append(WeightSpec(
     tag="init.efb0_imagenet",
     relpath="init/efficientnet-b0-355c32eb.pth",
     url="https://github.com/lukemelas/EfficientNet-PyTorch/releases/download/1.0/efficientnet-b0-355c32eb.pth",

@@ -65,12 +65,12 @@ class TrainRecipe:
 
     def argv(self, dataroot: Path, run_dir: Path) -> list[str]:
         args = ["--dataroot", str(dataroot), "--checkpoints_dir", str(run_dir.parent), "--name", run_dir.name,
-                "--no_resize", "--cropSize", str(self.crop_size), "--batch_size", str(self.batch_size),
+                "--no_resize", "--cropSize", str(self.crop_size), "--bsize", str(self.batch_size),
                 "--lr", str(self.lr), "--max_steps", str(self.max_steps), "--val_every", str(self.val_every),
                 "--blur_prob", str(self.blur_prob), "--blur_sig", self.blur_sig, "--jpg_prob", str(self.jpg_prob),
                 "--jpg_method", "cv2,pil", "--jpg_qual", "30,100", "--init", "random", "--seed", str(self.seed),
                 "--val_aug", "none", "--device", "cpu", "--save_epoch_freq", "0", "--resume", *self.extra]
-        return args + (["--color-robust"] if self.color_robust else [])
+        return args + (["--color_robust"] if self.color_robust else [])
 
     @property
     def budget(self) -> str:
@@ -275,7 +275,7 @@ class RineRecipe:
                 "--nproj", str(self.nproj), "--proj_dim", str(self.proj_dim), "--dropout", str(self.dropout),
                 "--factor", str(self.factor), "--epochs", str(self.epochs),
                 "--epochs_reduce_lr", *map(str, self.epochs_reduce_lr), "--lr", str(self.lr),
-                "--batch_size", str(self.batch_size), "--seed", str(self.seed), "--device", "cpu",
+                "--bsize", str(self.batch_size), "--seed", str(self.seed), "--device", "cpu",
                 "--feature_cache", str(cache_dir() / "features"), "--num_threads", "0"]
 
     def backbone_file(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -56,6 +57,24 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
 
 def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_write_csv(path: PathLike, frame: Any, *, index: bool = True) -> Path:
+    """A pandas DataFrame as CSV (floats as ``%.6f``), written atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=index, float_format="%.6f")
+    return Path(path)
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf -> None (strict JSON), recursively through dicts and lists."""
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(o: Any) -> Any:

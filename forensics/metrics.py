@@ -4,7 +4,7 @@ Conventions (CNNDetection ``validate``, T-FF ``utils/general.py``): label 1 = fa
 ``p = sigmoid(logit) = P(fake)``; an image is called fake when ``p > threshold`` (real accuracy =
 mean of ``p <= threshold`` over reals). AP is scikit-learn's ``average_precision_score``.
 
-The G-mean calibrated threshold (T-FF §6.3) is the ROC threshold maximising
+The G-mean calibrated threshold (T-FF; docs/evaluation.md) is the ROC threshold maximising
 ``sqrt(TPR * (1 - FPR))``. [quirk] roc_curve's threshold means ``p >= t`` is positive but the
 reference then scores accuracy with ``p > t``; that is the default here (``inclusive=False``),
 ``inclusive=True`` gives the consistent ``p >= t``.

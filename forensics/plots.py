@@ -4,10 +4,10 @@ A leaf module: numpy, scipy and matplotlib only, nothing of the project (so any 
 Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state, no backend switch),
 freed by garbage collection.
 
-- :data:`TFF_CMAP`: T-FF's attribution colormap black -> #ffc300 -> #ffaa00 (tff.md §12).
+- :data:`TFF_CMAP`: T-FF's attribution colormap black -> #ffc300 -> #ffaa00 (Chandrasegaran et al., ECCV 2022).
 - :func:`positive_heatmap`: per-pixel relevance ``[C, H, W]`` -> ``[H, W]`` in [0, 1] (sum over
   channels, positive part, divided by the max, optional median blur), T-FF's pixel-heatmap recipe.
-- :func:`overlay`: ``0.55 * colormap(heat) + 0.45 * image`` as uint8 RGB (tff.md §12.1/§12.2).
+- :func:`overlay`: ``0.55 * colormap(heat) + 0.45 * image`` as uint8 RGB (T-FF's Grad-CAM and LRP overlays).
 - :func:`image_grid`: rows of images (uint8 RGB or ``[H, W]`` maps) in one figure.
 - :func:`save_figure`: a figure to ``<path>.png`` and ``<path>.pdf``, each written to a temporary file
   in the target folder and moved into place with ``os.replace``.

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -26,45 +25,12 @@ from safetensors.torch import save_file
 from .download import ChecksumError, DownloadError, checksum_message, fetch
 from .errors import CheckpointError, WeightsNotFoundError
 from .io import is_torchscript_archive, atomic_path, read_weight_file, sha256_file
+from ._releases import RELEASES
+from .weight_spec import WeightSpec
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_ENV = "FORENSICS_WEIGHTS"
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    """One released weight file.
-
-    ``tag``: registry name (``detector.release``). ``relpath``: where it goes under the weights
-    folder. ``url``: public source; ``sha256``: checksum where known (``None`` otherwise).
-    ``detector``: the registered detector it loads into (``None`` for backbones / init weights).
-    ``format``: what the file holds (documentation for users). ``direct``: ``url`` serves the file
-    itself (``download`` can fetch it); ``False`` where it is a page or shared folder from which
-    the file must be fetched by hand. ``requires``: tags of other releases needed to use this one
-    (e.g. the CLIP backbone under a RINE head). ``options``: detector options the file implies.
-    ``converted``: where ``weights convert`` puts a safetensors copy of a file the toolkit cannot
-    read directly (OpenAI's TorchScript CLIP archive); :func:`resolve` prefers that copy.
-    """
-
-    tag: str
-    relpath: str
-    url: str
-    detector: str | None
-    description: str
-    paper: str = ""
-    sha256: str | None = None
-    format: str = ""
-    license: str = ""
-    notes: str = ""
-    options: Mapping[str, object] = field(default_factory=dict)
-    direct: bool = True
-    requires: tuple[str, ...] = ()
-    converted: str | None = None
-
-    @property
-    def filename(self) -> str:
-        return Path(self.relpath).name
 
 
 _RELEASES: dict[str, WeightSpec] = {}
@@ -266,6 +232,6 @@ def _tensor_dict(state: Mapping[str, object], key: str | None, src: Path) -> dic
         out[str(name)] = tensor.contiguous()
     return out
 
-
 # The releases themselves are declared in ._releases (data, not logic).
-from . import _releases  # noqa: E402,F401  (registers on import)
+for _release in RELEASES:
+    register_weights(_release)

@@ -10,19 +10,20 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from forensics.detectors import create
+from forensics.detectors import create, get_config, list_detectors
 from forensics.detectors.clip_backbone import ClipVisionBackbone, open_clip_module
 from forensics.detectors.rine import HeadGeometry, RineDetector, RineHead
 from forensics.errors import CheckpointError, WeightsNotFoundError
 from forensics.io import read_weight_file
+from helpers import TINY_OPTIONS, no_hooks, tiny as tiny_detector, tiny_options
 
 REFERENCE_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "reference-data"
 RINE_2CLASS = REFERENCE_DATA / "rine" / "model_2class_trainable.pth"
 UFD_FC = REFERENCE_DATA / "ufd" / "fc_weights.pth"
 
-TINY = "forensics-tiny-vit"  # 56 px, patch 14 (4x4 grid), 4 blocks, width 64, 768-d embedding
-TINY_OPTS = {"backbone": TINY, "backbone_weights": None}
+TINY = TINY_OPTIONS["backbone"]  # 56 px, patch 14 (4x4 grid), 4 blocks, width 64, 768-d embedding
 BLOCKS, WIDTH, SIZE, GRID = 4, 64, 56, 4
+CLIP_DETECTORS = [name for name in list_detectors() if tiny_options(name)]
 
 
 def reference_file(path: Path) -> Path:
@@ -32,9 +33,9 @@ def reference_file(path: Path) -> Path:
 
 
 def tiny(name: str, **options) -> nn.Module:
-    torch.manual_seed(0)
-    opts = {**TINY_OPTS, **({"nproj": 2, "proj_dim": 16} if name == "rine" else {}), **options}
-    return create(name, **opts)
+    """The tiny detector with a small RINE head where the detector has one (nproj 2, proj_dim 16)."""
+    small_head = {k: v for k, v in {"nproj": 2, "proj_dim": 16}.items() if k in get_config(name).options}
+    return tiny_detector(name, **{**small_head, **options})
 
 
 def images(n: int = 2, seed: int = 1) -> torch.Tensor:
@@ -67,12 +68,8 @@ def reference_rine_logit(sd: dict[str, torch.Tensor], g: torch.Tensor, nproj: in
     return F.linear(z, sd["head.6.weight"], sd["head.6.bias"])[:, 0]
 
 
-def no_hooks(model: nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
-
-
 # --------------------------------------------------------------------------- shapes, config
-@pytest.mark.parametrize("name", ["rine", "ufd"])
+@pytest.mark.parametrize("name", CLIP_DETECTORS)
 def test_forward_shapes_and_preprocessing(name):
     model = tiny(name)
     assert model.config.preprocessing.crop_size == SIZE and model.config.input_size == SIZE
@@ -102,7 +99,7 @@ def test_ufd_feature_layer():
 
 
 # --------------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("name", ["rine", "ufd"])
+@pytest.mark.parametrize("name", CLIP_DETECTORS)
 def test_gradients_reach_input_in_explain_mode(name):
     model = tiny(name)
     model.train()
@@ -198,7 +195,7 @@ def test_gradcam_layer_and_reshape():
         tiny("rine", cam_block=BLOCKS)
 
 
-@pytest.mark.parametrize("name", ["rine", "ufd"])
+@pytest.mark.parametrize("name", CLIP_DETECTORS)
 def test_gradcam_runs_with_pytorch_grad_cam(name):
     pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam import GradCAM
@@ -237,7 +234,7 @@ def test_rine_head_with_wrong_block_count_names_the_file():
     with pytest.raises(CheckpointError, match=r"model_2class_trainable\.pth.*24 blocks x width 1024.*12 blocks"):
         RineHead(blocks=12, width=768, nproj=4, proj_dim=128).load_state(read_weight_file(path), source=str(path))
     with pytest.raises(CheckpointError, match=r"model_2class_trainable\.pth.*4 blocks x width 64"):
-        create("rine", weights=path, **TINY_OPTS)
+        create("rine", weights=path, **TINY_OPTIONS)
 
 
 def test_rine_checkpoint_roundtrip_in_own_formats(tmp_path):
@@ -246,7 +243,7 @@ def test_rine_checkpoint_roundtrip_in_own_formats(tmp_path):
     expected = model(x)
     head_file = tmp_path / "head.pth"
     torch.save(model.rine_head.state_dict(), head_file)  # the reference's format
-    loaded = create("rine", weights=head_file, **TINY_OPTS)  # nproj / proj_dim inferred
+    loaded = create("rine", weights=head_file, **TINY_OPTIONS)  # nproj / proj_dim inferred
     assert (loaded.config.options["nproj"], loaded.config.options["proj_dim"]) == (2, 16)
     loaded.load_state(model.state_dict(), source="detector state dict")  # clip.* + rine_head.*
     assert torch.equal(loaded(x), expected)
@@ -256,17 +253,17 @@ def test_rine_checkpoint_roundtrip_in_own_formats(tmp_path):
 
 def test_official_ufd_fc_loads(tmp_path):
     path = reference_file(UFD_FC)
-    model = create("ufd", weights=path, **TINY_OPTS)
+    model = create("ufd", weights=path, **TINY_OPTIONS)
     assert model.fc.weight.shape == (1, 768)
     assert model.fc.bias.item() == pytest.approx(-0.5167, abs=1e-4)
     assert torch.equal(model.fc.weight, read_weight_file(path)["weight"])
     wrapped = tmp_path / "ufd_training.pth"  # UFD trainer format, fc under 'fc.' in {'model': ...}
     torch.save({"model": {"fc.weight": torch.ones(1, 768), "fc.bias": torch.zeros(1)}, "total_steps": 3}, wrapped)
-    assert torch.equal(create("ufd", weights=wrapped, **TINY_OPTS).fc.weight, torch.ones(1, 768))
+    assert torch.equal(create("ufd", weights=wrapped, **TINY_OPTIONS).fc.weight, torch.ones(1, 768))
     bad = tmp_path / "fc32.pth"
     torch.save({"weight": torch.zeros(1, 32), "bias": torch.zeros(1)}, bad)
     with pytest.raises(CheckpointError, match="fc32.pth"):
-        create("ufd", weights=bad, **TINY_OPTS)
+        create("ufd", weights=bad, **TINY_OPTIONS)
 
 
 # --------------------------------------------------------------------------- backbone weights

@@ -12,11 +12,12 @@ from PIL import Image
 from torchvision import transforms as T
 
 from forensics.analysis.color import color_ablation, compare_color_robust, pair_labels
-from forensics.analysis.evaluate import eval_transform, evaluate_sets, load_sets
+from forensics.analysis.evaluate import eval_transform, evaluate_sets
+from forensics.data import load_sets
 from forensics.data.color import ABLATIONS, ColorAblation, chroma_only, grayscale
 from forensics.detectors import Detector, DetectorConfig, Preprocessing, create
 from forensics.metrics import average_precision
-from helpers import run_script
+from helpers import run_script, save_cnndet_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,10 +170,7 @@ def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("w")
     out = []
     for seed in (0, 1):
-        torch.manual_seed(seed)
-        path = folder / f"r50_{seed}.pth"
-        torch.save({"model": create("resnet50").net.state_dict()}, path)
-        out.append(path)
+        out.append(save_cnndet_checkpoint(folder / f"r50_{seed}.pth", seed=seed))
     return tuple(out)
 
 

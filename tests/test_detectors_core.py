@@ -12,9 +12,9 @@ from forensics.detectors import (FeatureMapKey, create, get_config, group_by_lay
 from forensics.detectors.config import DetectorConfig
 from forensics.errors import CheckpointError
 from forensics.io import atomic_torch_save
-from helpers import calibrated as make_calibrated
+from helpers import assert_restored, calibrated as make_calibrated, input_side, no_hooks, snapshot, tiny, tiny_options
 
-CNNS = ["resnet50", "efb0"]
+CNNS = [name for name in list_detectors() if not tiny_options(name)]  # the CNNs (no CLIP backbone)
 
 
 def calibrated(name: str, seed: int = 0):
@@ -32,7 +32,7 @@ def test_registry_lists_cnns():
         create("no-such-detector")
 
 
-@pytest.mark.parametrize("name", CNNS)
+@pytest.mark.parametrize("name", list_detectors())
 def test_config_round_trip(name):
     cfg = get_config(name)
     again = DetectorConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
@@ -77,10 +77,6 @@ def test_feature_maps_match_tff(name, layers, maps):
     assert len(keys) == maps and str(keys[0]).endswith("#0(T=%d)" % fls[0].channels)
 
 
-def _no_hooks(model) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
-
-
 def test_forward_shape_and_transform(cnn):
     x = torch.randn(3, 3, 64, 64)
     assert cnn(x).shape == (3,)
@@ -100,7 +96,7 @@ def test_forward_shape_and_transform(cnn):
 @pytest.mark.parametrize("point", ["pre_bn", "post_bn"])
 def test_record_matches_module_output_and_restores(cnn, point):
     x = torch.randn(2, 3, 64, 64)
-    before = {k: v.clone() for k, v in cnn.state_dict().items()}
+    before = snapshot(cnn)
     y0 = cnn(x)
     layer = cnn.feature_layers()[1]
     module = cnn.get_submodule(layer.modules[point])
@@ -117,8 +113,7 @@ def test_record_matches_module_output_and_restores(cnn, point):
     assert torch.equal(rec.key(keys[1]), seen["out"][:, 0])
     assert torch.equal(rmax[layer.name], seen["out"].amax(dim=(2, 3)))
     assert torch.equal(y0, y1) and torch.equal(y0, cnn(x))
-    assert _no_hooks(cnn)
-    assert all(torch.equal(v, cnn.state_dict()[k]) for k, v in before.items())
+    assert_restored(before, cnn)
 
 
 @pytest.mark.parametrize("point", ["pre_bn", "post_bn"])
@@ -137,7 +132,7 @@ def test_mask_zeroes_exactly_the_chosen_channels(cnn, point):
     assert torch.count_nonzero(masked[layer.name][:, chosen]) == 0
     assert torch.equal(masked[layer.name][:, other], clean[layer.name][:, other])
     assert not torch.equal(y0, y1), "masking channels of an early layer should change the logit"
-    assert torch.equal(cnn(x), y0) and _no_hooks(cnn)
+    assert torch.equal(cnn(x), y0) and no_hooks(cnn)
 
 
 def test_mask_pre_bn_leaves_bn_shift(cnn):
@@ -176,6 +171,21 @@ def test_explain_mode_freezes_and_restores(cnn):
     if cnn.name == "efb0":
         assert all(type(m._swish).__name__ == "MemoryEfficientSwish" for m in cnn.modules() if hasattr(m, "_swish"))
     cnn.eval()
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_every_detector_explain_mode_reaches_the_input_and_restores(name):
+    """Explain mode on every registered detector: eval, no parameter gradient, a gradient at the
+    input; on exit the model is as it was (train mode, flags, tensors, no hooks)."""
+    model = tiny(name).train()
+    before = snapshot(model)
+    side = input_side(model)
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    with model.explain_mode():
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+        model(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert_restored(before, model)
 
 
 def test_efb0_explain_mode_same_output():

@@ -14,11 +14,11 @@ from PIL import Image
 
 from forensics.analysis.dropout import (ORIGINAL, dropout_analysis, feature_map_sets, random_k, score_variants,
                                         sweep_k, variant_metrics)
-from forensics.analysis.evaluate import load_sets
 from forensics.analysis.ffrs import write_csv
+from forensics.data import load_sets
 from forensics.detectors import FeatureMapKey
 from forensics.metrics import accuracies, gmean_threshold
-from helpers import calibrated_cached, single_thread
+from helpers import calibrated_cached, save_cnndet_checkpoint, single_thread
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "sensitivity.py"
 SIZE = 32
@@ -210,8 +210,7 @@ def test_reference_csvs_in_percent_threshold_not_scaled(analysis, tmp_path):
 def test_cli_end_to_end(data_root, tmp_path, capsys):
     from helpers import calibrated
     model = calibrated("resnet50", size=SIZE)
-    ckpt = tmp_path / "r50.pth"
-    torch.save({"model": model.net.state_dict()}, ckpt)
+    ckpt = save_cnndet_checkpoint(tmp_path / "r50.pth", model)
     csv_path = write_csv(tmp_path / "progan_val-fake.csv", detector_ranking(model, seed=1))
     out = tmp_path / "out"
     saved = sys.argv

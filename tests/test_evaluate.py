@@ -12,13 +12,14 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from forensics.analysis.evaluate import (CropAveragingDetector, compare_rgb_gray, evaluate_sets, evaluate_sweep,
-                                         load_sets)
-from forensics.data import forensynths
+from forensics.analysis.evaluate import compare_rgb_gray, evaluate_sets, evaluate_sweep
+from forensics.data import forensynths, load_sets
 from forensics.data.perturb import (JPEG, Blur, Combined, Crop, Noise, PerturbedTransform, Resize, image_rng, make,
                                     sweep)
 from forensics.detectors import Detector, DetectorConfig, Preprocessing, create
+from forensics.detectors.preprocess import CropAveraging
 from forensics.metrics import accuracies, binary_metrics, gmean_threshold, mean_row
+from helpers import exit_code, save_cnndet_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +128,7 @@ def test_ten_crop_averages_logits(sets):
     assert res.predictions["flat"].logits[0] == pytest.approx(float(expected), abs=1e-4)
     x = norm(img.crop((0, 0, 32, 32))).unsqueeze(0)
     with torch.no_grad():
-        assert torch.allclose(CropAveragingDetector(model)(x), model(x))
+        assert torch.allclose(CropAveraging(model)(x), model(x))
 
 
 # ---------------------------------------------------------------------------- perturbations
@@ -218,10 +219,7 @@ def _cli():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "blur_jpg_prob0.5.pth"
-    torch.save({"model": create("resnet50").net.state_dict()}, path)
-    return path
+    return save_cnndet_checkpoint(tmp_path_factory.mktemp("w") / "blur_jpg_prob0.5.pth")
 
 
 def test_cli_end_to_end(layout, checkpoint, tmp_path, capsys):
@@ -240,7 +238,7 @@ def test_cli_end_to_end(layout, checkpoint, tmp_path, capsys):
     table = pd.read_csv(tmp_path / "sweep-noise_none_0.5-ap.csv", index_col=0)
     assert list(table.index) == ["clean", "noise(std=5)", "noise(std=20)"]
     assert (tmp_path / "sweep-noise_none_0.5-ap.png").stat().st_size > 0
-    assert cli.main([*common, "--gan_name", "flat", "--have_classes", "True", "--out", str(tmp_path)]) == 2
+    assert exit_code(cli.main, [*common, "--gan_name", "flat", "--have_classes", "True", "--out", str(tmp_path)]) == 2
     assert cli.main([*common, "--grayscale", "--calibrate", "--out", str(tmp_path)]) == 0
     drop = pd.read_csv(tmp_path / "gray_none_0.5-ap-drop.csv", index_col=0)
     assert list(drop.index) == ["classes", "flat", "mean"] and "threshold" in drop.columns

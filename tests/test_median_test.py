@@ -12,13 +12,12 @@ import torch
 from PIL import Image
 
 from forensics.analysis.color import color_ablation
-from forensics.analysis.evaluate import load_sets
 from forensics.analysis.ffrs import write_csv
 from forensics.analysis.median_test import (bh_adjust, color_conditional_percentage, median_test_analysis,
                                             mood_median_test)
-from forensics.data import forensynths
-from forensics.detectors import create
-from helpers import calibrated_cached, run_script
+from forensics.data import forensynths, load_sets
+from forensics.detectors import list_detectors
+from helpers import calibrated_cached, run_script, save_cnndet_checkpoint, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,16 +62,9 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-def _tiny(name: str):
-    if name == "rine":
-        torch.manual_seed(0)
-        return create("rine", backbone="forensics-tiny-vit", backbone_weights=None, nproj=1, proj_dim=16)
-    return calibrated_cached(name)
-
-
-@pytest.mark.parametrize("name", ["resnet50", "efb0", "rine"])
+@pytest.mark.parametrize("name", list_detectors())
 def test_median_test_and_color_ablation_through_every_detector(name, data, tmp_path):
-    det = _tiny(name)
+    det = calibrated_cached(name)
     records = forensynths(data, "gan", False, 0, None)
     keys = det.feature_keys()[:2] + det.feature_keys()[-1:]
     res = median_test_analysis(det, records, keys, batch_size=6, progress=False)  # one batch, as below
@@ -96,10 +88,8 @@ def test_median_test_and_color_ablation_through_every_detector(name, data, tmp_p
 
 
 def test_cli(data, tmp_path, capsys):
-    torch.manual_seed(0)
-    det = create("resnet50")
-    weights = tmp_path / "w.pth"
-    torch.save({"model": det.net.state_dict()}, weights)
+    det = tiny("resnet50")
+    weights = save_cnndet_checkpoint(tmp_path / "w.pth", det)
     csv = write_csv(tmp_path / "fake.csv", [(k, 1.0 / (i + 1)) for i, k in enumerate(det.feature_keys()[:4])])
     argv = ["--arch", "resnet50", "--weights", str(weights), "--dataset_dir", str(data), "--gan_name", "gan",
             "--fmap_csv", str(csv), "--topk", "3", "--bsize", "6", "--device", "cpu", "--no_per_map_plots",

@@ -15,7 +15,7 @@ from forensics.analysis.patches import (binarize, collage_figure, collage_files,
 from forensics.data import forensynths
 from forensics.detectors import create
 from forensics.explain.unit import explain_unit, max_unit_gradient, unit_relevance_fn
-from helpers import calibrated_cached, run_script
+from helpers import calibrated_cached, run_script, save_cnndet_checkpoint, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,10 +146,8 @@ def test_collage_order_and_tiles(tmp_path):
 
 
 def test_cli(fakes, tmp_path, capsys):
-    torch.manual_seed(0)
-    det = create("resnet50")
-    weights = tmp_path / "w.pth"
-    torch.save({"model": det.net.state_dict()}, weights)
+    det = tiny("resnet50")
+    weights = save_cnndet_checkpoint(tmp_path / "w.pth", det)
     csv = write_csv(tmp_path / "fake.csv", [(k, 1.0 / (i + 1)) for i, k in enumerate(det.feature_keys()[:3])])
     argv = ["--arch", "resnet50", "--weights", str(weights), "--dataset_dir", str(fakes), "--gan_name", "gan",
             "--fmap_csv", str(csv), "--topk", "2", "--num_instances", "2", "--collage_n", "2", "--bsize", "5",

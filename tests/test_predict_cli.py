@@ -12,17 +12,16 @@ import torch
 from PIL import Image
 
 from forensics.cli import main
-from forensics.detectors import create
+from helpers import exit_code, save_cnndet_checkpoint, tiny
 
 REFERENCE_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "reference-data" / "images"
 
 
 @pytest.fixture(scope="module")
 def cnndet_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = create("resnet50")
-    path = tmp_path_factory.mktemp("w") / "blur_jpg_prob0.5.pth"
-    torch.save({"model": model.net.state_dict(), "optimizer": {}, "total_steps": 0}, path)
+    model = tiny("resnet50")
+    path = save_cnndet_checkpoint(tmp_path_factory.mktemp("w") / "blur_jpg_prob0.5.pth", model, optimizer={},
+                                  total_steps=0)
     return path, model
 
 
@@ -71,7 +70,7 @@ def test_predict_reference_images(tmp_path, cnndet_checkpoint):
 def test_missing_weights_message(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FORENSICS_WEIGHTS", str(tmp_path / "nowhere"))
     root = _folder(tmp_path)
-    code = main(["predict", "--detector", "resnet50", str(root), "--out", str(tmp_path / "x.csv")])
+    code = exit_code(main, ["predict", "--detector", "resnet50", str(root), "--out", str(tmp_path / "x.csv")])
     assert code == 2
     assert not (tmp_path / "x.csv").exists()
 

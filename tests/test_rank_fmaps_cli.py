@@ -11,7 +11,7 @@ from PIL import Image
 
 from forensics.analysis.ffrs import read_csv
 from forensics.io import sha256_file
-from helpers import calibrated, run_script as run_helper, single_thread
+from helpers import calibrated, run_script as run_helper, save_cnndet_checkpoint, single_thread
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "rank_fmaps.py"
 
@@ -30,8 +30,7 @@ def test_rank_fmaps_writes_reference_outputs(tmp_path, capsys):
                 Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(d / f"{i}.png")
     (tmp_path / "data" / "val" / "a" / "1_fake" / "broken.png").write_bytes(b"xx")
     model = calibrated("resnet50", size=32)
-    ckpt = tmp_path / "r50.pth"
-    torch.save({"model": model.net.state_dict()}, ckpt)
+    ckpt = save_cnndet_checkpoint(tmp_path / "r50.pth", model)
     with single_thread():
         code = run_script(["--arch", "resnet50", "--weights", str(ckpt), "--dataset_dir", str(tmp_path / "data"),
                            "--gan_name", "val", "--have_classes", "True", "--num_real", "2", "--num_fake", "4",

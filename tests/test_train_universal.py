@@ -256,7 +256,7 @@ def test_cli_help_lists_options(capsys):
         main(["--detector", "resnet50", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--dataroot", "--blur_sig", "--jpg_qual", "--color-robust", "--gray_val", "--val_aug",
+    for option in ("--dataroot", "--blur_sig", "--jpg_qual", "--color_robust", "--gray_val", "--val_aug",
                    "--max_steps", "--val_every", "--resume", "--init", "--amp", "--earlystop_epoch"):
         assert option in text
 

@@ -13,16 +13,18 @@ from safetensors.torch import load_file
 
 import forensics.cli as cli
 from forensics import weights
+from forensics.detectors import list_detectors
 from forensics.download import ChecksumError, DownloadError, fetch
 from forensics.errors import CheckpointError, WeightsNotFoundError
 from forensics.io import read_weight_file
+from helpers import exit_code
 
 EXPECTED_TAGS = {
     "resnet50.cnndet_blur_jpg_prob0.5", "resnet50.cnndet_blur_jpg_prob0.1", "efb0.tff_blur_jpg_prob0.5",
     "resnet50.tff_color_robust", "efb0.tff_color_robust", "rine.1class", "rine.2class", "rine.4class",
     "rine.ldm", "ufd.fc", "clip.vit_l14_openai", "init.resnet50_imagenet", "init.efb0_imagenet",
 }
-DETECTORS = {"resnet50", "efb0", "rine", "ufd", None}
+DETECTORS = {*list_detectors(), None}  # a release loads into a registered detector, or is a backbone / init
 REFERENCE_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "reference-data"
 TEST_TAG = "test.tiny"
 
@@ -65,7 +67,7 @@ def leftovers(folder: Path, keep: str | None = None) -> list[str]:
 def run_cli(monkeypatch, capsys, *argv: str) -> tuple[int, str]:
     # Build only the `weights` sub-command: these tests must not depend on the other commands' imports.
     monkeypatch.setattr(cli, "COMMANDS", ("weights",))
-    code = cli.main(["weights", *argv])
+    code = exit_code(cli.main, ["weights", *argv])
     return code, capsys.readouterr().out
 
 

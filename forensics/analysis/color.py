@@ -1,20 +1,20 @@
-"""Colour ablation of a detector (T-FF tff.md §7) and the colour-robust comparison (§11, §14.3).
+"""Colour ablation of a detector (T-FF; docs/colour.md) and the colour-robust comparison (docs/colour.md).
 
 :func:`color_ablation` runs a detector on every test set twice, on RGB images and on colour-ablated
 ones (grayscale by default: ITU-R 601-2 luma x3 inserted before the detector's normalisation; other
 ablations of :mod:`forensics.data.color` by name), through
-:func:`forensics.analysis.evaluate.compare_rgb_gray`. Per set (tff.md §7.2): AP; real / fake /
+:func:`forensics.analysis.evaluate.compare_rgb_gray`. Per set (docs/colour.md): AP; real / fake /
 overall accuracy at 0.5; the G-mean threshold calibrated on the **RGB** predictions of that set
-(every set, ProGAN included, as §7.2) and the accuracies of both runs at it; mean and std of
+(every set, ProGAN included, as T-FF) and the accuracies of both runs at it; mean and std of
 P(fake) for reals and fakes.
 
-The box-and-whisker figure (§7.3): the fakes whose RGB P(fake) >= 0.2 (``min_p``), their P(fake) in
+The box-and-whisker figure (docs/colour.md): the fakes whose RGB P(fake) >= 0.2 (``min_p``), their P(fake) in
 % on RGB ("Baseline") and on the ablated image of the same files, as two boxes with fliers; the
 red double arrow between the two medians is labelled ``{m1 - m2:.1f}% drop`` (percentage points).
 One figure per set and a combined panel of all sets (seaborn; PNG and PDF).
 
 :func:`compare_color_robust` runs the ablation on a baseline and a colour-robust detector of each
-architecture over the same sets and writes the table of tff.md §14.3 (AP on RGB vs colour-ablated
+architecture over the same sets and writes the table of docs/colour.md (AP on RGB vs colour-ablated
 images, rows ``<arch> baseline RGB``, ``<arch> baseline color-ablated``, ``CR-<arch> RGB``,
 ``CR-<arch> color-ablated``) as CSV, markdown and a grouped bar figure.
 
@@ -24,7 +24,7 @@ Deliberate differences from the reference, named:
 
 - The reference's per-set CSVs (``<gan>-AP-#N-samples-no-crop.csv``, ``-UNCALIBRATED_ACC-``,
   ``-CALIBRATED_ACC-``) have every metric in percent as there, but the threshold as a fraction (the
-  reference multiplies it by 100 too, tff.md §15.8), and N is the number of images scored.
+  reference multiplies it by 100 too, docs/colour.md), and N is the number of images scored.
 - Cosmetics of the box plot are not copied (8x10 in, 40-50 pt fonts, Times New Roman); the data,
   the filter, the boxes, the red medians and the drop annotation are.
 - Unreadable files are skipped and listed in the JSON, never scored.
@@ -41,13 +41,13 @@ import numpy as np
 from ..data import ImageRecord
 from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..detectors import Detector
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_csv, atomic_write_json, atomic_write_text, json_safe
 from ..plots import save_figure
-from .evaluate import MEAN, ColourComparison, compare_rgb_gray, json_safe, write_csv
+from .evaluate import MEAN, ColourComparison, compare_rgb_gray
 
 log = logging.getLogger(__name__)
 
-#: Fakes whose RGB P(fake) is below this are left out of the box plot (tff.md §7.3).
+#: Fakes whose RGB P(fake) is below this are left out of the box plot (docs/colour.md).
 MIN_P = 0.2
 #: Box colours of the reference (RGB, ablated).
 BOX_COLORS = ("#83c5be", "#b7b7a4")
@@ -129,7 +129,7 @@ class ColorAblationStudy:
         return frame
 
     def reference_rows(self, name: str) -> dict[str, dict[str, Any]]:
-        """The reference's three CSV rows of set ``name`` (tff.md §7.2), metrics in percent,
+        """The reference's three CSV rows of set ``name`` (docs/colour.md), metrics in percent,
         ``threshold`` as a fraction: ``ap``, ``uncalibrated``, ``calibrated``."""
         rgb, abl = self.comparison.rgb.rows[name], self.comparison.gray.rows[name]
         other = "grayscale" if self.ablation == "grayscale" else self.ablation
@@ -154,7 +154,7 @@ class ColorAblationStudy:
 
     # ------------------------------------------------------------------ figures
     def draw_box(self, ax, name: str, title: str | None = None) -> None:
-        """Draw set ``name``'s box plot (tff.md §7.3) on a matplotlib axes."""
+        """Draw set ``name``'s box plot (docs/colour.md) on a matplotlib axes."""
         draw_box(ax, *self.fake_probs(name), ablation_label(self.ablation), title or name, self.min_p)
 
     def box_figure(self, name: str):
@@ -189,14 +189,14 @@ class ColorAblationStudy:
         import pandas as pd
         out = Path(out_dir)
         suffix = "no-crop" if crop == "none" else f"{crop}-crop"
-        paths = {"csv": write_csv(self.to_frame(), out / "color-ablation.csv")}
+        paths = {"csv": atomic_write_csv(out / "color-ablation.csv", self.to_frame())}
         rgb_pred = self.comparison.rgb.predictions_frame()
         abl_pred = self.comparison.gray.predictions_frame()
         pred = rgb_pred.rename(columns={"logit": "logit_rgb", "p_fake": "p_fake_rgb"}).merge(
             abl_pred[["set", "path", "logit", "p_fake"]].rename(columns={"logit": "logit_ablated",
                                                                           "p_fake": "p_fake_ablated"}),
             on=["set", "path"], how="outer")
-        paths["predictions"] = write_csv(pred, out / "predictions.csv", index=False)
+        paths["predictions"] = atomic_write_csv(out / "predictions.csv", pred, index=False)
         paths["json"] = atomic_write_json(out / "color-ablation.json", json_safe({
             "label": self.label, "ablation": self.ablation, "min_p": self.min_p, "settings": self.settings,
             "rgb": self.comparison.rgb.to_dict(), "ablated": self.comparison.gray.to_dict()}))
@@ -205,8 +205,7 @@ class ColorAblationStudy:
             folder = out / f"{name}_{tag}"
             for kind, row in self.reference_rows(name).items():
                 stem = {"ap": "AP", "uncalibrated": "UNCALIBRATED_ACC", "calibrated": "CALIBRATED_ACC"}[kind]
-                paths[f"{name}_{kind}"] = write_csv(pd.DataFrame([row]), folder / f"{name}-{stem}-#{n}-samples-{suffix}.csv",
-                                                    index=False)
+                paths[f"{name}_{kind}"] = atomic_write_csv(folder / f"{name}-{stem}-#{n}-samples-{suffix}.csv", pd.DataFrame([row]), index=False)
             png, pdf = save_figure(self.box_figure(name), out / "whisker" / name, dpi=150)
             paths[f"{name}_box_png"], paths[f"{name}_box_pdf"] = png, pdf
         paths["box_png"], paths["box_pdf"] = save_figure(self.combined_figure(), out / "whisker" / "all", dpi=150)
@@ -251,7 +250,7 @@ def draw_box(ax, rgb: np.ndarray, ablated: np.ndarray, ablated_label: str = "Gra
 def color_ablation(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *,
                    ablation: str = DEFAULT_ABLATION, label: str | None = None, min_p: float = MIN_P,
                    **options: Any) -> ColorAblationStudy:
-    """RGB vs ``ablation`` on every set (tff.md §7.2), thresholds G-mean calibrated on the RGB
+    """RGB vs ``ablation`` on every set (docs/colour.md), thresholds G-mean calibrated on the RGB
     predictions of each set. ``options`` go to :func:`forensics.analysis.evaluate.evaluate_sets`
     (``crop`` — the reference evaluates full resolution, ``crop="none"`` —, ``batch_size``,
     ``inclusive``, ``num_workers``, ``progress``)."""
@@ -263,7 +262,7 @@ def color_ablation(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]]
 
 # ---------------------------------------------------------------------------- colour-robust comparison
 BASELINE, ROBUST = "baseline", "robust"
-#: Short architecture labels of the §14.3 table (other names are used as they are).
+#: Short architecture labels of the docs/colour.md table (other names are used as they are).
 ARCH_LABELS = {"resnet50": "R50", "efb0": "EfB0"}
 
 
@@ -298,7 +297,7 @@ class RobustComparison:
                 (ROBUST, "rgb"): f"CR-{arch} RGB", (ROBUST, "ablated"): f"CR-{arch} color-ablated"}
 
     def table(self):
-        """tff.md §14.3: rows ``<arch> baseline RGB`` / ``color-ablated``, ``CR-<arch> RGB`` /
+        """docs/colour.md: rows ``<arch> baseline RGB`` / ``color-ablated``, ``CR-<arch> RGB`` /
         ``color-ablated``; columns the sets and ``mean``; AP in %."""
         import pandas as pd
         rows = {}
@@ -353,8 +352,8 @@ class RobustComparison:
         ``color-robust.{png,pdf}`` and, per architecture and model, the full colour-ablation outputs
         under ``<arch>/<baseline|robust>/`` (:meth:`ColorAblationStudy.write`). Atomic."""
         out = Path(out_dir)
-        paths = {"csv": write_csv(self.table(), out / "color-robust.csv"),
-                 "drop_csv": write_csv(self.drops(), out / "color-robust-drop.csv"),
+        paths = {"csv": atomic_write_csv(out / "color-robust.csv", self.table()),
+                 "drop_csv": atomic_write_csv(out / "color-robust-drop.csv", self.drops()),
                  "markdown": atomic_write_text(out / "color-robust.md", self.to_markdown() + "\n")}
         paths["png"], paths["pdf"] = save_figure(self.figure(), out / "color-robust", dpi=150)
         for arch, pair in self.studies.items():

@@ -1,27 +1,27 @@
-"""Feature-map dropout sensitivity (T-FF tff.md §6): zero the top-k / random-k / low-k feature maps of
+"""Feature-map dropout sensitivity (T-FF; docs/dropout.md): zero the top-k / random-k / low-k feature maps of
 an FF-RS ranking and measure how much a detector's AP and calibrated accuracies fall.
 
-Feature-map sets (tff.md §6.1), from the FF-RS ranking of the fakes (the ``*-fake.csv``):
+Feature-map sets (docs/dropout.md), from the FF-RS ranking of the fakes (the ``*-fake.csv``):
 
 - top-k = the k highest omega; low-k = the k lowest (:func:`forensics.analysis.ffrs.topk`/``lowk``);
 - random-k = k maps drawn outside the top-k, ``replicas`` times (default 5), from
   ``numpy.random.default_rng(seed)`` (:func:`random_k`). ``random_mode="without_replacement"``
   (default) draws k distinct maps uniformly from the maps outside the top-k. ``"reference"``
-  follows the reference's sampler (tff.md §6.2): draw len(all) indices with replacement, de-duplicate
+  follows the reference's sampler (docs/dropout.md): draw len(all) indices with replacement, de-duplicate
   (~63 % unique), walk them "in set order", skip top-k members, keep the first k. The reference's
   set order is CPython's hash order of key strings, randomised per process and unseeded; here it is
   emulated by a seeded shuffle of the unique draws, so runs are repeatable.
 
-Masking (tff.md §6.2): each variant's keys are zeroed with :meth:`Detector.mask` at ``point``
+Masking (docs/dropout.md): each variant's keys are zeroed with :meth:`Detector.mask` at ``point``
 (``pre_bn``, the reference's raw conv output, default; ``post_bn`` is the principled variant of
-tff.md §15.2). Any :class:`Detector` works (ResNet-50, EfB0, RINE's ``blocks.<b>`` keys).
+docs/dropout.md). Any :class:`Detector` works (ResNet-50, EfB0, RINE's ``blocks.<b>`` keys).
 
 One pass (:func:`score_variants`): every batch is decoded and transformed once, then run through the
 unmasked model and every masked variant (top-k, low-k, each random replica; or every k of a sweep)
 before the next batch is read. The reference builds one deep copy per variant and re-reads the data
 for each.
 
-Metrics (tff.md §6.3), per test set, on ``p = sigmoid(logit)``: AP (fake positive) and the
+Metrics (docs/dropout.md), per test set, on ``p = sigmoid(logit)``: AP (fake positive) and the
 real/fake/overall accuracies at the set's threshold: 0.5 for the sets in ``fixed_threshold_sets``
 (the reference: ``progan`` only), otherwise the G-mean threshold calibrated on the UNMASKED model's
 predictions of that set (:func:`forensics.metrics.gmean_threshold`), reused for every masked
@@ -30,14 +30,14 @@ replicas' P(fake) are averaged per image and the metrics computed on that ensemb
 default); ``per_replica=True`` reports instead the mean (and std, ddof=0) of the replicas' metrics.
 Both are always computed and stored (:attr:`DropoutResult.replica_rows`).
 
-Outputs (tff.md §6.4; :meth:`DropoutResult.write`): a tidy table (set x variant x metric), JSON,
+Outputs (docs/dropout.md; :meth:`DropoutResult.write`): a tidy table (set x variant x metric), JSON,
 and per set the reference's ``<gan>-AP-#<N>-samples-no-crop.csv`` and
 ``<gan>-CALIBRATED_ACC-#<N>-samples-no-crop.csv``, metrics in percent.
 
 Deliberate differences from the reference, named:
 
 - The threshold column ``original_threshold_calibrated`` is written as a fraction; the reference
-  multiplies it by 100 too (a quirk: it is a probability, tff.md §6.4, §15.8).
+  multiplies it by 100 too (a quirk: it is a probability, docs/dropout.md).
 - The AP CSV is named ``...-no-crop.csv`` (the reference's says ``crop`` although nothing is
   cropped); with ``crop="center"`` both files end in ``-center-crop.csv``.
 - N in the file names is the number of images scored in the set (the reference: the first class
@@ -45,7 +45,7 @@ Deliberate differences from the reference, named:
 - Random-k is seeded (reference: unseeded) and, by default, sampled without replacement.
 - Unreadable files are skipped and listed (``summaries``), never scored.
 - :func:`sweep_k` evaluates many k in one pass, with AP only (the reference's ``find_topk.py``,
-  tff.md §6.5, evaluates one k per run, at 0.5 on ``num_instances`` images per class).
+  docs/dropout.md, evaluates one k per run, at 0.5 on ``num_instances`` images per class).
 """
 from __future__ import annotations
 
@@ -63,9 +63,9 @@ from .. import provenance
 from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
 from ..metrics import accuracies, binary_metrics
-from .evaluate import calibrated_threshold, eval_transform, json_safe, write_csv
+from .evaluate import calibrated_threshold, eval_transform
 from .ffrs import Ranking, lowk, topk
 from .inference import Predictions
 
@@ -88,7 +88,7 @@ def replica_name(r: int, k: int | None = None) -> str:
 
 def random_k(keys: Sequence[FeatureMapKey], exclude: Sequence[FeatureMapKey], k: int, rng: np.random.Generator,
              mode: str = "without_replacement") -> list[FeatureMapKey]:
-    """k maps of ``keys`` outside ``exclude`` (the top-k), drawn with ``rng`` (tff.md §6.2).
+    """k maps of ``keys`` outside ``exclude`` (the top-k), drawn with ``rng`` (docs/dropout.md).
 
     ``without_replacement``: k distinct maps uniformly from the pool, returned in ``keys`` order.
     ``reference``: the reference's sampler: ``len(keys)`` draws with replacement, de-duplicated,
@@ -143,7 +143,7 @@ class FeatureMapSets:
 def feature_map_sets(ranking: Ranking, k: int, *, replicas: int = 5, seed: int = 0,
                      random_mode: str = "without_replacement", stable: bool = True) -> FeatureMapSets:
     """Top-k, low-k and ``replicas`` random-k sets of ``ranking`` (the FF-RS fake ranking, e.g.
-    :func:`forensics.analysis.ffrs.read_csv`; tff.md §6.1). The pool of random-k is every map of the
+    :func:`forensics.analysis.ffrs.read_csv`; docs/dropout.md). The pool of random-k is every map of the
     ranking, in its order. ``stable``: tie order of the re-sort (see :func:`~forensics.analysis.ffrs.topk`).
     Needs ``2 k <= number of maps`` so that top-k, low-k and random-k can be disjoint from top-k."""
     n = len(ranking)
@@ -215,7 +215,7 @@ def variant_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float, inc
 
 
 def base_threshold(name: str, labels: np.ndarray, probs: np.ndarray, fixed: bool) -> float:
-    """The set's threshold (tff.md §6.3): 0.5 if ``fixed``, else G-mean on the unmasked ``probs``
+    """The set's threshold (docs/dropout.md): 0.5 if ``fixed``, else G-mean on the unmasked ``probs``
     (NaN, with a warning, for a set holding one class only)."""
     return 0.5 if fixed else calibrated_threshold(name, labels, probs)
 
@@ -261,7 +261,7 @@ class DropoutResult:
         return pd.DataFrame.from_records(records, columns=["set", "variant", "metric", "value", "std"])
 
     def reference_rows(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The reference's AP row and CALIBRATED_ACC row of set ``name`` (tff.md §6.4): metrics in
+        """The reference's AP row and CALIBRATED_ACC row of set ``name`` (docs/dropout.md): metrics in
         percent, ``original_threshold_calibrated`` as a fraction (the reference: x100)."""
         rows, label = self.rows[name], f"{name}/{self.sets.k}"
         ap: dict[str, Any] = {"gan_name/topk": label, "original_ap": 100 * rows[ORIGINAL]["ap"]}
@@ -273,7 +273,7 @@ class DropoutResult:
         return ap, acc
 
     def table(self):
-        """The README's table (tff.md §14.1), in %: per set base / top-k / random-k / low-k AP, Real
+        """The README's table (docs/dropout.md), in %: per set base / top-k / random-k / low-k AP, Real
         and GAN (the calibrated real and fake accuracies)."""
         import pandas as pd
         labels = {ORIGINAL: "base", "topk": "top-k", "randomk": "rand-k", "lowk": "low-k"}
@@ -300,16 +300,14 @@ class DropoutResult:
         import pandas as pd
         out = Path(out_dir)
         suffix = "no-crop" if crop == "none" else f"{crop}-crop"
-        paths = {"tidy": write_csv(self.to_frame(), out / "dropout.csv", index=False),
-                 "table": write_csv(self.table(), out / "dropout-table.csv"),
+        paths = {"tidy": atomic_write_csv(out / "dropout.csv", self.to_frame(), index=False),
+                 "table": atomic_write_csv(out / "dropout-table.csv", self.table()),
                  "json": atomic_write_json(out / "dropout.json", json_safe(self.to_dict()))}
         for name in self.rows:
             ap, acc = self.reference_rows(name)
             folder, n = out / f"{name}_{tag}", self.counts(name)
-            paths[f"{name}_ap"] = write_csv(pd.DataFrame([ap]), folder / f"{name}-AP-#{n}-samples-{suffix}.csv",
-                                            index=False)
-            paths[f"{name}_acc"] = write_csv(pd.DataFrame([acc]),
-                                             folder / f"{name}-CALIBRATED_ACC-#{n}-samples-{suffix}.csv", index=False)
+            paths[f"{name}_ap"] = atomic_write_csv(folder / f"{name}-AP-#{n}-samples-{suffix}.csv", pd.DataFrame([ap]), index=False)
+            paths[f"{name}_acc"] = atomic_write_csv(folder / f"{name}-CALIBRATED_ACC-#{n}-samples-{suffix}.csv", pd.DataFrame([acc]), index=False)
         return paths
 
 
@@ -318,7 +316,7 @@ def dropout_analysis(detector: Detector, sets: Mapping[str, Sequence[ImageRecord
                      per_replica: bool = False, inclusive: bool = False, crop: str | None = "none",
                      crop_size: int | None = None, transform: Callable | None = None, batch_size: int = 32,
                      num_workers: int = 0, progress: bool = False) -> DropoutResult:
-    """Feature-map dropout on every test set (tff.md §6): one pass per set (:func:`score_variants`),
+    """Feature-map dropout on every test set (docs/dropout.md): one pass per set (:func:`score_variants`),
     the set's threshold from the unmasked predictions (:func:`base_threshold`; 0.5 for
     ``fixed_threshold_sets``) reused for every variant, random-k as the per-image ensemble average
     of the replicas' P(fake) (or, with ``per_replica``, the mean of the replicas' metrics).
@@ -374,7 +372,7 @@ def dropout_analysis(detector: Detector, sets: Mapping[str, Sequence[ImageRecord
 @dataclass
 class KSweep:
     """AP (fractions) of top-k / random-k (ensemble of the replicas) / low-k masking for each k,
-    and the unmasked AP (tff.md §6.5)."""
+    and the unmasked AP (docs/dropout.md)."""
 
     ks: list[int]
     ap: dict[str, list[float]]
@@ -413,7 +411,7 @@ class KSweep:
     def write(self, out_dir: str | Path, stem: str = "k_vs_ap", title: str | None = None) -> dict[str, Path]:
         """``<stem>.csv`` (fractions), ``<stem>.json`` and the plot (PNG, PDF); atomic."""
         out = Path(out_dir)
-        paths = {"csv": write_csv(self.to_frame(), out / f"{stem}.csv", index=False),
+        paths = {"csv": atomic_write_csv(out / f"{stem}.csv", self.to_frame(), index=False),
                  "json": atomic_write_json(out / f"{stem}.json", json_safe(
                      {"settings": self.settings, "ks": self.ks, "ap": self.ap, "original_ap": self.baseline_ap,
                       "sets": {k: s.to_dict() for k, s in self.sets.items()}}))}
@@ -427,7 +425,7 @@ def sweep_k(detector: Detector, records: Sequence[ImageRecord], ranking: Ranking
             crop: str | None = "none", crop_size: int | None = None, transform: Callable | None = None,
             batch_size: int = 32, num_workers: int = 0, progress: bool = False) -> KSweep:
     """AP of top-k, random-k and low-k masking for every k of ``ks``, in ONE pass over ``records``
-    (every k's variants share each decoded batch; tff.md §6.5). Random-k at each k:
+    (every k's variants share each decoded batch; docs/dropout.md). Random-k at each k:
     :func:`feature_map_sets` with ``seed``, ``replicas`` replicas averaged per image (default 1)."""
     ks = sorted({int(k) for k in ks})
     if not ks:

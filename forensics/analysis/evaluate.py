@@ -3,20 +3,20 @@ calibrated thresholds, the grayscale (colour) ablation, ten-crop scoring and per
 
 Specs followed:
 
-- CNNDetection evaluation (attribution_cnndet.md §B.7): every set scored separately, never resized,
+- CNNDetection evaluation (docs/evaluation.md): every set scored separately, never resized,
   centre-crop 224 (``crop="center"``) or full resolution (``crop="none"``); ``acc`` = accuracy of
   ``p > 0.5``, ``r_acc``/``f_acc`` on reals/fakes, AP with fake as the positive class.
-- T-FF (tff.md §6.3, §7.1-7.2): mean/std of P(fake) per class; the G-mean threshold calibrated per
+- T-FF (docs/evaluation.md, docs/colour.md): mean/std of P(fake) per class; the G-mean threshold calibrated per
   set on the unmasked RGB predictions and the accuracies at it; grayscale = ITU-R 601-2 luma x3 in
   the detector transform (``grayscale=True``); in the colour analysis the grayscale accuracies are
   read at the **RGB** threshold, and every set is calibrated (ProGAN included).
-- RINE (rine_ufd.md §4.2, §4.5): ``{set}: {100 acc:.1f} / {100 ap:.1f}`` lines and a ``Mean`` line
+- RINE (docs/evaluation.md): ``{set}: {100 acc:.1f} / {100 ap:.1f}`` lines and a ``Mean`` line
   (unweighted over sets); TenCrop = logits of the 10 crops averaged, then the sigmoid; the
   perturbation protocol of :mod:`forensics.data.perturb`.
 
 Deliberate differences, named:
 
-- Calibration is available for every set (T-FF §6.3 keeps 0.5 for ProGAN in the dropout analysis;
+- Calibration is available for every set (T-FF keeps 0.5 for ProGAN in the dropout analysis, docs/dropout.md;
   pass ``thresholds`` to impose any threshold). A set with a single class gets a NaN threshold.
 - ``inclusive`` changes only the calibrated threshold's comparison (``p >= t`` instead of the
   reference's ``p > t``, metrics module docstring); accuracy at 0.5 is always ``p > 0.5``.
@@ -33,16 +33,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from .. import provenance
-from ..data import ImageRecord, UFD_DIFFUSION_REAL_FOLDERS, forensynths, genimage, list_sources, ufd_diffusion
+from ..data import ImageRecord
 from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..data.perturb import Perturbation, PerturbedTransform, Protocol, get_protocol, sweep
 from ..detectors import Detector
-from ..detectors.preprocess import build_ten_crop_transform
+from ..detectors.preprocess import CropAveraging, build_ten_crop_transform
 from ..errors import DatasetLayoutError, ForensicsError
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
 from ..metrics import accuracies, binary_metrics, gmean_threshold, mean_row
 from .inference import Predictions, predict_records
 
@@ -59,27 +58,6 @@ MEAN = "mean"
 
 
 # ---------------------------------------------------------------------------- scoring
-class CropAveragingDetector(Detector):
-    """Wraps a detector so that it scores multi-crop inputs: ``[B, N, C, H, W]`` is run as
-    ``[B*N, C, H, W]`` and the N logits of each image are averaged (RINE's TenCrop semantics,
-    rine_ufd.md §4.2: average the logits, then the sigmoid). ``[B, C, H, W]`` passes through.
-    Usable anywhere a :class:`Detector` is scored (e.g. :func:`predict_records`)."""
-
-    def __init__(self, detector: Detector):
-        super().__init__(detector.config)
-        self.inner = detector
-        self.weights_source = detector.weights_source
-        self.train(detector.training)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            return self.inner(x)
-        if x.dim() != 5:
-            raise ValueError(f"expected [B, C, H, W] or [B, N_crops, C, H, W], got {tuple(x.shape)}")
-        b, n = x.shape[:2]
-        return self.inner(x.flatten(0, 1)).reshape(b, n).mean(dim=1)
-
-
 def resolve_ablation(grayscale: bool = False, ablation: str | None = None) -> str | None:
     """The colour ablation a run applies (``grayscale=True`` is ``ablation="grayscale"``; ``None``: RGB)."""
     if grayscale and ablation not in (None, "grayscale"):
@@ -125,7 +103,7 @@ def set_metrics(predictions: Predictions, threshold: float | None = None, inclus
 
 
 def calibrated_threshold(name: str, labels: np.ndarray, probs: np.ndarray) -> float:
-    """G-mean threshold of one set's predictions (tff.md §6.3); NaN, with a warning, for a set
+    """G-mean threshold of one set's predictions (docs/evaluation.md); NaN, with a warning, for a set
     holding one class only."""
     y = np.asarray(labels)
     if (y == 0).any() and (y == 1).any():
@@ -194,28 +172,11 @@ class EvalResult:
         files) and, with ``predictions``, ``<stem>-predictions.csv`` (per image); all atomic."""
         out = Path(out_dir)
         paths = {"csv": out / f"{stem}.csv", "json": out / f"{stem}.json"}
-        write_csv(self.to_frame(), paths["csv"])
+        atomic_write_csv(paths["csv"], self.to_frame())
         atomic_write_json(paths["json"], json_safe(self.to_dict()))
         if predictions:
-            paths["predictions"] = write_csv(self.predictions_frame(), out / f"{stem}-predictions.csv", index=False)
+            paths["predictions"] = atomic_write_csv(out / f"{stem}-predictions.csv", self.predictions_frame(), index=False)
         return paths
-
-
-def write_csv(frame, path: Path, index: bool = True) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=index, float_format="%.6f")
-    return path
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf -> None (strict JSON), recursively through dicts and lists."""
-    if isinstance(obj, Mapping):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def format_percent(frame) -> str:
@@ -242,7 +203,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
     """Score every set and compute its row (see :func:`set_metrics`) and the mean row.
 
     ``crop``: ``center``/``none``/``ten`` (``None``: the detector's policy); ``crop_size``
-    overrides its crop size. ``grayscale``: T-FF's colour ablation (tff.md §7.1); ``ablation``: any
+    overrides its crop size. ``grayscale``: T-FF's colour ablation (docs/colour.md); ``ablation``: any
     colour ablation of :mod:`forensics.data.color` by name (``"grayscale"`` is the same as ``grayscale=True``).
     ``perturbation``: applied before the transform under ``protocol`` with per-image generators
     from ``seed`` (:class:`~forensics.data.perturb.PerturbedTransform`). ``batch_size`` counts
@@ -250,7 +211,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
 
     Thresholds: ``thresholds`` (set -> threshold, e.g. ``baseline.thresholds`` of an RGB,
     unperturbed run) adds the accuracies at those thresholds; ``calibrate=True`` without
-    ``thresholds`` calibrates each set on this run's own predictions (G-mean, T-FF §6.3), which is
+    ``thresholds`` calibrates each set on this run's own predictions (G-mean, T-FF; docs/evaluation.md), which is
     refused for a grayscale or perturbed run: their threshold must come from the RGB/unperturbed
     predictions of the same set (:func:`compare_rgb_gray`, :func:`evaluate_perturbations`).
     """
@@ -273,13 +234,14 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
     protocol = get_protocol(protocol)
     if perturbation is not None:
         transform = PerturbedTransform(perturbation, transform, seed=seed, protocol=protocol)
-    model = CropAveragingDetector(detector) if crop == "ten" else detector
+    model = CropAveraging(detector) if crop == "ten" else detector
 
     rows: dict[str, dict[str, float]] = {}
     used: dict[str, float] = {}
     preds: dict[str, Predictions] = {}
     for name, records in sets.items():
-        p = predict_records(model, records, batch_size=batch_size, transform=transform, num_workers=num_workers,
+        p = predict_records(detector, records, batch_size=batch_size, transform=transform, num_workers=num_workers,
+                            model=model,
                             progress=progress, desc=f"{detector.name} {name}")
         p.summary.log(log)
         if not p.records:
@@ -311,7 +273,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
 # ---------------------------------------------------------------------------- colour ablation
 @dataclass
 class ColourComparison:
-    """RGB vs colour-ablated runs of the same sets (T-FF §7.2; ``gray`` holds the ablated run,
+    """RGB vs colour-ablated runs of the same sets (T-FF; docs/colour.md; ``gray`` holds the ablated run,
     grayscale by default, any :mod:`forensics.data.color` ablation otherwise); the ablated
     accuracies are read at the RGB thresholds. ``ap_drop`` = RGB AP - ablated AP (fractions).
     Columns are suffixed ``_gray`` for grayscale and ``_<ablation>`` for another ablation."""
@@ -355,14 +317,14 @@ class ColourComparison:
         :meth:`EvalResult.write`) and ``<stem>-ap-drop.csv``."""
         paths = {f"rgb_{k}": v for k, v in self.rgb.write(out_dir, f"{stem}-rgb").items()}
         paths.update({f"gray_{k}": v for k, v in self.gray.write(out_dir, f"{stem}-{self.suffix}").items()})
-        paths["csv"] = write_csv(self.to_frame(), Path(out_dir) / f"{stem}-ap-drop.csv")
+        paths["csv"] = atomic_write_csv(Path(out_dir) / f"{stem}-ap-drop.csv", self.to_frame())
         return paths
 
 
 def compare_rgb_gray(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *, calibrate: bool = True,
                      ablation: str = DEFAULT_ABLATION, rgb: EvalResult | None = None,
                      **options: Any) -> ColourComparison:
-    """Evaluate ``sets`` on RGB and on grayscale images (T-FF §7.2): thresholds (with
+    """Evaluate ``sets`` on RGB and on grayscale images (T-FF; docs/colour.md): thresholds (with
     ``calibrate``, the default there) are G-mean calibrated on the RGB predictions of each set and
     reused for grayscale. ``ablation``: another colour ablation of :mod:`forensics.data.color`
     instead of grayscale; ``rgb``: an RGB run of the same sets already computed (reused). ``options``
@@ -448,8 +410,8 @@ class PerturbationStudy:
         """``<stem>.csv`` (long), ``<stem>-ap.csv`` (table), ``<stem>.json`` and, with ``plot`` and
         fixed levels of one kind, ``<stem>-ap.png/.pdf``."""
         out = Path(out_dir)
-        paths = {"csv": write_csv(self.to_frame(), out / f"{stem}.csv", index=False),
-                 "table": write_csv(self.table("ap"), out / f"{stem}-ap.csv")}
+        paths = {"csv": atomic_write_csv(out / f"{stem}.csv", self.to_frame(), index=False),
+                 "table": atomic_write_csv(out / f"{stem}-ap.csv", self.table("ap"))}
         atomic_write_json(out / f"{stem}.json", json_safe(
             {label: result.to_dict() for label, _, result in self.conditions()}))
         paths["json"] = out / f"{stem}.json"
@@ -484,49 +446,3 @@ def evaluate_sweep(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]]
     """:func:`evaluate_perturbations` over the fixed levels of ``kind`` (default: its standard
     levels, :data:`forensics.data.perturb.SWEEP_LEVELS`)."""
     return evaluate_perturbations(detector, sets, sweep(kind, levels, reference_bugs=reference_bugs), **options)
-
-
-# ---------------------------------------------------------------------------- test-set layouts
-@dataclass(frozen=True)
-class Layout:
-    """A benchmark folder layout: ``names(root)`` lists its sets, ``load(root, name, have_classes,
-    cap)`` reads one (``cap`` = files per class folder; ``None`` = all)."""
-
-    names: Callable[[Path], list[str]]
-    load: Callable[[Path, str, bool | None, int | None], list[ImageRecord]]
-
-
-def _ufd_names(root: Path) -> list[str]:
-    found = [g for g in UFD_DIFFUSION_REAL_FOLDERS if (root / g / "1_fake").is_dir()]
-    if not found:
-        raise DatasetLayoutError(f"{root}: none of the UFD diffusion sets ({', '.join(UFD_DIFFUSION_REAL_FOLDERS)}) "
-                                 "has a 1_fake folder here")
-    return found
-
-
-def _subfolders(root: Path) -> list[str]:
-    names = sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not names:
-        raise DatasetLayoutError(f"{root}: no sub-folders (expected one per generator)")
-    return names
-
-
-LAYOUTS: dict[str, Layout] = {
-    "forensynths": Layout(list_sources, lambda root, name, classes, cap: forensynths(root, name, classes, cap, cap)),
-    "ufd_diffusion": Layout(_ufd_names, lambda root, name, classes, cap: ufd_diffusion(root, name, max_per_class=cap)),
-    "genimage": Layout(_subfolders, lambda root, name, classes, cap: genimage(root, name, num_real=cap, num_fake=cap)),
-}
-
-
-def load_sets(root: str | Path, names: Sequence[str] | None = None, layout: str = "forensynths",
-              have_classes: bool | None = None, num_instances: int | None = None
-              ) -> dict[str, list[ImageRecord]]:
-    """Records of each named set under ``root`` (default: every set the layout finds, e.g.
-    :func:`list_sources`). ``have_classes`` applies to ForenSynths (``None``: detected per set);
-    ``num_instances`` caps the files per class folder (T-FF's evaluation ignores its
-    ``--num_instances``; here it is honoured)."""
-    if layout not in LAYOUTS:
-        raise KeyError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    reader, root = LAYOUTS[layout], Path(root)
-    names = list(names) if names else reader.names(root)
-    return {name: reader.load(root, name, have_classes, num_instances) for name in names}

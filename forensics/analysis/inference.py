@@ -49,22 +49,26 @@ class Predictions:
 
 def predict_records(detector: Detector, records: Sequence[ImageRecord], *, batch_size: int = 32,
                     transform: Callable | None = None, num_workers: int = 0, progress: bool = True,
-                    desc: str | None = None) -> Predictions:
+                    desc: str | None = None, model: Callable[[torch.Tensor], torch.Tensor] | None = None
+                    ) -> Predictions:
     """Score ``records`` with ``detector`` (on the detector's device) using its eval transform
-    (or ``transform``). Images of different sizes (no-crop evaluation) are batched by runs of equal
-    size. Unreadable files are skipped and listed in the returned summary."""
+    (or ``transform``). ``model``: what scores the batches instead of the detector itself, e.g. a
+    :class:`~forensics.detectors.preprocess.CropAveraging` wrapper of it. Images of different sizes
+    (no-crop evaluation) are batched by runs of equal size. Unreadable files are skipped and listed
+    in the returned summary."""
     transform = transform or detector.transform()
     dataset = ImageDataset(list(records), transform)
     summary = RunSummary()
     used: list[ImageRecord] = []
     logits: list[torch.Tensor] = []
     device = detector.device
+    score = model if model is not None else detector
     bar = tqdm(total=len(dataset), desc=desc or f"predict {detector.name}", unit="img", disable=not progress)
     with torch.inference_mode():
         for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
             summary.add(batch)
             if batch.images is not None and len(batch.indices):
-                logits.append(detector(batch.images.to(device)).float().cpu())
+                logits.append(score(batch.images.to(device)).float().cpu())
                 used.extend(dataset.records[i] for i in batch.indices)
             bar.update(len(batch.indices) + len(batch.skipped))
     bar.close()
@@ -92,7 +96,7 @@ def record_activations(detector: Detector, records: Sequence[ImageRecord], keys:
                        transform: Callable | None = None, num_workers: int = 0, progress: bool = True,
                        desc: str | None = None) -> Activations:
     """One pass of ``records`` through ``detector`` recording every key of ``keys`` at ``point``
-    reduced by ``reduce`` (default the spatial max, T-FF's ``AdaptiveMaxPool2d(1)``; tff.md §8, §10).
+    reduced by ``reduce`` (default the spatial max, T-FF's ``AdaptiveMaxPool2d(1)``; docs/patches.md).
     All keys are recorded in the same pass (the reference reloads the model and reruns the data per
     key). Unreadable files are skipped and listed in ``summary``."""
     keys = detector.check_keys(keys)

@@ -1,4 +1,4 @@
-"""Max-activation histograms, Mood's median test and the colour-conditional percentage (T-FF tff.md §10).
+"""Max-activation histograms, Mood's median test and the colour-conditional percentage (T-FF; docs/median_test.md).
 
 For each top-k feature map (FF-RS order), the spatial-max activation of every fake image (the
 reference caps 500 fakes per class folder) at ``point`` (``pre_bn``, the raw conv output, as the
@@ -11,7 +11,7 @@ map at once.
   counts above / not above the grand median), as the reference; the p-value is kept (and here the
   statistic and the two medians too).
 - **CSV**: ``feature_map_name,p_value`` in FF-RS rank order (the reference's ``median_test/<gan>.csv``).
-- **Colour-conditional percentage** (§10.2): ``100 * #(p <= alpha) / #maps`` over the first ``topk``
+- **Colour-conditional percentage** (docs/median_test.md): ``100 * #(p <= alpha) / #maps`` over the first ``topk``
   rows (alpha 0.05), the reference's uncorrected figure; reported beside it, the same share after the
   Benjamini-Hochberg correction (``scipy.stats.false_discovery_control``, adjusted p <= alpha), since
   114 tests at 0.05 expect ~6 false positives under the null.
@@ -36,10 +36,9 @@ from .. import provenance
 from ..data import ImageRecord
 from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..detectors import Detector, FeatureMapKey
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
 from ..plots import save_figure
 from .color import ablation_label
-from .evaluate import json_safe, write_csv
 from .inference import Activations, record_activations
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def bh_adjust(p_values: Sequence[float]) -> np.ndarray:
 
 def color_conditional_percentage(p_values: Sequence[float], alpha: float = ALPHA, topk: int | None = None,
                                  correction: str = "none") -> float:
-    """``100 * #(p <= alpha) / #rows`` over the first ``topk`` p-values (tff.md §10.2; all when
+    """``100 * #(p <= alpha) / #rows`` over the first ``topk`` p-values (docs/median_test.md; all when
     ``None``). ``correction="bh"``: on Benjamini-Hochberg adjusted p-values of those rows. A NaN
     p-value (constant activations in both runs) counts as not significant."""
     if correction not in CORRECTIONS:
@@ -180,7 +179,7 @@ class MedianTestResult:
         for name, acts in (("rgb", self.rgb), ("ablated", self.ablated)):
             frame = pd.DataFrame(acts.values, columns=[str(k) for k in self.keys])
             frame.insert(0, "path", [str(r.path) for r in acts.records])
-            paths[f"activations_{name}"] = write_csv(frame, out / "activations" / f"{gan}-{name}.csv", index=False)
+            paths[f"activations_{name}"] = atomic_write_csv(out / "activations" / f"{gan}-{name}.csv", frame, index=False)
         if len(self.rgb.records):
             pct = self.percentages(alpha, topk)
             title = (f"{gan}: spatial-max activations of the top-{min(grid_maps, len(self.keys))} maps, RGB vs "

@@ -1,16 +1,16 @@
-"""Max-activation rankings and LRP-max patches of top feature maps (T-FF tff.md §8, §9).
+"""Max-activation rankings and LRP-max patches of top feature maps (T-FF; docs/patches.md).
 
-1. **Rankings** (:func:`max_activation_rankings`, §8): for each chosen feature map (a top-k of an
+1. **Rankings** (:func:`max_activation_rankings`, docs/patches.md): for each chosen feature map (a top-k of an
    FF-RS ranking), every fake image ranked by the spatial max of that map's activation, measured at
    ``point`` (``pre_bn``: the raw conv output, the reference; ``post_bn`` optional), descending. All
    maps are recorded in one pass over the images (the reference reloads the model per map).
-2. **Patches** (:func:`extract_patches`, §9.1): for each map, its top-``num_instances`` images; the
+2. **Patches** (:func:`extract_patches`, docs/patches.md): for each map, its top-``num_instances`` images; the
    pixel relevance of the map's spatial-max unit (:func:`forensics.explain.unit.explain_unit`,
    LRP-max); heatmap = relevance summed over RGB, positive part, divided by its max
    (:func:`forensics.plots.positive_heatmap`); binarised at ``> percentile`` (75th) of the heatmap;
    the tight bounding box of the 1-pixels cropped from the (de-normalised) input image. An empty
    mask (e.g. a map with no positive value, z = 0) gives the whole image.
-3. **Collage** (:func:`collage_figure`, §9.2): for the chosen maps, their top-N patches in rank
+3. **Collage** (:func:`collage_figure`, docs/patches.md): for the chosen maps, their top-N patches in rank
    order, each resized to 224x224 (nearest), given a 1-px black border and resized back (bilinear),
    as one figure with one row per map.
 
@@ -26,7 +26,7 @@ Deliberate differences from the reference, each with an option reproducing it:
   would then be empty keeps one row/column).
 - The collage shows the top-N in numeric rank order (``order="numeric"``); the reference lists files
   lexicographically, so with 20 patches "10_..." < "1_..." and it shows ranks 10-14
-  (``order="lexicographic"``, tff.md §15.7).
+  (``order="lexicographic"``, docs/patches.md).
 - The reference's collage hard-codes 27 maps and 5 patches; both are arguments here.
 - The max-activation ranking accepts a final batch of one image (the reference's squeeze breaks it).
 """
@@ -46,9 +46,8 @@ from tqdm.auto import tqdm
 from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector, FeatureMapKey
 from ..explain.unit import unit_relevance_fn
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_csv, atomic_write_json
 from ..plots import image_grid, positive_heatmap
-from .evaluate import write_csv
 from .inference import record_activations
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ _PATCH_RE = re.compile(r"^(?P<rank>\d+)_hm_(?P<max_act>-?[\d.]+|nan)_(?P<z>-?[\d
 
 # ---------------------------------------------------------------------------- geometry
 def binarize(heat: np.ndarray, percentile: float = PERCENTILE) -> np.ndarray:
-    """``heat > percentile(heat)`` over all pixels (tff.md §9.1 step 5), boolean ``[H, W]``."""
+    """``heat > percentile(heat)`` over all pixels (docs/patches.md), boolean ``[H, W]``."""
     heat = np.asarray(heat, dtype=np.float64)
     return heat > np.percentile(heat, percentile)
 
@@ -112,14 +111,14 @@ class ActivationRanking:
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """``<out_dir>/<key>.csv`` per map (the reference's ``activation_rankings`` files). Atomic."""
-        return {str(k): write_csv(self.frame(k), Path(out_dir) / f"{k}.csv", index=False) for k in self.keys}
+        return {str(k): atomic_write_csv(Path(out_dir) / f"{k}.csv", self.frame(k), index=False) for k in self.keys}
 
 
 def max_activation_rankings(detector: Detector, records: Sequence[ImageRecord], keys: Sequence[FeatureMapKey | str],
                             *, point: str = "pre_bn", batch_size: int = 32, transform: Callable | None = None,
                             num_workers: int = 0, progress: bool = True) -> ActivationRanking:
     """Rank ``records`` (the reference: every fake of the set) per feature map by the spatial max
-    of its activation at ``point`` (tff.md §8); full resolution unless ``transform`` is given.
+    of its activation at ``point`` (docs/patches.md); full resolution unless ``transform`` is given.
     Ties keep the input order (stable sort)."""
     keys = detector.check_keys(keys)
     acts = record_activations(detector, records, keys, point=point, reduce="spatial_max", batch_size=batch_size,
@@ -173,7 +172,7 @@ def extract_patches(detector: Detector, ranking: ActivationRanking, *, keys: Seq
                     num_instances: int = 20, percentile: float = PERCENTILE, reference_box: bool = False,
                     batch_size: int = 16, transform: Callable | None = None, progress: bool = True,
                     **relevance_options: Any) -> dict[str, list[Patch]]:
-    """LRP-max patches (tff.md §9.1) of the top ``num_instances`` images of each map of ``ranking``
+    """LRP-max patches (docs/patches.md) of the top ``num_instances`` images of each map of ``ranking``
     (or of ``keys``). ``relevance_options`` go to the detector's unit-relevance function
     (:func:`forensics.explain.unit.explain_unit`). Raises ``NotImplementedError`` for a detector
     without a pixel relevance of a single unit (RINE today)."""

@@ -1,12 +1,12 @@
 """RINE's Trainable Importance Estimator (TIE): block importances A = softmax(alpha, dim=1) of a head
-(rine_ufd.md §1.3, §5).
+(docs/tie.md).
 
 ``A`` is ``[blocks, proj_dim]``: for each projected channel, a distribution over the transformer blocks
 (each column sums to 1). Two per-block summaries:
 
 - **mean importance**: ``A.mean(axis=1)``, the average weight a block gets over the channels (sums to
   1 over blocks; uniform = 1/blocks);
-- **winner fraction** (the reference's ``results/figs/importance.jpg``, §5): for each channel the block
+- **winner fraction** (the reference's ``results/figs/importance.jpg``, docs/tie.md): for each channel the block
   with the largest weight (``argmax``; ties -> the lowest block, as numpy/pandas), counted per block and
   divided by ``proj_dim``. The reference plots only blocks some channel picks; here every block has an
   entry (0 where none picks it), and the figure draws no bar there, as the reference.

@@ -1,4 +1,4 @@
-"""Attribution probes on frozen features (attribution_cnndet.md §A.5, §A.6) and their sweeps.
+"""Attribution probes on frozen features (docs/attribution.md) and their sweeps.
 
 A probe is fitted on the training features of the known classes (label i = class i, 0 = real) and
 returns, for query features, class probabilities ``[N, K]`` and an open-set score ``[N]`` (higher =

@@ -1,4 +1,4 @@
-"""Per-block CLS features of a frozen CLIP ViT for attribution (attribution_cnndet.md §A.4).
+"""Per-block CLS features of a frozen CLIP ViT for attribution (docs/attribution.md).
 
 The reference's feature is the CLS token of the hidden state after transformer block b, before the
 final LayerNorm and the projection: site ``"block"`` here. ``"ln_2"`` gives RINE's per-block tokens

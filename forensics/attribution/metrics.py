@@ -1,4 +1,4 @@
-"""Open-set attribution metrics (attribution_cnndet.md §A.7), as fractions in [0, 1].
+"""Open-set attribution metrics (docs/attribution.md), as fractions in [0, 1].
 
 Notation: ``known_scores`` s_i of the known test samples (real + known generators), ``unknown_scores``
 t_u of the held-out generators; a higher score means "more known" (maximum softmax probability,

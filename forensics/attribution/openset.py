@@ -1,6 +1,6 @@
 """Open-set attribution per block: sweep a probe's hyper-parameter on validation, evaluate on test.
 
-Protocol per block b (attribution_cnndet.md §A.5, with its [quirk]s fixed):
+Protocol per block b (docs/attribution.md, with its [quirk]s fixed):
 
 1. fit the probe on the train features of the known classes (real + known generators) for every
    value of its sweep (C for ``logreg``, k for ``knn``; or the fixed values given);

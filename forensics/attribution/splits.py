@@ -3,7 +3,7 @@ images go to train / val / test.
 
 A :class:`SplitSpec` names the layout, the known generators and the unknown ones. Predefined specs
 live in ``configs/splits.yaml`` (data, not code): the reference's five GenImage sliding-window
-splits (``genimage:split1`` .. ``split5``, attribution_cnndet.md §A.2) and windows over the synthetic
+splits (``genimage:split1`` .. ``split5``, docs/attribution.md) and windows over the synthetic
 benchmark's families (``synthetic:split1`` .. ``split4``; ``synthetic:split1`` is the embedded
 default). A user split is a small YAML/JSON file with the same fields::
 
@@ -24,7 +24,7 @@ Partition (:func:`partition`), always into **disjoint images**:
   val and test = two disjoint parts of its ``val`` folder (``fractions[1] : fractions[2]``), each
   part shuffled with ``seed`` and capped at ``max_per_class`` (the reference's ``samples_per_class``
   is 4000). The reference instead uses the authors' annotation files, whose known "test" set is the
-  validation file again (§A.12.1); here validation and test never share an image.
+  validation file again (docs/attribution.md); here validation and test never share an image.
 
 - ``annotations``: the reference's own split files under ``root`` (``splitN_train/annotations/
   splitN_train.txt``, ``splitN_val/.../splitN_val.txt`` and ``splitN_val_out_all.txt``,
@@ -178,7 +178,7 @@ def read_annotations(path: Path, root: Path) -> list[tuple[Path, int]]:
 
 
 def _annotation_pools(root: Path, spec: SplitSpec) -> dict[str, list[list[ImageRecord]]]:
-    """The reference's annotation files (attribution_cnndet.md §A.2) under ``root``: train =
+    """The reference's annotation files (docs/attribution.md) under ``root``: train =
     ``<c>_train``, val = ``<c>_val`` + ``<c>_val_out_all``, test = ``<c>_test`` (the known test file of
     the reference's README) + ``<c>_test_out_all``. Known labels i name ``spec.classes[i]``; the sorted
     distinct labels of an out file name the unknown generators in order. When ``<c>_test.txt`` is

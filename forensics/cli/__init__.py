@@ -1,4 +1,6 @@
-"""``python -m forensics <command>``: ``predict`` and ``weights``.
+"""``python -m forensics <command>``: ``predict`` and ``weights``; and :func:`run`, the one boundary
+between a command-line entry point and the library, which every ``analyses/*.py`` script and
+``python -m forensics`` go through.
 
 Each sub-command is one module exposing ``add_parser(subparsers)`` which registers its parser
 and sets ``func`` (called with the parsed namespace, returns an exit code).
@@ -8,8 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Callable, NoReturn, Sequence
 
 from ..errors import ForensicsError
+
+#: Exit code of a run stopped by an expected error (a :class:`ForensicsError`, or one of the
+#: ``expected`` types a script names): one log line, no traceback.
+ERROR_EXIT = 2
+
+log = logging.getLogger("forensics")
 
 COMMANDS = ("predict", "weights")
 
@@ -33,15 +42,28 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("forensics.provenance").info("%s", environment_line())
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, *,
+        expected: tuple[type[BaseException], ...] = ()) -> NoReturn:
+    """Call ``main(argv)`` and exit with its code (``None``: 0).
+
+    Every :class:`~forensics.errors.ForensicsError` (and any of ``expected``, the other exception
+    types a script treats as a user error, e.g. ``ValueError`` for a bad split name) becomes one
+    ``ERROR`` log line and exit code :data:`ERROR_EXIT`; anything else propagates with its traceback
+    (a bug). ``SystemExit`` (argparse's usage errors, ``--help``) passes through unchanged.
+    """
+    try:
+        code = main(argv)
+    except (ForensicsError, *expected) as exc:
+        log.error("%s", exc)
+        code = ERROR_EXIT
+    sys.exit(0 if code is None else int(code))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        return int(args.func(args) or 0)
-    except ForensicsError as exc:
-        logging.getLogger("forensics").error("%s", exc)
-        return 2
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run(main)

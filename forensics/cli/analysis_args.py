@@ -1,4 +1,4 @@
-"""Arguments shared by the ``analyses/*.py`` scripts, with the reference's names (tff.md §13), and
+"""Arguments shared by the ``analyses/*.py`` scripts, with the reference's names (T-FF's scripts), and
 how they resolve to a detector and data, including the project's embedded default.
 
 Reference names kept: ``--arch --blur_jpg --bsize --dataset_dir --gan_name --have_classes
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..device import DEVICE_CHOICES
+from .options import add_bsize_arg, add_crop_arg, add_option
 from .predict import parse_option
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ def parse_have_classes(text: str) -> bool | None:
 def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     from ..detectors import list_detectors
     g = parser.add_argument_group("detector")
-    g.add_argument("--detector", "--arch", dest="detector", choices=list_detectors(),
-                   help="registered detector (--arch: the reference's name); default with no --weights and no "
-                        "--dataset_dir: the embedded default")
+    add_option(g, "--detector", "--arch", dest="detector", choices=list_detectors(),
+               help="registered detector (--arch: the reference's name); default with no --weights and no "
+                    "--dataset_dir: the embedded default")
     g.add_argument("--weights", help="checkpoint path or release tag (default with --dataset_dir: the detector's "
                                      "default release)")
     g.add_argument("-o", "--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
@@ -73,8 +74,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, gan_default: list[str] | s
     else:
         default, text = num_instances or (None, "at most this many images per class folder and label (default: all)")
         g.add_argument("--num_instances", type=int, default=default, help=text)
-    g.add_argument("--bsize", "--batch_size", dest="bsize", type=int, default=bsize,
-                   help="images per batch (default: %(default)s)")
+    add_bsize_arg(g, bsize)
     g.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
     return g
 
@@ -151,8 +151,7 @@ def resolve_set(args: argparse.Namespace, default_set: str = "test") -> tuple[An
 def add_heatmap_args(group: argparse._ArgumentGroup) -> None:
     """``--max_images`` and ``--crop`` of the per-image heatmap CLIs (gradcam, lrp_heatmaps)."""
     group.add_argument("--max_images", type=int, default=8, help="explain the first N fakes (default: %(default)s)")
-    group.add_argument("--crop", choices=["center", "none"], default=None,
-                       help="input crop (default: the detector's; the embedded default: none, full 64x64 images)")
+    add_crop_arg(group)
 
 
 def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> tuple[Any, str, dict, Any]:
@@ -160,7 +159,7 @@ def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> 
     --weights/--dataset_dir/--gan_name`` (every set under the root when no ``--gan_name``), or the
     embedded default (``--recipe``; every family of the benchmark's test split, flat folders).
     ``label`` is the recipe name for the embedded default, else the detector's name."""
-    from ..analysis.evaluate import load_sets
+    from ..data import load_sets
     num = getattr(args, "num_instances", None)
     if uses_embedded_default(args):
         detector, bench = embedded_default(args)
@@ -170,12 +169,6 @@ def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> 
         raise SystemExit("error: --dataset_dir is required with --weights")
     detector = resolve_detector(args)
     return detector, detector.name, load_sets(args.dataset_dir, args.gan_name, layout, args.have_classes, num), None
-
-
-def add_full_res_crop_arg(group: argparse._ArgumentGroup) -> None:
-    """``--crop none|center`` of the T-FF analyses that score full-resolution images by default."""
-    group.add_argument("--crop", choices=["none", "center"], default="none",
-                       help="none = full resolution (the reference; default) or the detector's center crop")
 
 
 def add_topk_args(group: argparse._ArgumentGroup) -> None:
@@ -191,7 +184,7 @@ def add_topk_args(group: argparse._ArgumentGroup) -> None:
 
 def resolve_fake_sets(args: argparse.Namespace, cap: int | None = None) -> tuple[Any, str, dict, Any]:
     """``(detector, label, {set: fake records}, bench or None)`` for analyses of fake images only
-    (tff.md §8-10): ``--gan_name`` sets under ``--dataset_dir`` (``cap`` fakes per class folder;
+    (docs/patches.md, docs/median_test.md): ``--gan_name`` sets under ``--dataset_dir`` (``cap`` fakes per class folder;
     ``None``: all), or with the embedded default the test fakes of the benchmark's training family
     (or ``--gan_name``)."""
     from ..data import forensynths

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..device import DEVICE_CHOICES
+from .options import add_bsize_arg, add_crop_arg, add_option
 
 log = logging.getLogger("forensics.predict")
 
@@ -36,11 +37,10 @@ def add_parser(sub) -> None:
                    help="detector option, e.g. -o backbone_weights=weights/clip/ViT-L-14.safetensors (repeatable)")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV output (default: %(default)s)")
     p.add_argument("--device", default="auto", help=f"{'|'.join(DEVICE_CHOICES)}[:N] (default: %(default)s)")
-    p.add_argument("--batch-size", "--bsize", dest="batch_size", type=int, default=32, help="batch size (default: 32)")
-    p.add_argument("--crop", choices=["center", "none"], default=None,
-                   help="override the detector's crop policy (default: the detector's own)")
+    add_bsize_arg(p, 32, help="batch size (default: 32)", dest="batch_size")
+    add_crop_arg(p, "override the detector's crop policy (default: the detector's own)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
-    p.add_argument("--max-rows", type=int, default=50, help="rows of the printed table (default: 50)")
+    add_option(p, "--max_rows", "--max-rows", type=int, default=50, help="rows of the printed table (default: 50)")
     p.set_defaults(func=run)
 
 

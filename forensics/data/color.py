@@ -1,6 +1,6 @@
 """Model-agnostic colour ablations of an image (PIL RGB -> PIL RGB, deterministic).
 
-T-FF's colour ablation (tff.md §7.1) is ``grayscale``: ``transforms.Grayscale(3)``, i.e. PIL
+T-FF's colour ablation (docs/colour.md) is ``grayscale``: ``transforms.Grayscale(3)``, i.e. PIL
 ``convert('L')`` (ITU-R 601-2 luma ``L = (299 R + 587 G + 114 B) / 1000``, rounded to uint8)
 replicated to three identical channels. It is inserted into a detector's eval transform before
 ToTensor and the per-channel normalisation (:meth:`forensics.detectors.Detector.transform`

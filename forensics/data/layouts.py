@@ -25,7 +25,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 from ..errors import DatasetLayoutError
 from .images import is_candidate_file
@@ -259,3 +259,49 @@ def collect(paths: Iterable[PathLike]) -> list[ImageRecord]:
     if not records:
         raise DatasetLayoutError("no input files or folders were given")
     return records
+
+
+# ---------------------------------------------------------------------------- sets of a benchmark
+@dataclass(frozen=True)
+class Layout:
+    """A benchmark folder layout: ``names(root)`` lists its sets, ``load(root, name, have_classes,
+    cap)`` reads one (``cap`` = files per class folder; ``None`` = all)."""
+
+    names: Callable[[Path], list[str]]
+    load: Callable[[Path, str, bool | None, int | None], list[ImageRecord]]
+
+
+def _ufd_names(root: Path) -> list[str]:
+    found = [g for g in UFD_DIFFUSION_REAL_FOLDERS if (root / g / "1_fake").is_dir()]
+    if not found:
+        raise DatasetLayoutError(f"{root}: none of the UFD diffusion sets ({', '.join(UFD_DIFFUSION_REAL_FOLDERS)}) "
+                                 "has a 1_fake folder here")
+    return found
+
+
+def _subfolders(root: Path) -> list[str]:
+    names = [d.name for d in _subdirs(Path(root))]
+    if not names:
+        raise DatasetLayoutError(f"{root}: no sub-folders (expected one per generator)")
+    return names
+
+
+LAYOUTS: dict[str, Layout] = {
+    "forensynths": Layout(list_sources, lambda root, name, classes, cap: forensynths(root, name, classes, cap, cap)),
+    "ufd_diffusion": Layout(_ufd_names, lambda root, name, classes, cap: ufd_diffusion(root, name, max_per_class=cap)),
+    "genimage": Layout(_subfolders, lambda root, name, classes, cap: genimage(root, name, num_real=cap, num_fake=cap)),
+}
+
+
+def load_sets(root: str | Path, names: Sequence[str] | None = None, layout: str = "forensynths",
+              have_classes: bool | None = None, num_instances: int | None = None
+              ) -> dict[str, list[ImageRecord]]:
+    """Records of each named set under ``root`` (default: every set the layout finds, e.g.
+    :func:`list_sources`). ``have_classes`` applies to ForenSynths (``None``: detected per set);
+    ``num_instances`` caps the files per class folder (T-FF's evaluation ignores its
+    ``--num_instances``; here it is honoured)."""
+    if layout not in LAYOUTS:
+        raise KeyError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    reader, root = LAYOUTS[layout], Path(root)
+    names = list(names) if names else reader.names(root)
+    return {name: reader.load(root, name, have_classes, num_instances) for name in names}

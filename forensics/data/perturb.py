@@ -1,6 +1,6 @@
 """Model-agnostic image perturbations for robustness evaluation (PIL RGB -> PIL RGB, seeded).
 
-The perturbations of RINE's robustness study (rine_ufd.md §4.5, adapted there from GANDCTAnalysis),
+The perturbations of RINE's robustness study (docs/evaluation.md, adapted there from GANDCTAnalysis),
 with the parameter ranges the reference draws from, plus resizing and fixed-level variants for sweeps:
 
 ============  ==============================  ======================================================
@@ -19,7 +19,7 @@ generator per image, seeded by ``(seed, digest of the decoded pixels)`` (or ``(s
 the caller has an index), so a run is deterministic whatever the number of data-loader workers,
 the batch size or the order of the files. :class:`PerturbedTransform` puts a perturbation in front
 of a detector's eval transform under a :class:`Protocol`: ``always`` (every image perturbed, at
-its size; the default, used for sweeps) or ``rine`` (RINE §4.5: each image perturbed with
+its size; the default, used for sweeps) or ``rine`` (RINE's protocol, docs/evaluation.md: each image perturbed with
 probability 0.5, and a perturbed image is then resized to 256x256 before the detector's crop; an
 unperturbed one gets the plain transform).
 
@@ -337,7 +337,7 @@ class Protocol:
 
 PROTOCOLS: dict[str, Protocol] = {
     "always": Protocol("always", 1.0, None),
-    # rine_ufd.md §4.5: p = 0.5; perturbed -> ToPILImage -> Resize(256, 256) -> CenterCrop 224.
+    # docs/evaluation.md: p = 0.5; perturbed -> ToPILImage -> Resize(256, 256) -> CenterCrop 224.
     "rine": Protocol("rine", 0.5, (256, 256)),
 }
 

@@ -1,15 +1,15 @@
 """On-disk cache of frozen-CLIP features of deterministic image views (RINE tokens, UFD embeddings).
 
-RINE and UFD train only a head on a **frozen** backbone (rine_ufd.md §1.1, §8.4), so the backbone's
+RINE and UFD train only a head on a **frozen** backbone (docs/tie.md), so the backbone's
 output for a fixed view of an image never changes: extract it once, then every epoch, every run
-of a hyper-parameter grid (§3.4) and every attribution probe costs only head time.
+of a hyper-parameter grid (docs/training.md) and every attribution probe costs only head time.
 
 What is cached (``site``):
 
 - ``"ln_2"``: per-block CLS token of each resblock's ``ln_2`` output, ``[N, blocks, width]``
-  (RINE's g, §1.2);
+  (RINE's g, docs/tie.md);
 - ``"block"``: per-block CLS token of each resblock's output (the residual stream UFD's vendored
-  CLIP exposes, §8.1, and UniversalAttribution's per-block feature), ``[N, blocks, width]``;
+  CLIP exposes, and UniversalAttribution's per-block feature), ``[N, blocks, width]``;
 - ``"ln_1"``: per-block CLS token of ``ln_1``, ``[N, blocks, width]``;
 - ``"embedding"``: CLIP ``encode_image`` (UFD's feature, not L2-normalised), ``[N, embed_dim]``.
 

@@ -3,6 +3,7 @@ ten-crop variant (PIL RGB image -> ``[10, 3, H, W]``)."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 from torchvision.transforms import InterpolationMode
@@ -66,13 +67,32 @@ class StackCrops:
         return f"{type(self).__name__}({self.transform!r})"
 
 
+class CropAveraging(nn.Module):
+    """Scores multi-crop inputs with ``model``: ``[B, N, C, H, W]`` runs as ``[B*N, C, H, W]`` and
+    the N logits of each image are averaged (RINE's TenCrop: average the logits, then the sigmoid;
+    docs/evaluation.md). ``[B, C, H, W]`` passes through. A plain module wrapper, e.g. the ``model``
+    of :func:`forensics.analysis.inference.predict_records` for :func:`build_ten_crop_transform` inputs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return self.model(x)
+        if x.dim() != 5:
+            raise ValueError(f"expected [B, C, H, W] or [B, N_crops, C, H, W], got {tuple(x.shape)}")
+        b, n = x.shape[:2]
+        return self.model(x.flatten(0, 1)).reshape(b, n).mean(dim=1)
+
+
 def build_ten_crop_transform(pre: Preprocessing, grayscale: bool = False, pixel_op=None) -> T.Compose:
     """resize (optional) -> zero-pad to ``crop_size`` -> ``TenCrop(crop_size)`` -> per crop
     [grayscale x3] -> [pixel_op] -> ToTensor -> Normalize; returns ``[10, 3, crop_size, crop_size]`` per image.
 
     TenCrop = the 4 corner crops and the centre crop of the image and of its horizontal mirror
-    (RINE's Synthbuster protocol, rine_ufd.md §4.2; the logits of the 10 crops are averaged by the
-    caller, e.g. :class:`forensics.analysis.evaluate.CropAveragingDetector`). ``pre.crop`` is
+    (RINE's Synthbuster protocol, docs/evaluation.md; the logits of the 10 crops are averaged by the
+    caller, e.g. :class:`CropAveraging`). ``pre.crop`` is
     ignored. Difference: torchvision's ``TenCrop`` raises on an image smaller than the crop; here
     such an image is first zero-padded the way ``CenterCrop`` pads it.
     """

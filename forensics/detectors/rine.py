@@ -1,5 +1,5 @@
 """RINE (Koutlis & Papadopoulos, ECCV 2024): per-block CLIP CLS tokens weighted by a Trainable
-Importance Estimator (TIE), as in ``mever-team/rine`` ``src/models.py`` (spec: rine_ufd.md §1-§2).
+Importance Estimator (TIE), as in ``mever-team/rine`` ``src/models.py`` (spec: docs/tie.md).
 
 - Backbone: a frozen open_clip CLIP ViT (default ``ViT-L-14-quickgelu``: 24 blocks, width 1024).
   The token of block ``b`` is the CLS token of the output of ``resblocks[b].ln_2`` (the normalised

@@ -1,5 +1,5 @@
 """UFD, UniversalFakeDetect (Ojha, Li & Lee, CVPR 2023): a linear probe on the CLIP image embedding
-(spec: rine_ufd.md §8).
+(spec: docs/training.md).
 
 - Backbone: a frozen open_clip CLIP ViT (default ``ViT-L-14-quickgelu``). The feature is
   ``encode_image(x)`` = ln_post(CLS after the last block) @ proj, 768-d for ViT-L/14, **not**

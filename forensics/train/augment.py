@@ -1,6 +1,6 @@
 """Wang et al.'s training augmentation (CNNDetection ``data/datasets.py``), model-agnostic.
 
-Pieces (attribution_cnndet.md §B.5, tff.md §11, rine_ufd.md §3.2 / §8.3):
+Pieces (docs/training.md; docs/colour.md for the grayscale):
 
 - :func:`gaussian_blur_uint8`, :func:`jpeg_roundtrip`: the two degradations on a uint8 ``HxWx3``
   RGB array, bit-for-bit as the reference computes them;
@@ -36,6 +36,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from ..cli.options import add_option
 from ..detectors.config import IMAGENET_MEAN, IMAGENET_STD
 
 #: ``--rz_interp`` names -> torchvision interpolation (the reference's ``rz_dict`` of PIL filters).
@@ -55,7 +56,7 @@ RandomSource = random.Random | None
 def gaussian_blur_uint8(img: np.ndarray, sigma: float) -> np.ndarray:
     """CNNDetection's ``gaussian_blur``: scipy ``gaussian_filter`` on each channel of a uint8
     ``HxWx3`` array **in place** (truncate 4.0, mode ``reflect``), so each separable 1-D pass is
-    written into uint8 and floored, exactly as the reference (§B.5 step 2a). Returns ``img``."""
+    written into uint8 and floored, exactly as the reference (docs/training.md). Returns ``img``."""
     if img.dtype != np.uint8 or img.ndim != 3:
         raise ValueError(f"expected a uint8 HxWxC array, got {img.dtype} with shape {img.shape}")
     for c in range(img.shape[2]):
@@ -83,7 +84,7 @@ JPEG_METHODS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {"cv2": _jpeg
 
 
 def jpeg_roundtrip(img: np.ndarray, quality: int, method: str) -> np.ndarray:
-    """JPEG-compress and decode a uint8 RGB array in memory (§B.5 step 2b): ``cv2`` (RGB->BGR,
+    """JPEG-compress and decode a uint8 RGB array in memory (docs/training.md): ``cv2`` (RGB->BGR,
     ``imencode('.jpg', IMWRITE_JPEG_QUALITY=q)``, ``imdecode`` colour, BGR->RGB) or ``pil``
     (``save(BytesIO, 'jpeg', quality=q)`` and reload). Returns a new array of the same shape."""
     try:
@@ -155,7 +156,7 @@ class _PythonRandom:
 
 @dataclass
 class BlurJpeg(_PythonRandom):
-    """CNNDetection's ``data_augment`` on a PIL RGB image (§B.5 step 2): with ``blur_prob`` a
+    """CNNDetection's ``data_augment`` on a PIL RGB image (docs/training.md): with ``blur_prob`` a
     Gaussian blur of σ = ``blur_sig[0]`` or ``uniform(blur_sig[0], blur_sig[1])``; then,
     independently, with ``jpg_prob`` a JPEG round trip with a codec drawn from ``jpg_method`` and
     a quality drawn from ``jpg_qual``. Blur always comes before JPEG; both decision draws happen
@@ -215,7 +216,7 @@ class BlurJpeg(_PythonRandom):
 @dataclass
 class RandomResize(_PythonRandom):
     """Resize the short side to ``size`` (aspect kept) with an interpolation drawn per image from
-    ``interpolations`` (CNNDetection ``custom_resize``; §B.5 step 1)."""
+    ``interpolations`` (CNNDetection ``custom_resize``; docs/training.md)."""
 
     size: int = 256
     interpolations: Sequence[str] = ("bilinear",)
@@ -237,7 +238,7 @@ class AugmentConfig:
 
     ``load_size`` [loadSize], ``crop_size`` [cropSize], ``rz_interp``, ``no_resize`` (honoured in
     training and validation; CNNDetection ignores it in training, RINE never resizes), ``no_flip``,
-    the :class:`BlurJpeg` options, ``gray_prob`` (> 0: colour-robust training, tff.md §11),
+    the :class:`BlurJpeg` options, ``gray_prob`` (> 0: colour-robust training, docs/colour.md),
     ``gray_val`` ([quirk] T-FF grayscales validation at random too), ``val_aug`` (``reference``:
     blur/JPEG kept in validation with the training probabilities; ``none``: off), ``mean``/``std``
     of the final Normalize (the detector's statistics).
@@ -297,7 +298,7 @@ def _tail(cfg: AugmentConfig, gray_prob: float, normalize: bool) -> list[Callabl
 
 
 def train_transform(cfg: AugmentConfig, rng: RandomSource = None, normalize: bool = True) -> T.Compose:
-    """Training pipeline, in the reference's exact order (§B.5; tff.md §11 for the grayscale):
+    """Training pipeline, in the reference's exact order (docs/training.md; docs/colour.md for the grayscale):
     resize (unless ``no_resize``) -> :class:`BlurJpeg` -> RandomCrop(crop_size) ->
     RandomHorizontalFlip (unless ``no_flip``) -> RandomGrayscale(gray_prob) (colour-robust only) ->
     ToTensor -> Normalize (``normalize=False`` stops at ToTensor, values in [0, 1])."""
@@ -314,7 +315,7 @@ def train_transform(cfg: AugmentConfig, rng: RandomSource = None, normalize: boo
 
 
 def val_transform(cfg: AugmentConfig, rng: RandomSource = None, normalize: bool = True) -> T.Compose:
-    """Validation pipeline of ``get_val_opt`` (§B.5): resize (unless ``no_resize``) ->
+    """Validation pipeline of ``get_val_opt`` (docs/training.md): resize (unless ``no_resize``) ->
     :meth:`BlurJpeg.for_validation` (PIL JPEG, midpoint σ and quality; [quirk] training
     probabilities kept; dropped with ``val_aug='none'``) -> CenterCrop(crop_size), no flip ->
     RandomGrayscale(gray_prob) only with ``gray_val`` (T-FF [quirk]) -> ToTensor -> Normalize."""
@@ -330,10 +331,10 @@ def val_transform(cfg: AugmentConfig, rng: RandomSource = None, normalize: bool 
 
 # ---------------------------------------------------------------------------- CLI and workers
 def add_augment_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> argparse._ArgumentGroup:
-    """Add CNNDetection's augmentation options (§B.3 names and defaults) and the colour-robust ones
-    (tff.md §11) to ``parser``; ``defaults`` override defaults by destination name (e.g.
+    """Add CNNDetection's augmentation options (its names and defaults; docs/training.md) and the colour-robust ones
+    (docs/colour.md) to ``parser``; ``defaults`` override defaults by destination name (e.g.
     ``blur_sig="0.0,3.0"``). Read them back with :meth:`AugmentConfig.from_options`."""
-    g = parser.add_argument_group("augmentation (CNNDetection names; attribution_cnndet.md §B.3, §B.5)")
+    g = parser.add_argument_group("augmentation (CNNDetection names; docs/training.md)")
     g.add_argument("--loadSize", type=int, default=256, help="short side after resizing (default 256)")
     g.add_argument("--cropSize", type=int, default=224, help="random crop (train) / centre crop (val) size")
     g.add_argument("--no_resize", action="store_true", help="do not resize (train and val)")
@@ -348,9 +349,9 @@ def add_augment_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> a
                    help=f"comma list of JPEG codecs from {{{','.join(JPEG_METHODS)}}} (recipe: cv2,pil)")
     g.add_argument("--jpg_qual", type=comma_list(int), default="75",
                    help="JPEG quality: one value, or 'a,b' = every integer in [a, b] (recipe: 30,100)")
-    g.add_argument("--color-robust", "--color_robust", dest="color_robust", action="store_true",
-                   help="colour-robust training (T-FF §11): RandomGrayscale(gray_prob) after the flip")
-    g.add_argument("--gray_prob", type=float, default=0.5, help="grayscale probability with --color-robust")
+    add_option(g, "--color_robust", "--color-robust", dest="color_robust", action="store_true",
+               help="colour-robust training (T-FF; docs/colour.md): RandomGrayscale(gray_prob) after the flip")
+    g.add_argument("--gray_prob", type=float, default=0.5, help="grayscale probability with --color_robust")
     g.add_argument("--gray_val", action="store_true",
                    help="also grayscale validation images at random ([quirk] of the T-FF trainer; off by default)")
     g.add_argument("--val_aug", choices=VAL_AUG_CHOICES, default="reference",

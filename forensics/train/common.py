@@ -60,7 +60,7 @@ class TrainLog:
 def split_records(dataroot: str | Path, split: str, classes: list[str] | None) -> list[ImageRecord]:
     """The records of ``<dataroot>/<split>``: ``classes=None`` detects flat vs class layout, ``[]``
     is flat (``--classes ''``), a list reads those class folders (CNNDetection: one ImageFolder per
-    class, concatenated; §B.4)."""
+    class, concatenated; docs/training.md)."""
     folder = Path(dataroot) / split
     if classes is None:
         return forensynths(folder)

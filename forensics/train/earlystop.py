@@ -1,5 +1,5 @@
 """CNNDetection's early stopping on validation accuracy and its lr/10 schedule
-(attribution_cnndet.md §B.6; also UFD §8.4)."""
+(docs/training.md; UFD uses it too)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

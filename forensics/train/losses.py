@@ -1,5 +1,5 @@
 """Training losses: Khosla et al.'s supervised contrastive loss (SupCon) and RINE's objective
-(spec: rine_ufd.md §3.3).
+(spec: docs/training.md).
 
 SupCon, as RINE uses it (``contrast_mode='all'``, one view, temperature = base temperature = 0.07):
 for L2-normalised features ``f_i`` and labels ``y_i``,

@@ -1,6 +1,6 @@
-"""RINE training (rine_ufd.md §3): the TIE head on a frozen CLIP backbone's per-block ln_2 CLS tokens.
+"""RINE training (docs/training.md): the TIE head on a frozen CLIP backbone's per-block ln_2 CLS tokens.
 
-Recipe (§3.1-§3.3), defaults = the released 2-class model:
+Recipe (docs/training.md), defaults = the released 2-class model:
 
 - data: ``<dataroot>/train`` and ``<dataroot>/val`` in the ForenSynths layout
   (``<split>/<class>/{0_real,1_fake}`` or flat ``<split>/{0_real,1_fake}``); ``--classes`` picks class
@@ -17,7 +17,7 @@ Recipe (§3.1-§3.3), defaults = the released 2-class model:
   accuracy at 0.5), logged only: as in the reference it selects nothing.
 
 Outputs in ``<checkpoints_dir>/<name>/``: ``model_<name>_trainable.pth``, the **head only** in the
-official key format (``alpha``, ``proj1.1.weight``, ..., ``head.6.bias``; a plain dict, §2), which
+official key format (``alpha``, ``proj1.1.weight``, ..., ``head.6.bias``; a plain dict, docs/training.md), which
 ``forensics.detectors.create("rine", weights=path, backbone=..., backbone_weights=...)`` loads with
 ``nproj``/``proj_dim`` inferred; ``model_epoch_latest.pth``, the training checkpoint
 (``{'model': head state, 'optimizer', 'total_steps', 'epoch', 'rng', ...}``) that ``--resume``
@@ -49,6 +49,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..cli.options import add_bsize_arg
 from ..data.dataset import ImageDataset, RunSummary, Transform, collate
 from ..data.layouts import ImageRecord
 from ..detectors import create
@@ -68,7 +69,7 @@ from .losses import rine_loss
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = "RINE head (TIE) on a frozen CLIP backbone, BCE(sum) + factor * SupCon (rine_ufd.md §3)"
+DESCRIPTION = "RINE head (TIE) on a frozen CLIP backbone, BCE(sum) + factor * SupCon (docs/training.md)"
 SITE = "ln_2"
 
 
@@ -229,7 +230,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-#: CNNDetection blur/JPEG recipe shared by RINE (§3.2) and UFD (§8.3); crop = backbone size.
+#: CNNDetection blur/JPEG recipe shared by RINE and UFD (docs/training.md); crop = backbone size.
 RECIPE_AUGMENT = {"blur_prob": 0.5, "blur_sig": "0.0,3.0", "jpg_prob": 0.5, "jpg_method": "cv2,pil",
                   "jpg_qual": "30,100", "cropSize": None}
 
@@ -247,7 +248,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr
     g.add_argument("--backbone", default=DEFAULT_BACKBONE, help="open_clip model name")
     g.add_argument("--backbone_weights", default=DEFAULT_BACKBONE_WEIGHTS, type=backbone_weights_arg,
                    help="release tag or file of the CLIP weights; 'none' = random backbone")
-    g.add_argument("--batch_size", type=int, default=batch_size)
+    add_bsize_arg(g, batch_size, help=None, dest="batch_size")
     g.add_argument("--lr", type=float, default=lr)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
@@ -271,9 +272,9 @@ def augment_config(args: argparse.Namespace, crop: int, **overrides: Any) -> Aug
 
 # ============================================================================ RINE
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # RINE never resizes and validates without blur/JPEG (§3.2).
+    # RINE never resizes and validates without blur/JPEG (docs/training.md).
     add_common_arguments(parser, batch_size=128, lr=1e-3, name="rine", no_resize=True, val_aug="none")
-    g = parser.add_argument_group("RINE (rine_ufd.md §3)")
+    g = parser.add_argument_group("RINE (docs/training.md)")
     g.add_argument("--nproj", type=int, default=4, help="q, Linear layers in proj1/proj2")
     g.add_argument("--proj_dim", type=int, default=128, help="d, projection size")
     g.add_argument("--factor", type=float, default=0.2, help="xi, weight of the SupCon term")
@@ -301,7 +302,7 @@ def rine_step_loss(factor: float) -> LossFn:
 
 
 def rine_transforms(args: argparse.Namespace, crop: int) -> tuple[Transform, Transform]:
-    """(train, val) transforms of §3.2 at the backbone's crop size: JPEG qualities kept as the
+    """(train, val) transforms (docs/training.md) at the backbone's crop size: JPEG qualities kept as the
     listed set unless ``--jpg_qual_range`` [quirk]."""
     cfg = augment_config(args, crop, expand_quality_range=args.jpg_qual_range)
     return train_transform(cfg), val_transform(cfg)
@@ -323,7 +324,7 @@ def head_file(run_dir: Path, name: str) -> Path:
 
 
 def train(args: argparse.Namespace) -> TrainResult:
-    """Train RINE's head as §3 describes (see the module docstring)."""
+    """Train RINE's head as docs/training.md describes (see the module docstring)."""
     seed_everything(args.seed)
     run_dir = prepare_run_dir(Path(args.checkpoints_dir) / args.name, vars(args))
     device = resolve_device(args.device)

@@ -1,11 +1,11 @@
-"""UFD training (rine_ufd.md §8.4): a linear probe ``fc`` on the frozen CLIP image embedding.
+"""UFD training (docs/training.md): a linear probe ``fc`` on the frozen CLIP image embedding.
 
 Recipe (``train.py --arch=CLIP:ViT-L/14 --fix_backbone``):
 
 - ``fc = Linear(embed_dim, 1)`` re-initialised (weight ~ N(0, 0.02^2), default bias); only it trains;
 - loss: BCEWithLogits (mean); AdamW, lr 1e-4, betas (``--beta1`` 0.9, 0.999), weight decay 0;
   batch 256, shuffled;
-- train transform (§8.3): resize the short side to ``--loadSize`` 256 (``--no_resize`` skips it),
+- train transform (docs/training.md): resize the short side to ``--loadSize`` 256 (``--no_resize`` skips it),
   blur (p 0.5, sigma ~ U[0, 3]), JPEG (p 0.5, codec from {cv2, pil}, quality uniform over the
   integers 30..100), RandomCrop(backbone size), flip, CLIP normalisation;
 - validation (``get_val_opt``): resize 256, CenterCrop, and [quirk, default ``--val_aug reference``]
@@ -62,14 +62,14 @@ from .rine import (LossFn, TrainResult, add_common_arguments, augment_config, ev
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = "UFD linear probe on the frozen CLIP embedding, AdamW + CNNDetection early stopping (rine_ufd.md §8.4)"
+DESCRIPTION = "UFD linear probe on the frozen CLIP embedding, AdamW + CNNDetection early stopping (docs/training.md)"
 FC_WEIGHTS = "fc_weights.pth"
 FC_INIT_STD = 0.02
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, batch_size=256, lr=1e-4, name="ufd")
-    g = parser.add_argument_group("UFD (rine_ufd.md §8.4)")
+    g = parser.add_argument_group("UFD (docs/training.md)")
     g.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (beta2 0.999)")
     g.add_argument("--weight_decay", type=float, default=0.0)
     g.add_argument("--niter", type=int, default=100, help="maximum number of epochs")
@@ -89,7 +89,7 @@ def ufd_step_loss(head: nn.Module, embedding: torch.Tensor, labels: torch.Tensor
 
 
 def ufd_transforms(args: argparse.Namespace, crop: int) -> tuple[Transform, Transform]:
-    """(train, val) transforms of §8.3 at the backbone's crop size (JPEG quality range 30..100;
+    """(train, val) transforms (docs/training.md) at the backbone's crop size (JPEG quality range 30..100;
     validation per ``get_val_opt`` unless ``--val_aug none``)."""
     cfg = augment_config(args, crop)
     return train_transform(cfg), val_transform(cfg)
@@ -108,7 +108,7 @@ def fc_state(fc: nn.Linear) -> OrderedDict[str, torch.Tensor]:
 
 
 def train(args: argparse.Namespace) -> TrainResult:
-    """Train UFD's linear probe as §8.4 describes (see the module docstring); the returned model
+    """Train UFD's linear probe as docs/training.md describes (see the module docstring); the returned model
     holds the best probe (the one in ``fc_weights.pth``)."""
     seed_everything(args.seed)
     run_dir = prepare_run_dir(Path(args.checkpoints_dir) / args.name, vars(args))

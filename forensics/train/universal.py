@@ -1,9 +1,9 @@
 """Training of the universal detectors (ResNet-50, EfficientNet-B0) with Wang et al.'s recipe,
 including T-FF's colour-robust variant.
 
-References: CNNDetection ``train.py`` / ``networks/trainer.py`` (attribution_cnndet.md §B.3 options,
-§B.5 augmentation, §B.6 loop and early stopping, §B.8 checkpoints) and T-FF ``src/cr_ud`` (tff.md
-§11: RandomGrayscale after the flip; EfficientNet-B0 from ``efficientnet_pytorch``).
+References (docs/training.md): CNNDetection ``train.py`` / ``networks/trainer.py`` (options,
+augmentation, loop and early stopping, checkpoints) and T-FF ``src/cr_ud`` (RandomGrayscale after the
+flip, docs/colour.md; EfficientNet-B0 from ``efficientnet_pytorch``).
 
 The loop, as the reference: BCEWithLogits on the detector's logit; Adam(lr, (beta1, 0.999)) or SGD
 (momentum 0); every ``loss_freq`` steps the loss is logged, every ``save_latest_freq`` steps
@@ -50,6 +50,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .. import weights as weight_registry
+from ..cli.options import add_bsize_arg
 from ..data import ImageDataset, RunSummary, collate
 from ..detectors import create, get_config
 from ..detectors.base import Detector, load_strict
@@ -71,7 +72,7 @@ INIT_CHOICES = ("imagenet", "random")
 
 # ---------------------------------------------------------------------------- model initialisation
 def _cnndet_fc_init(head: nn.Linear, gain: float) -> None:
-    """CNNDetection: ``fc = Linear(2048, 1)`` with weight ~ N(0, init_gain), default bias (§B.2)."""
+    """CNNDetection: ``fc = Linear(2048, 1)`` with weight ~ N(0, init_gain), default bias (docs/training.md)."""
     nn.init.normal_(head.weight, 0.0, gain)
 
 
@@ -145,7 +146,7 @@ def _load_imagenet(net: nn.Module, recipe: ArchRecipe, arch: str) -> Path | None
 def build_detector(name: str, init: str = "imagenet", init_gain: float = 0.02) -> Detector:
     """A detector ready for training (CPU, eval mode): ImageNet weights for the body when
     ``init='imagenet'`` and the file is present (else random, with one warning), the recipe's
-    random init when not loaded, then the head init (§B.2; tff.md §11)."""
+    random init when not loaded, then the head init (docs/training.md; docs/colour.md)."""
     if init not in INIT_CHOICES:
         raise ValueError(f"init {init!r}: choose from {', '.join(INIT_CHOICES)}")
     recipe = _recipe(name)
@@ -184,7 +185,7 @@ OPTIMIZERS: dict[str, Callable[[Any, float, argparse.Namespace], torch.optim.Opt
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """CNNDetection's training options (§B.3 names and defaults) plus this project's additions."""
+    """CNNDetection's training options (its names and defaults; docs/training.md) plus this project's additions."""
     g = parser.add_argument_group("data (ForenSynths layout: <dataroot>/<split>/[<class>/]{0_real,1_fake})")
     g.add_argument("--dataroot", required=True, help="folder holding the train and val split folders")
     g.add_argument("--train_split", default="train", help="training split folder (default train)")
@@ -195,7 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--class_bal", action="store_true",
                    help="sample with weights 1/class frequency (WeightedRandomSampler, with replacement)")
     g.add_argument("--serial_batches", action="store_true", help="no shuffling (dataset order)")
-    g.add_argument("--batch_size", type=int, default=64)
+    add_bsize_arg(g, 64, help=None, dest="batch_size")
     g.add_argument("--num_threads", type=int, default=None,
                    help="data-loader workers (default: 4 on CUDA, 0 on CPU)")
     add_augment_arguments(parser)
@@ -210,7 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "own: 0.1 for ResNet-50, 0.01 for efficientnet_pytorch). Short runs from random init need "
                         "0.1 for EfB0, or its eval-mode statistics lag far behind the weights")
 
-    g = parser.add_argument_group("optimisation (attribution_cnndet.md §B.6)")
+    g = parser.add_argument_group("optimisation (docs/training.md)")
     g.add_argument("--optim", choices=tuple(OPTIMIZERS), default="adam")
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 (beta2 = 0.999)")
@@ -333,7 +334,7 @@ class UniversalTrainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Score the validation split in eval mode: accuracy at p > 0.5, real/fake accuracy and AP
-        (:func:`forensics.metrics.binary_metrics`, §B.7). Skipped files are logged."""
+        (:func:`forensics.metrics.binary_metrics`, docs/evaluation.md). Skipped files are logged."""
         self.model.eval()
         summary = RunSummary()
         labels: list[torch.Tensor] = []
@@ -426,7 +427,7 @@ class UniversalTrainer:
 
     def _validation_point(self) -> None:
         """Validate, save ``best`` when the stopper says so, and apply CNNDetection's lr schedule
-        (§B.6): on an early stop lr /= 10 with a fresh stopper, or the end of training."""
+        (docs/training.md): on an early stop lr /= 10 with a fresh stopper, or the end of training."""
         st = self.state
         m = self.validate()
         st.last_val_step = st.total_steps
@@ -496,7 +497,7 @@ class UniversalTrainer:
             group["lr"] = lr
 
     def _save(self, filename: str, rng: Mapping[str, Any] | None = None) -> Path:
-        """A CNNDetection-format checkpoint (``model`` = ``detector.net.state_dict()``, §B.8) plus
+        """A CNNDetection-format checkpoint (``model`` = ``detector.net.state_dict()``, docs/training.md) plus
         what ``--resume`` needs."""
         extra: dict[str, Any] = dict(
             detector=self.name, epoch_batch=self.state.epoch_batch, last_val_step=self.state.last_val_step,
@@ -542,7 +543,7 @@ def run(args: argparse.Namespace) -> Path:
 register_trainer(TrainerSpec(
     detectors=tuple(RECIPES),
     description=("Wang et al. (CVPR 2020) recipe: BCE, Adam 1e-4, blur/JPEG augmentation, early stopping on val "
-                 "accuracy with lr/10 drops; --color-robust adds T-FF's random grayscale (tff.md §11)"),
+                 "accuracy with lr/10 drops; --color_robust adds T-FF's random grayscale (docs/colour.md)"),
     add_arguments=add_arguments,
     run=run,
 ))
