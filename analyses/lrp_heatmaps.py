@@ -29,7 +29,7 @@ from forensics.cli import setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
                                          output_name, resolve_set)
 from forensics.errors import ForensicsError
-from forensics.explain.cam import collect_heatmaps, first_fakes, write_heatmap_figures
+from forensics.explain.figures import collect_heatmaps, first_fakes, write_heatmap_figures
 from forensics.explain.lrp import SIGNS, LRPExplainer, lrp_spec
 from forensics.plots import positive_heatmap
 

@@ -34,6 +34,29 @@ def calibrated_cached(name: str, seed: int = 0, size: int = 32) -> Detector:
     return calibrated(name, seed, size)
 
 
+def snapshot(model: nn.Module) -> dict:
+    """Everything an explainer could leave behind."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "modules": [n for n, _ in model.named_modules()],
+        "params": [(n, id(p), p.requires_grad) for n, p in model.named_parameters()],
+        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                     + len(m._backward_pre_hooks) for m in model.modules()),
+        "forward_overrides": [n for n, m in model.named_modules() if "forward" in m.__dict__],
+        "training": model.training,
+        "grads": [(n, None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()],
+    }
+
+
+def assert_same_snapshot(before: dict, after: dict) -> None:
+    assert before["state"].keys() == after["state"].keys()
+    assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
+    for key in ("modules", "params", "hooks", "forward_overrides", "training"):
+        assert before[key] == after[key], key
+    for (n, a), (_, b) in zip(before["grads"], after["grads"]):
+        assert (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b)), n
+
+
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     """One intra-op thread: on a shared, loaded 2-core machine torch's thread pool spins and runs

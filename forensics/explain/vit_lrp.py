@@ -141,10 +141,10 @@ class TransformerRules(SwapAttributes):
 
 
 @contextlib.contextmanager
-def transformer_rules(model: nn.Module):
-    """Apply :class:`TransformerRules` to ``model`` inside the ``with`` block (forward values unchanged
-    up to float rounding; only the gradients change)."""
-    instances = TransformerRules().apply(model)
+def transformer_rules(model: nn.Module, attribute_map=None):
+    """Apply :class:`TransformerRules` (``attribute_map``: another rule map, e.g. AttnLRP's) to ``model``
+    inside the ``with`` block (forward values unchanged up to float rounding; only the gradients change)."""
+    instances = TransformerRules(attribute_map).apply(model)
     if not instances:
         raise ValueError(f"{type(model).__name__} has no LayerNorm / attention block / GELU: not a transformer")
     try:
@@ -191,6 +191,9 @@ class ViTLRP(StackedContext):
     """CP-LRP of a CLIP detector down to pixels (see the module docstring). Use as a context manager
     (explain mode + rules, restored on exit); outside a ``with`` block each call enters and leaves it."""
 
+    #: module -> swapped attributes (CP-LRP's rules); :class:`forensics.explain.attn_lrp.AttnLRP` swaps the attention's
+    rule_map = staticmethod(_rule_map)
+
     def __init__(self, detector: Detector):
         self.detector = detector
         self._stack: contextlib.ExitStack | None = None
@@ -201,7 +204,7 @@ class ViTLRP(StackedContext):
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(self.detector.explain_mode())
-            stack.enter_context(transformer_rules(self.detector))
+            stack.enter_context(transformer_rules(self.detector, self.rule_map))
         except BaseException:
             stack.close()
             raise
@@ -294,25 +297,6 @@ def unit_relevance(detector: Detector, images: torch.Tensor, unit: str | Feature
     the unit's activation. Restores the detector on return. For the LRP-max patches of an analysis:
     the input patch holding the most relevance of the unit."""
     return ViTLRP(detector).explain_unit(images, unit).pixel
-
-
-# ---------------------------------------------------------------------------- Grad-CAM baseline per block
-def block_gradcam(detector: Detector, images: torch.Tensor, blocks: Iterable[int], target: str = "fake"
-                  ) -> dict[int, torch.Tensor]:
-    """Grad-CAM (:func:`forensics.explain.cam.gradcam`) on the token grid of each chosen block's
-    ``ln_1`` (the CLIP detectors' ``cam_block`` option, set temporarily), ``{block: [B, H, W]}``."""
-    from .cam import gradcam
-    if not hasattr(detector, "cam_block"):
-        raise TypeError(f"{detector.name}: per-block Grad-CAM needs a CLIP detector (cam_block option)")
-    saved = detector.cam_block
-    out: dict[int, torch.Tensor] = {}
-    try:
-        for b in blocks:
-            detector.cam_block = int(b)
-            out[int(b)] = gradcam(detector, images, target=target)
-    finally:
-        detector.cam_block = saved
-    return out
 
 
 # ---------------------------------------------------------------------------- helpers
