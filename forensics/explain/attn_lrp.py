@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..detectors import Detector
-from .vit_lrp import ViTLRP, ViTRelevance, _rule_map
+from .vit_lrp import ViTLRP, ViTRelevance, _rule_map, ruled_attention
 
 
 class UniformMatmul(torch.autograd.Function):
@@ -82,23 +80,9 @@ class SoftmaxRule(torch.autograd.Function):
 def attention_rule(self: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None = None,
                    v_x: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None, *,
                    store: list | None = None) -> torch.Tensor:
-    """open_clip ``ResidualAttentionBlock.attention`` (batch-first self-attention through
-    ``nn.MultiheadAttention``) with AttnLRP's uniform and softmax rules."""
-    mha: nn.MultiheadAttention = self.attn
-    if k_x is not None or v_x is not None:
-        raise NotImplementedError("AttnLRP: cross-attention blocks are not supported")
-    if not mha.batch_first or not mha._qkv_same_embed_dim:
-        raise NotImplementedError("AttnLRP: expects batch-first self-attention with a packed in_proj")
-    b, n, d = q_x.shape
-    heads = mha.num_heads
-    q, k, v = F.linear(q_x, mha.in_proj_weight, mha.in_proj_bias).split(d, dim=-1)
-    q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in (q, k, v))
-    scores = UniformMatmul.apply(q, k.transpose(-2, -1)) / math.sqrt(d // heads)
-    if attn_mask is not None:
-        scores = scores + attn_mask.to(scores.dtype)
-    probs = SoftmaxRule.apply(scores, store)
-    out = UniformMatmul.apply(probs, v).transpose(1, 2).reshape(b, n, d)
-    return mha.out_proj(out)
+    """open_clip ``ResidualAttentionBlock.attention`` with AttnLRP's uniform and softmax rules."""
+    return ruled_attention(self, q_x, k_x, v_x, attn_mask, matmul=UniformMatmul.apply,
+                           softmax=lambda scores: SoftmaxRule.apply(scores, store))
 
 
 def attn_rule_map(name: str, module: nn.Module, store: list | None = None) -> dict[str, Any] | None:

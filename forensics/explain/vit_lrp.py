@@ -98,11 +98,14 @@ def _gelu_rule(self: nn.GELU, x: torch.Tensor) -> torch.Tensor:
     return x * gate.detach()
 
 
-def _attention_rule(self: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None = None,
-                    v_x: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+def ruled_attention(block: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None = None,
+                    v_x: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None, *,
+                    matmul=torch.matmul, softmax=None) -> torch.Tensor:
     """open_clip ``ResidualAttentionBlock.attention`` (batch-first self-attention through
-    ``nn.MultiheadAttention``) with the attention probabilities detached (CP-LRP)."""
-    mha: nn.MultiheadAttention = self.attn
+    ``nn.MultiheadAttention``) written out, with ``matmul`` for the two products (``q k^T``,
+    ``probs v``) and ``softmax`` over the scores' last axis as the rules to apply (default: CP-LRP's,
+    the probabilities detached)."""
+    mha: nn.MultiheadAttention = block.attn
     if k_x is not None or v_x is not None:
         raise NotImplementedError("ViT LRP: cross-attention blocks are not supported")
     if not mha.batch_first or not mha._qkv_same_embed_dim:
@@ -111,12 +114,18 @@ def _attention_rule(self: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None
     heads = mha.num_heads
     q, k, v = F.linear(q_x, mha.in_proj_weight, mha.in_proj_bias).split(d, dim=-1)
     q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in (q, k, v))
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // heads)
+    scores = matmul(q, k.transpose(-2, -1)) / math.sqrt(d // heads)
     if attn_mask is not None:
         scores = scores + attn_mask.to(scores.dtype)
-    probs = torch.softmax(scores, dim=-1).detach()
-    out = (probs @ v).transpose(1, 2).reshape(b, n, d)
+    probs = softmax(scores) if softmax is not None else torch.softmax(scores, dim=-1).detach()
+    out = matmul(probs, v).transpose(1, 2).reshape(b, n, d)
     return mha.out_proj(out)
+
+
+def _attention_rule(self: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None = None,
+                    v_x: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """CP-LRP's attention: the attention probabilities detached."""
+    return ruled_attention(self, q_x, k_x, v_x, attn_mask)
 
 
 def _rule_map(name: str, module: nn.Module) -> dict[str, Any] | None:
