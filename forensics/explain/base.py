@@ -89,11 +89,12 @@ class Explanation:
 
     ``pixel`` ``[B, H, W]`` float32 (positive = evidence for the target, see the module docstring);
     ``input_map`` ``[B, C, H, W]`` where the method has one (``pixel`` is its sum over ``C``);
-    ``logits`` ``[B]`` of the explained model (for ``lrp``: the canonised model's, see
-    :mod:`forensics.explain.lrp`); ``target`` ``[B]`` the resolved classes (1 fake / 0 real);
+    ``logits`` ``[B]`` the detector's (the ViT LRP methods read them from the forward pass under their
+    rules, equal up to float rounding); ``target`` ``[B]`` the resolved classes (1 fake / 0 real);
     ``method`` the registry name; ``label`` a human-readable name (figures); ``layers``
     ``{layer: tensor}`` per-layer or per-block relevance where the method has it (CNN LRP:
-    ``[B, C, H, W]`` at the conv outputs; ViT LRP: ``[B]`` at each block's tap; block Grad-CAM:
+    ``[B, C, H, W]`` at the conv outputs; ViT LRP: ``[B]`` at each block's tap, or with ``blocks=True`` the
+    ``[B, C, H, W]`` pixel map of each block's share; block Grad-CAM:
     ``[B, H, W]`` per block). LRP family: ``relevance`` ``[B]`` is the relevance entering at the
     logit and ``absorbed`` ``[B]`` what the additive terms (biases, embeddings, stabilisers, AttnLRP's
     softmax) took, so ``pixel.sum((1, 2)) + absorbed == relevance``."""
