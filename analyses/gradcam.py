@@ -14,7 +14,7 @@ backprop needs a ReLU network: for EfB0 and the CLIP detectors it is the plain g
 figures are labelled "cam_grad" / "Grad-CAM x gradient" instead of "cam_gb". Overlays use T-FF's
 black->#ffc300->#ffaa00 colormap blended 0.55/0.45 with the image. Writes, under
 OUT/<detector>/<gan>/<target>/, per image <name>/{image,cam[,cam_gb|cam_grad]}.{png,pdf} and one
-grid.{png,pdf}. Library: forensics.explain.cam.
+grid.{png,pdf}. Library: the registered gradcam / guided_gradcam explainers (forensics.explain).
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ import torch
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
                                          output_name, resolve_set)
-from forensics.errors import ForensicsError
-from forensics.explain.cam import (TARGETS, collect_heatmaps, first_fakes, gradcam, guided_gradcam,
-                                   write_heatmap_figures)
+from forensics.explain import create_explainer
+from forensics.explain.cam import TARGETS
+from forensics.explain.figures import collect_heatmaps, first_fakes, write_heatmap_figures
 from forensics.plots import positive_heatmap
 
 log = logging.getLogger("forensics.gradcam")
@@ -54,28 +54,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
-    try:
-        detector, root, gan, have_classes, bench = resolve_set(args, "test")
-        crop = args.crop or ("none" if bench is not None else None)
-        records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
-        out = (args.out or Path("figures/gradcam")) / output_name(args, detector) / gan / args.target
-        labels: list[str] = ["Grad-CAM"]
+    detector, root, gan, have_classes, bench = resolve_set(args, "test")
+    crop = args.crop or ("none" if bench is not None else None)
+    records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
+    out = (args.out or Path("figures/gradcam")) / output_name(args, detector) / gan / args.target
+    cam = create_explainer("gradcam", detector)
+    guided = create_explainer("guided_gradcam", detector) if args.guided else None
+    labels: list[str] = [cam.label]
 
-        def explain(batch):
-            if not args.guided:
-                return {"cam": gradcam(detector, batch.images, args.target).numpy()}
-            res = guided_gradcam(detector, batch.images, args.target)
+    def explain(batch):
+        maps = {"cam": cam.attribute(batch.images, args.target).pixel.numpy()}
+        if guided is not None:
+            res = guided.attribute(batch.images, args.target)
             labels[0] = res.label
-            return {"cam": res.cam.numpy(), "cam_gb" if res.guided else "cam_grad":
-                    np.stack([positive_heatmap(p.numpy()) for p in res.product])}
+            maps["cam_gb" if res.label == guided.label else "cam_grad"] = np.stack(
+                [positive_heatmap(p.numpy()) for p in res.input_map])
+        return maps
 
-        hm = collect_heatmaps(detector, records, explain, crop=crop, batch_size=args.bsize, num_workers=args.workers)
-        label = labels[0]
-        write_heatmap_figures(out, hm.names, hm.images, hm.maps,
-                              title=f"{label} ({args.target}) of {detector.name} on {gan}")
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+    hm = collect_heatmaps(detector, records, explain, crop=crop, batch_size=args.bsize, num_workers=args.workers)
+    label = labels[0]
+    write_heatmap_figures(out, hm.names, hm.images, hm.maps,
+                          title=f"{label} ({args.target}) of {detector.name} on {gan}")
     hm.summary.log(log)
     print(f"{label} ({args.target}) of {detector.name}: {len(hm.names)} images -> {out}")
     return 0

@@ -7,13 +7,16 @@
         --dataset_dir /mnt/data/CNN_synth_testset --gan_name stylegan2 --have_classes True \\
         --num_instances 500 --max_images 32
 
-The input relevance of each fake (start +1 at the logit for correctly classified images, p >= 0.5,
-as the reference; --explain_all explains every image) is summed over RGB, its positive part divided
-by its max, median-blurred (k=5, --median), coloured with T-FF's black->#ffc300->#ffaa00 map and
-blended 0.55/0.45 with the image. --sign correct explains the true class's logit (identical to the
-reference for fakes; see forensics.explain.lrp). Writes, under OUT/<detector>/<gan>/, per image
-<name>/{image,lrp}.{png,pdf} and one grid.{png,pdf}. Needs pixel relevance: ResNet-50 and EfB0 (RINE's
-LRP stops at its head). Library: forensics.explain.lrp, forensics.plots.
+The input relevance of each fake (explained when correctly classified, p >= 0.5, as the reference;
+--explain_all explains every image) is summed over RGB, its positive part divided by its max,
+median-blurred (k=5, --median), coloured with T-FF's black->#ffc300->#ffaa00 map and blended
+0.55/0.45 with the image. Positive relevance is evidence for fake (the target "fake" of
+forensics.explain: T-FF's reference start on correctly classified fakes; --sign correct explains
+each image's true class, the same for fakes). --method picks the LRP variant: lrp (T-FF's beta=0
+composite, ResNet-50 and EfB0; -x composite=epsilon_plus_flat etc. for zennit's), cp_lrp or attn_lrp
+(through the CLIP ViT of RINE and UFD); default: the first of these the detector supports. Writes,
+under OUT/<detector>/<gan>/, per image <name>/{image,lrp}.{png,pdf} and one grid.{png,pdf}.
+Library: the registered LRP explainers (forensics.explain), forensics.plots.
 """
 from __future__ import annotations
 
@@ -27,12 +30,14 @@ import torch
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
                                          output_name, resolve_set)
-from forensics.errors import ForensicsError
-from forensics.explain.cam import collect_heatmaps, first_fakes, write_heatmap_figures
-from forensics.explain.lrp import SIGNS, LRPExplainer, lrp_spec
+from forensics.cli.predict import parse_option
+from forensics.explain import SIGNS, create_explainer, list_explainers
+from forensics.explain.figures import collect_heatmaps, first_fakes, write_heatmap_figures
 from forensics.plots import positive_heatmap
 
 log = logging.getLogger("forensics.lrp_heatmaps")
+
+LRP_METHODS = ("lrp", "cp_lrp", "attn_lrp")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--explain_all", action="store_true",
                    help="explain every image, also misclassified ones (default: only p >= 0.5, as the reference)")
     g.add_argument("--median", type=int, default=5, help="median-blur kernel (default: %(default)s; 0: none)")
+    g.add_argument("--method", choices=LRP_METHODS, default=None,
+                   help="LRP variant (default: the first of %(choices)s defined on the detector)")
+    g.add_argument("-x", "--explainer_option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                   help="option of the LRP explainer, e.g. composite=epsilon_plus_flat (repeatable)")
     add_heatmap_args(g)
     add_run_args(p, out_help="output root (default: figures/lrp_heatmaps)")
     return p
@@ -54,33 +63,32 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
-    try:
-        detector, root, gan, have_classes, bench = resolve_set(args, "test")
-        crop = args.crop or ("none" if bench is not None else None)
-        if lrp_spec(detector).head_only:
-            raise SystemExit(f"error: {detector.name}'s LRP stops at its head; it has no pixel relevance")
-        records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
-        out = (args.out or Path("figures/lrp_heatmaps")) / output_name(args, detector) / gan
-        unexplained = [0]
-        with LRPExplainer(detector) as lrp:
-            def explain(batch):
-                include = torch.ones(len(batch), dtype=torch.bool) if args.explain_all else None
-                res = lrp.explain(batch.images, batch.labels, include=include, sign=args.sign)
-                unexplained[0] += int((res.start == 0).sum())
-                return {"lrp": np.stack([positive_heatmap(p.cpu().numpy(), median=args.median) for p in res.pixel])}
+    detector, root, gan, have_classes, bench = resolve_set(args, "test")
+    crop = args.crop or ("none" if bench is not None else None)
+    available = [m for m in LRP_METHODS if m in list_explainers(detector)]
+    method = args.method or (available[0] if available else None)
+    if method not in available:
+        raise SystemExit(f"error: {method or 'LRP'} is not defined on {detector.name}; available: {available}")
+    records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
+    out = (args.out or Path("figures/lrp_heatmaps")) / output_name(args, detector) / gan
+    unexplained = [0]
+    with create_explainer(method, detector, **dict(args.explainer_option)) as lrp:
+        def explain(batch):
+            res = lrp.attribute(batch.images, "fake" if args.sign == "reference" else batch.labels)
+            keep = torch.ones(len(batch), dtype=torch.bool) if args.explain_all else res.logits >= 0
+            unexplained[0] += int((~keep).sum())
+            return {"lrp": np.stack([positive_heatmap(p.numpy(), median=args.median) * float(k)
+                                     for p, k in zip(res.input_map, keep)])}
 
-            hm = collect_heatmaps(detector, records, explain, crop=crop, batch_size=args.bsize,
-                                  num_workers=args.workers)
-        if unexplained[0]:
-            log.warning("%d of %d fakes are misclassified (p < 0.5) and get no relevance (black heatmaps); "
-                        "--explain_all explains them too", unexplained[0], len(hm.names))
-        write_heatmap_figures(out, hm.names, hm.images, hm.maps,
-                              title=f"LRP (beta=0, sign {args.sign}) of {detector.name} on {gan}")
-    except ForensicsError as exc:
-        log.error("%s", exc)
-        return 2
+        hm = collect_heatmaps(detector, records, explain, crop=crop, batch_size=args.bsize,
+                              num_workers=args.workers)
+    if unexplained[0]:
+        log.warning("%d of %d fakes are misclassified (p < 0.5) and get no relevance (black heatmaps); "
+                    "--explain_all explains them too", unexplained[0], len(hm.names))
+    write_heatmap_figures(out, hm.names, hm.images, hm.maps,
+                          title=f"{lrp.label} (sign {args.sign}) of {detector.name} on {gan}")
     hm.summary.log(log)
-    print(f"LRP heatmaps of {detector.name}: {len(hm.names)} images -> {out}")
+    print(f"{lrp.label} heatmaps of {detector.name}: {len(hm.names)} images -> {out}")
     return 0
 
 

@@ -63,25 +63,33 @@ def no_hooks(model: nn.Module) -> bool:
 
 
 def snapshot(model: nn.Module) -> dict:
-    """Everything an explainer, probe or mask could leave behind on a model."""
+    """Everything an explainer, probe or mask could leave behind on a model (gradients included)."""
     return {
         "state": {k: v.clone() for k, v in model.state_dict().items()},
         "modules": [(n, type(m)) for n, m in model.named_modules()],
-        "params": [(n, id(p), p.requires_grad, p.grad is None) for n, p in model.named_parameters()],
-        "hooks": no_hooks(model),
+        "params": [(n, id(p), p.requires_grad) for n, p in model.named_parameters()],
+        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                     + len(m._backward_pre_hooks) for m in model.modules()),
         "forward_overrides": [n for n, m in model.named_modules() if "forward" in m.__dict__],
         "training": model.training,
+        "grads": [(n, None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()],
     }
 
 
-def assert_restored(before: dict, model: nn.Module) -> None:
-    """``model`` is as :func:`snapshot` found it: same tensors bit for bit, modules, parameter flags,
+def assert_same_snapshot(before: dict, after: dict) -> None:
+    """Two :func:`snapshot` s are equal: same tensors and gradients bit for bit, modules, parameter flags,
     hooks, forward methods and mode."""
-    after = snapshot(model)
     assert before["state"].keys() == after["state"].keys()
     assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
     for key in ("modules", "params", "hooks", "forward_overrides", "training"):
         assert before[key] == after[key], key
+    for (n, a), (_, b) in zip(before["grads"], after["grads"]):
+        assert (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b)), n
+
+
+def assert_restored(before: dict, model: nn.Module) -> None:
+    """``model`` is as :func:`snapshot` found it."""
+    assert_same_snapshot(before, snapshot(model))
 
 
 def save_cnndet_checkpoint(path: Path, detector: Detector | None = None, *, seed: int = 0, **extra) -> Path:

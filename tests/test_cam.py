@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from forensics.detectors import create
-from forensics.explain.cam import gradcam, guided_gradcam, input_gradient, relu_network, to_uint8
+from forensics.explain.cam import gradcam, guided_gradcam, input_gradient, relu_network
+from forensics.explain.figures import to_uint8
 from forensics.plots import TFF_CMAP, image_grid, overlay, positive_heatmap, save_figure
 from helpers import run_script as run_helper, calibrated, calibrated_cached, single_thread
 

@@ -14,7 +14,7 @@ from forensics.detectors import Detector, DetectorConfig, FeatureLayer, Preproce
 from forensics.explain import LRPExplainer, LRPSpec, explain_lrp, lrp_spec, start_signal
 from forensics.explain.canonizers import EfficientNetBlockCanonizer, merge_feature_layer_bn
 from forensics.explain.lrp_rules import zbox_bounds
-from helpers import calibrated_cached
+from helpers import assert_same_snapshot, calibrated_cached, snapshot
 
 SIZES = {"resnet50": 32, "efb0": 64}  # small inputs keep the file fast on 2 shared cores
 FC = {"resnet50": "net.fc", "efb0": "net._fc"}
@@ -25,26 +25,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def calibrated(name: str, seed: int = 0) -> Detector:
     return calibrated_cached(name, seed, size=32)
-
-
-def snapshot(model: nn.Module) -> dict:
-    """Everything an explainer could leave behind."""
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "modules": [n for n, _ in model.named_modules()],
-        "params": [(n, id(p), p.requires_grad) for n, p in model.named_parameters()],
-        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-                     + len(m._backward_pre_hooks) for m in model.modules()),
-        "forward_overrides": [n for n, m in model.named_modules() if "forward" in m.__dict__],
-        "training": model.training,
-    }
-
-
-def assert_same_snapshot(before: dict, after: dict) -> None:
-    assert before["state"].keys() == after["state"].keys()
-    assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
-    for key in ("modules", "params", "hooks", "forward_overrides", "training"):
-        assert before[key] == after[key], key
 
 
 # ---------------------------------------------------------------------------- (a) hand-computed rules

@@ -273,7 +273,7 @@ def test_default_clip_backbone_is_seeded_and_its_file_loads_the_same_weights(tmp
 
 
 def test_block_gradcam_per_block_and_restores_cam_block():
-    from forensics.explain.vit_lrp import block_gradcam
+    from forensics.explain.cam import block_gradcam
     model = tiny_rine()
     x = images(2)
     cams = block_gradcam(model, x, [0, 3])

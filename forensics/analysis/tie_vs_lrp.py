@@ -263,7 +263,7 @@ def write_image_grid(detector: Detector, comp: Comparison, out_dir: str | Path, 
                      transform: Callable | None = None, name: str = "per_image") -> list[Path]:
     """The per-image grid for the first ``n // 2`` explained reals and ``n - n // 2`` fakes: pixel maps by
     CP-LRP through the ViT (:class:`~forensics.explain.vit_lrp.ViTLRP`, sign-correct start, as the shares)."""
-    from ..explain.cam import to_uint8
+    from ..explain.figures import to_uint8
     from ..explain.vit_lrp import ViTLRP
     d = comp.data
     real, fake = d.group("real"), d.group("fake")
@@ -287,9 +287,10 @@ def write_block_maps(detector: Detector, comp: Comparison, out_dir: str | Path, 
     """Heatmap overlays per image and per block for the first ``n`` explained fakes (reals if none):
     one row per image with the image, the CP-LRP pixel map of the logit, then per block the pixel map
     of that block's relevance (they sum to the logit's map) and the Grad-CAM baseline on the block's
-    ``ln_1`` token grid (:func:`~forensics.explain.vit_lrp.block_gradcam`, target = the true class)."""
-    from ..explain.cam import to_uint8
-    from ..explain.vit_lrp import ViTLRP, block_gradcam
+    ``ln_1`` token grid (:func:`~forensics.explain.cam.block_gradcam`, target = the true class)."""
+    from ..explain.cam import block_gradcam
+    from ..explain.figures import to_uint8
+    from ..explain.vit_lrp import ViTLRP
     d = comp.data
     idx = list(d.group("fake")[:n]) or list(d.group("real")[:n])
     if not idx:

@@ -7,13 +7,13 @@ from .base import Detector, load_strict
 from .config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, DetectorConfig, Preprocessing
 from .keys import FeatureMapKey, group_by_layer, parse_keys
 from .probes import POINTS, ActivationRecord, FeatureLayer
-from .registry import (PretrainedConfig, create, get_config, list_detectors, list_pretrained, pretrained_config,
-                       register_detector)
+from .registry import (PretrainedConfig, create, detector_class, get_config, list_detectors, list_pretrained,
+                       pretrained_config, register_detector)
 
 # Each import registers one detector.
 from . import resnet50, efb0, rine, ufd  # noqa: E402,F401
 
 __all__ = ["Detector", "DetectorConfig", "Preprocessing", "FeatureMapKey", "FeatureLayer", "ActivationRecord",
            "POINTS", "PretrainedConfig", "pretrained_config", "list_pretrained", "create", "get_config",
-           "list_detectors", "register_detector", "parse_keys", "group_by_layer", "load_strict",
+           "list_detectors", "detector_class", "register_detector", "parse_keys", "group_by_layer", "load_strict",
            "IMAGENET_MEAN", "IMAGENET_STD", "CLIP_MEAN", "CLIP_STD"]

@@ -117,3 +117,8 @@ def pretrained_config(tag: str) -> PretrainedConfig:
 def list_pretrained(detector: str | None = None) -> list[str]:
     """Release tags that load into ``detector`` (all detector releases when ``None``)."""
     return [s.tag for s in weight_registry.list_specs(detector) if s.detector is not None]
+
+
+def detector_class(name: str) -> type[Detector]:
+    """The :class:`Detector` subclass registered as ``name`` (what an explainer checks it supports)."""
+    return _entry(name)[1]

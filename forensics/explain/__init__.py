@@ -1,7 +1,25 @@
-"""Explanations of detectors: LRP with T-FF's beta=0 composite (:mod:`.lrp`, rules in
-:mod:`.lrp_rules`, canonizers in :mod:`.canonizers`)."""
+"""Explanations of detectors behind one interface (:mod:`.base`, docs/explainers.md)::
+
+    from forensics.explain import create_explainer, list_explainers
+    with create_explainer("lrp", detector) as ex:
+        e = ex.attribute(images, target="fake")     # Explanation: e.pixel [B, H, W], positive = evidence for fake
+
+Registered methods (each defined on the detectors its ``supports`` accepts): ``lrp`` (T-FF's beta=0
+composite or zennit's named composites, :mod:`.lrp_methods` over :mod:`.lrp`), ``cp_lrp`` and
+``attn_lrp`` (CLIP ViTs, :mod:`.vit_lrp`, :mod:`.attn_lrp`), ``gradcam``, ``guided_gradcam``,
+``block_gradcam`` (:mod:`.cam`), captum's ``saliency``, ``input_x_gradient``,
+``integrated_gradients``, ``smoothgrad``, ``occlusion``, ``gradient_shap`` and the ``random`` control
+(:mod:`.captum_methods`).
+"""
+from .base import (TARGET_NAMES, Capabilities, Explainer, Explanation, create_explainer, explainer_class,
+                   list_explainers, register_explainer, resolve_target, target_score, target_sign)
 from .lrp import (LRP_CONFIGS, SIGNS, LRPExplainer, LRPResult, LRPSpec, explain_lrp, lrp_spec, register_lrp,
                   start_signal)
 
-__all__ = ["LRP_CONFIGS", "SIGNS", "LRPExplainer", "LRPResult", "LRPSpec", "explain_lrp", "lrp_spec",
+# Each import registers its methods, in this order.
+from . import lrp_methods, cam, captum_methods  # noqa: E402,F401
+
+__all__ = ["TARGET_NAMES", "Capabilities", "Explainer", "Explanation", "create_explainer", "explainer_class",
+           "list_explainers", "register_explainer", "resolve_target", "target_score", "target_sign",
+           "LRP_CONFIGS", "SIGNS", "LRPExplainer", "LRPResult", "LRPSpec", "explain_lrp", "lrp_spec",
            "register_lrp", "start_signal"]

@@ -1,14 +1,17 @@
 """Grad-CAM and Guided Grad-CAM of a detector's logit (tff.md §12.1), on pytorch-grad-cam.
 
-Usage::
+Usage (registered as ``gradcam``, ``guided_gradcam`` and, for the CLIP detectors, ``block_gradcam``)::
 
-    cams = gradcam(detector, images, target="fake")        # [B, H, W] in [0, 1]
-    res = guided_gradcam(detector, images, target="real")  # .cam, .gradient, .guided, .product
+    e = create_explainer("gradcam", detector).attribute(images, target="fake")   # e.pixel [B, H, W] in [0, 1]
+    cams = gradcam(detector, images, target="fake")        # the same maps (also for a module that only
+    res = guided_gradcam(detector, images, target="real")  # looks like a detector); .cam, .gradient, .product
 
 What is explained: the detector has ONE logit ``f`` (``P(fake) = sigmoid(f)``). ``target="fake"``
 explains ``f`` (``BinaryClassifierOutputTarget(1)``), ``target="real"`` explains ``-f``
 (``BinaryClassifierOutputTarget(0)``); the target is always explicit. (The reference passed
-``targets=None``, i.e. the argmax over one output, which always explains ``f``.) The real CAM is
+``targets=None``, i.e. the argmax over one output, which always explains ``f``.) A tensor of
+per-image classes (1 fake, 0 real) gives each image its own target, as
+:func:`forensics.explain.base.resolve_target`. The real CAM is
 therefore the Grad-CAM of the negated logit: channel weights change sign, so after Grad-CAM's ReLU it
 shows the regions the fake CAM suppresses.
 
@@ -40,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -50,10 +52,10 @@ from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUasModule
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
-from .. import plots
-from ..data import ImageRecord, RunSummary, forensynths
 from ..detectors import Detector
-from ..errors import ForensicsError
+from ..detectors.clip_backbone import ClipDetector
+from .base import (Capabilities, Explainer, Explanation, Target, classes_for, detector_type, float_dtype,
+                   register_explainer, resolve_target)
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +69,18 @@ _OTHER_ACTIVATION_NAMES = ("GELU", "Swish", "SiLU")  # e.g. open_clip's QuickGEL
 
 
 # ---------------------------------------------------------------------------- targets and restoration
-def target_sign(target: str) -> float:
-    """+1 for ``"fake"`` (explain ``f``), -1 for ``"real"`` (explain ``-f``)."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    return 1.0 if target == "fake" else -1.0
+def _classes(target: str | torch.Tensor | Sequence[int], n: int) -> torch.Tensor:
+    """Per-image classes of an explicit target: ``"fake"``/``"real"`` or ``n`` classes (never implicit)."""
+    if isinstance(target, str) and target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS} or per-image classes, got {target!r}")
+    if target is None:
+        raise ValueError(f"target must be one of {TARGETS} or per-image classes, got None")
+    return resolve_target(target, torch.zeros(n)).cpu()
 
 
-def cam_targets(target: str, n: int) -> list[BinaryClassifierOutputTarget]:
+def cam_targets(target: str | torch.Tensor | Sequence[int], n: int) -> list[BinaryClassifierOutputTarget]:
     """pytorch-grad-cam targets for ``n`` images: ``BinaryClassifierOutputTarget(1)`` (fake) or ``(0)`` (real)."""
-    category = 1 if target_sign(target) > 0 else 0
-    return [BinaryClassifierOutputTarget(category) for _ in range(n)]
+    return [BinaryClassifierOutputTarget(int(c)) for c in _classes(target, n)]
 
 
 @contextlib.contextmanager
@@ -97,14 +100,14 @@ def _input(detector: Detector, images: torch.Tensor) -> torch.Tensor:
     """A fresh leaf copy of ``images`` on the detector's device and dtype that requires grad."""
     if images.ndim != 4:
         raise ValueError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}")
-    dtype = next((p.dtype for p in detector.parameters() if p.is_floating_point()), torch.float32)
-    return images.detach().to(detector.device, dtype).clone().requires_grad_(True)
+    return images.detach().to(detector.device, float_dtype(detector)).clone().requires_grad_(True)
 
 
 # ---------------------------------------------------------------------------- Grad-CAM
-def gradcam(detector: Detector, images: torch.Tensor, target: str = "fake") -> torch.Tensor:
+def gradcam(detector: Detector, images: torch.Tensor, target: str | torch.Tensor = "fake") -> torch.Tensor:
     """Grad-CAM of ``images`` (normalised ``[B, C, H, W]``, one batch) for ``target``
-    (``"fake"``: the logit, ``"real"``: the negated logit) at the detector's Grad-CAM layers.
+    (``"fake"``: the logit, ``"real"``: the negated logit, or per-image classes) at the detector's
+    Grad-CAM layers.
 
     Returns float32 ``[B, H, W]`` on the CPU, each map min-max scaled to [0, 1] (an all-zero map
     stays 0). The detector is restored exactly afterwards.
@@ -146,22 +149,22 @@ def _guided_relus(model: nn.Module) -> Iterator[int]:
             setattr(parent, name, child)
 
 
-def input_gradient(detector: Detector, images: torch.Tensor, target: str = "fake", guided: bool = True
-                   ) -> torch.Tensor:
-    """Gradient of ``sign * f`` (``sign`` from ``target``) with respect to the input, ``[B, C, H, W]``
-    on the CPU, batched. ``guided``: guided backprop through every ``nn.ReLU`` (raises if the detector
-    is not a :func:`relu_network`)."""
+def input_gradient(detector: Detector, images: torch.Tensor, target: str | torch.Tensor = "fake",
+                   guided: bool = True) -> torch.Tensor:
+    """Gradient of ``s * f`` (``s`` = +1 fake / -1 real per image, from ``target``) with respect to the
+    input, ``[B, C, H, W]`` on the CPU, batched. ``guided``: guided backprop through every ``nn.ReLU``
+    (raises if the detector is not a :func:`relu_network`)."""
     if guided and not relu_network(detector):
         raise ValueError(f"{detector.name} is not a ReLU network: guided backprop would be a plain gradient "
                          "(pass guided=False, or use guided_gradcam, which labels it)")
-    sign = target_sign(target)
     x = _input(detector, images)
+    signs = (2 * _classes(target, x.shape[0]) - 1).to(x)
     with _explaining(detector), (_guided_relus(detector) if guided else contextlib.nullcontext()):
         with torch.enable_grad():
             logits = detector(x)
             if logits.ndim != 1:
                 raise ValueError(f"{detector.name}: expected one logit per image, got {tuple(logits.shape)}")
-            (grad,) = torch.autograd.grad(logits, x, grad_outputs=torch.full_like(logits, sign))
+            (grad,) = torch.autograd.grad(logits, x, grad_outputs=signs.to(logits.dtype))
     return grad.detach().cpu()
 
 
@@ -169,12 +172,12 @@ def input_gradient(detector: Detector, images: torch.Tensor, target: str = "fake
 class GuidedGradCAM:
     """One explained batch: ``cam`` ``[B, H, W]`` in [0, 1]; ``gradient`` ``[B, C, H, W]`` (guided
     backprop when ``guided``, else the plain input gradient); ``product`` = ``cam[:, None] * gradient``
-    (Guided Grad-CAM when ``guided``, else "Grad-CAM x gradient"); ``target`` ``fake``/``real``."""
+    (Guided Grad-CAM when ``guided``, else "Grad-CAM x gradient"); ``target`` as given."""
 
     cam: torch.Tensor
     gradient: torch.Tensor
     guided: bool
-    target: str
+    target: str | torch.Tensor
 
     @property
     def product(self) -> torch.Tensor:
@@ -185,7 +188,7 @@ class GuidedGradCAM:
         return "Guided Grad-CAM" if self.guided else "Grad-CAM x gradient"
 
 
-def guided_gradcam(detector: Detector, images: torch.Tensor, target: str = "fake") -> GuidedGradCAM:
+def guided_gradcam(detector: Detector, images: torch.Tensor, target: str | torch.Tensor = "fake") -> GuidedGradCAM:
     """Grad-CAM times guided backprop (tff.md §12.1) for a ReLU network; for any other detector the
     plain gradient replaces guided backprop and the result says so (``guided=False``, a warning)."""
     guided = relu_network(detector)
@@ -197,76 +200,91 @@ def guided_gradcam(detector: Detector, images: torch.Tensor, target: str = "fake
     return GuidedGradCAM(cam=cam, gradient=grad, guided=guided, target=target)
 
 
-# ---------------------------------------------------------------------------- figures (shared by the CLIs)
-def to_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Undo the normalisation of ``images`` ``[B, 3, H, W]``: uint8 RGB ``[B, H, W, 3]`` (the pixels
-    the detector saw, for overlays)."""
-    m = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    pixels = (images.detach().cpu().float() * s + m).clamp(0, 1) * 255.0
-    return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def block_gradcam(detector: Detector, images: torch.Tensor, blocks: Sequence[int],
+                  target: str | torch.Tensor = "fake") -> dict[int, torch.Tensor]:
+    """Grad-CAM (:func:`gradcam`) on the token grid of each chosen block's ``ln_1`` (the CLIP
+    detectors' ``cam_block`` option, set temporarily), ``{block: [B, H, W]}``."""
+    if not hasattr(detector, "cam_block"):
+        raise TypeError(f"{detector.name}: per-block Grad-CAM needs a CLIP detector (cam_block option)")
+    saved = detector.cam_block
+    out: dict[int, torch.Tensor] = {}
+    try:
+        for b in blocks:
+            detector.cam_block = int(b)
+            out[int(b)] = gradcam(detector, images, target=target)
+    finally:
+        detector.cam_block = saved
+    return out
 
 
-def write_heatmap_figures(out_dir: str | Path, names: Sequence[str], images: np.ndarray,
-                          maps: dict[str, np.ndarray], title: str, formats: Sequence[str] = ("png", "pdf"),
-                          scale: int = 4) -> dict[str, list[Path]]:
-    """Per image ``out_dir/<name>/image.*`` and ``<map>.*`` (T-FF overlay of each ``[B, H, W]`` map in
-    [0, 1]), and one ``out_dir/grid.*`` (rows = images; columns = image, then each map's overlay).
-    ``scale``: per-image files are upscaled by pixel repetition (64 px images are tiny in a PDF).
-    Returns ``{"image": [...], "<map>": [...], "grid": [...]}`` (all formats)."""
-    out_dir = Path(out_dir)
-    written: dict[str, list[Path]] = {"image": [], **{k: [] for k in maps}, "grid": []}
-    rows: list[list[np.ndarray]] = []
-    for i, name in enumerate(names):
-        overlays = {k: plots.overlay(images[i], m[i]) for k, m in maps.items()}
-        row = [images[i], *overlays.values()]
-        rows.append(row)
-        for key, img in zip(("image", *overlays), row):
-            big = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1) if scale > 1 else img
-            written[key] += plots.save_image(big, out_dir / name / key, formats=formats)
-    fig = plots.image_grid(rows, row_labels=[n[:18] for n in names], col_labels=["image", *maps], title=title)
-    written["grid"] = plots.save_figure(fig, out_dir / "grid", formats=formats, dpi=150)
-    return written
+# ---------------------------------------------------------------------------- registered explainers
+class _CAMExplainer(Explainer):
+    """Grad-CAM family: pytorch-grad-cam manages its own hooks per call, so entering sets up nothing
+    beyond the base class's restoration of ``.grad``; each call enters explain mode itself."""
+
+    def _enter(self, stack: contextlib.ExitStack) -> None:
+        return None
+
+    @classmethod
+    def supports(cls, detector: Detector | str) -> bool:
+        return True
+
+    def _logits_and_classes(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, classes)``: one plain forward in explain mode (the CAM calls do their own)."""
+        with self.detector.explain_mode():
+            logits = self.logits(x)
+        return logits, classes_for(target, x, lambda _: logits)
 
 
-def first_fakes(root: str | Path, gan: str | None, have_classes: bool | None = None, per_folder: int | None = None,
-                max_images: int | None = None) -> list[ImageRecord]:
-    """The first fakes of a ForenSynths-style set (sorted, as the reference's ``gradcam.py``):
-    ``per_folder`` per class folder, then at most ``max_images`` in all."""
-    records = forensynths(root, gan, have_classes=have_classes, num_real=0, num_fake=per_folder)
-    return records if max_images is None else records[:max_images]
+@register_explainer
+class GradCAMExplainer(_CAMExplainer):
+    """Grad-CAM (Selvaraju et al., ICCV 2017) at the detector's Grad-CAM layer, min-max scaled per image
+    (unsigned: the target's positively weighted activation)."""
+
+    name = "gradcam"
+    label = "Grad-CAM"
+    capabilities = Capabilities(input_map=False, signed=False)
+
+    def _attribute(self, x: torch.Tensor, target: Target) -> Explanation:
+        logits, classes = self._logits_and_classes(x, target)
+        return self.explanation(logits=logits, target=classes, pixel=gradcam(self.detector, x, classes))
 
 
-@dataclass
-class Heatmaps:
-    """Per-image heatmaps of a run: file-stem ``names``, the de-normalised ``images`` [N,H,W,3]
-    uint8, ``maps`` (name -> [N,H,W]) and the ``summary`` of skipped files."""
+@register_explainer
+class GuidedGradCAMExplainer(_CAMExplainer):
+    """Guided Grad-CAM: Grad-CAM x guided backprop on ReLU networks (``input_map`` the product, signed);
+    on other detectors Grad-CAM x the plain gradient, labelled so (``label``)."""
 
-    names: list[str]
-    images: np.ndarray
-    maps: dict[str, np.ndarray]
-    summary: RunSummary
+    name = "guided_gradcam"
+    label = "Guided Grad-CAM"
+    capabilities = Capabilities()
+
+    def _attribute(self, x: torch.Tensor, target: Target) -> Explanation:
+        logits, classes = self._logits_and_classes(x, target)
+        res = guided_gradcam(self.detector, x, classes)
+        return self.explanation(logits=logits, target=classes, input_map=res.product, label=res.label)
 
 
-def collect_heatmaps(detector: Detector, records: Sequence[ImageRecord], explain, *, crop: str | None = None,
-                     batch_size: int = 8, num_workers: int = 0) -> Heatmaps:
-    """Run ``explain(batch) -> {name: [B,H,W] array}`` over ``records`` with the detector's transform
-    and gather the maps with the images they explain (the loop behind the heatmap CLIs)."""
-    from ..data import ImageDataset, iter_batches
-    dataset = ImageDataset(list(records), detector.transform(crop=crop))
-    pre = detector.config.preprocessing
-    summary = RunSummary()
-    names: list[str] = []
-    images: list[np.ndarray] = []
-    maps: dict[str, list[np.ndarray]] = {}
-    for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
-        summary.add(batch)
-        if not len(batch):
-            continue
-        for key, value in explain(batch).items():
-            maps.setdefault(key, []).append(value)
-        images.append(to_uint8(batch.images, pre.mean, pre.std))
-        names += [f"{len(names) + i:03d}_{Path(p).stem}" for i, p in enumerate(batch.paths)]
-    if not names:
-        raise ForensicsError("no readable image to explain")
-    return Heatmaps(names, np.concatenate(images), {k: np.concatenate(v) for k, v in maps.items()}, summary)
+@register_explainer
+class BlockGradCAMExplainer(_CAMExplainer):
+    """Grad-CAM on each transformer block's ``ln_1`` token grid (CLIP detectors). Option ``blocks``
+    (indices; default all). ``layers``: ``{"blocks.<b>": [B, H, W]}``; ``pixel`` their mean."""
+
+    name = "block_gradcam"
+    label = "block Grad-CAM"
+    capabilities = Capabilities(input_map=False, layers=True, signed=False)
+
+    def __init__(self, detector: Detector, *, blocks: Sequence[int] | None = None):
+        super().__init__(detector, blocks=blocks)
+        self.blocks = list(range(detector.clip.blocks)) if blocks is None else [int(b) for b in blocks]
+
+    @classmethod
+    def supports(cls, detector: Detector | str) -> bool:
+        return issubclass(detector_type(detector), ClipDetector)
+
+    def _attribute(self, x: torch.Tensor, target: Target) -> Explanation:
+        logits, classes = self._logits_and_classes(x, target)
+        maps = block_gradcam(self.detector, x, self.blocks, classes)
+        layers = {f"blocks.{b}": m for b, m in maps.items()}
+        return self.explanation(logits=logits, target=classes, pixel=torch.stack(list(maps.values())).mean(0),
+                                layers=layers)

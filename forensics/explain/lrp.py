@@ -259,13 +259,14 @@ class LRPExplainer(StackedContext):
         return [self.detector.feature_layer(name).name for name in layers]
 
     def explain(self, images: torch.Tensor, labels: torch.Tensor | Sequence[int] | None = None, *,
-                include: torch.Tensor | Sequence[bool] | None = None, start: torch.Tensor | None = None,
+                include: torch.Tensor | Sequence[bool] | None = None,
+                start: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
                 layers: Iterable[str] | str | None = (), sign: str = "reference") -> LRPResult:
         """LRP of one batch of normalised images ``[B, C, H, W]`` (moved to the detector's device
         and floating dtype).
 
-        ``labels``/``include``/``sign``: see :func:`start_signal`; ``start`` (``[B]``) overrides
-        them with an explicit gradient at the logits. ``layers``: feature layers whose relevance is
+        ``labels``/``include``/``sign``: see :func:`start_signal`; ``start`` (``[B]``, or a function
+        of the logits of this pass returning it) overrides them with an explicit gradient at the logits. ``layers``: feature layers whose relevance is
         returned (``()`` none, the default; ``None`` all; or names).
         """
         if not self.active:
@@ -291,6 +292,8 @@ class LRPExplainer(StackedContext):
                                      f"{tuple(logits.shape)}")
                 if start is None:
                     start_vec = start_signal(logits, labels, include, sign)
+                elif callable(start):  # a function of this pass's logits (forensics.explain.lrp_methods)
+                    start_vec = start(logits.detach())
                 else:
                     start_vec = torch.as_tensor(start, dtype=logits.dtype, device=logits.device).reshape(-1)
                     if start_vec.shape != logits.shape:

@@ -98,11 +98,14 @@ def _gelu_rule(self: nn.GELU, x: torch.Tensor) -> torch.Tensor:
     return x * gate.detach()
 
 
-def _attention_rule(self: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None = None,
-                    v_x: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+def ruled_attention(block: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None = None,
+                    v_x: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None, *,
+                    matmul=torch.matmul, softmax=None) -> torch.Tensor:
     """open_clip ``ResidualAttentionBlock.attention`` (batch-first self-attention through
-    ``nn.MultiheadAttention``) with the attention probabilities detached (CP-LRP)."""
-    mha: nn.MultiheadAttention = self.attn
+    ``nn.MultiheadAttention``) written out, with ``matmul`` for the two products (``q k^T``,
+    ``probs v``) and ``softmax`` over the scores' last axis as the rules to apply (default: CP-LRP's,
+    the probabilities detached)."""
+    mha: nn.MultiheadAttention = block.attn
     if k_x is not None or v_x is not None:
         raise NotImplementedError("ViT LRP: cross-attention blocks are not supported")
     if not mha.batch_first or not mha._qkv_same_embed_dim:
@@ -111,12 +114,18 @@ def _attention_rule(self: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None
     heads = mha.num_heads
     q, k, v = F.linear(q_x, mha.in_proj_weight, mha.in_proj_bias).split(d, dim=-1)
     q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in (q, k, v))
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // heads)
+    scores = matmul(q, k.transpose(-2, -1)) / math.sqrt(d // heads)
     if attn_mask is not None:
         scores = scores + attn_mask.to(scores.dtype)
-    probs = torch.softmax(scores, dim=-1).detach()
-    out = (probs @ v).transpose(1, 2).reshape(b, n, d)
+    probs = softmax(scores) if softmax is not None else torch.softmax(scores, dim=-1).detach()
+    out = matmul(probs, v).transpose(1, 2).reshape(b, n, d)
     return mha.out_proj(out)
+
+
+def _attention_rule(self: nn.Module, q_x: torch.Tensor, k_x: torch.Tensor | None = None,
+                    v_x: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """CP-LRP's attention: the attention probabilities detached."""
+    return ruled_attention(self, q_x, k_x, v_x, attn_mask)
 
 
 def _rule_map(name: str, module: nn.Module) -> dict[str, Any] | None:
@@ -141,10 +150,10 @@ class TransformerRules(SwapAttributes):
 
 
 @contextlib.contextmanager
-def transformer_rules(model: nn.Module):
-    """Apply :class:`TransformerRules` to ``model`` inside the ``with`` block (forward values unchanged
-    up to float rounding; only the gradients change)."""
-    instances = TransformerRules().apply(model)
+def transformer_rules(model: nn.Module, attribute_map=None):
+    """Apply :class:`TransformerRules` (``attribute_map``: another rule map, e.g. AttnLRP's) to ``model``
+    inside the ``with`` block (forward values unchanged up to float rounding; only the gradients change)."""
+    instances = TransformerRules(attribute_map).apply(model)
     if not instances:
         raise ValueError(f"{type(model).__name__} has no LayerNorm / attention block / GELU: not a transformer")
     try:
@@ -191,6 +200,9 @@ class ViTLRP(StackedContext):
     """CP-LRP of a CLIP detector down to pixels (see the module docstring). Use as a context manager
     (explain mode + rules, restored on exit); outside a ``with`` block each call enters and leaves it."""
 
+    #: module -> swapped attributes (CP-LRP's rules); :class:`forensics.explain.attn_lrp.AttnLRP` swaps the attention's
+    rule_map = staticmethod(_rule_map)
+
     def __init__(self, detector: Detector):
         self.detector = detector
         self._stack: contextlib.ExitStack | None = None
@@ -201,7 +213,7 @@ class ViTLRP(StackedContext):
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(self.detector.explain_mode())
-            stack.enter_context(transformer_rules(self.detector))
+            stack.enter_context(transformer_rules(self.detector, self.rule_map))
         except BaseException:
             stack.close()
             raise
@@ -294,25 +306,6 @@ def unit_relevance(detector: Detector, images: torch.Tensor, unit: str | Feature
     the unit's activation. Restores the detector on return. For the LRP-max patches of an analysis:
     the input patch holding the most relevance of the unit."""
     return ViTLRP(detector).explain_unit(images, unit).pixel
-
-
-# ---------------------------------------------------------------------------- Grad-CAM baseline per block
-def block_gradcam(detector: Detector, images: torch.Tensor, blocks: Iterable[int], target: str = "fake"
-                  ) -> dict[int, torch.Tensor]:
-    """Grad-CAM (:func:`forensics.explain.cam.gradcam`) on the token grid of each chosen block's
-    ``ln_1`` (the CLIP detectors' ``cam_block`` option, set temporarily), ``{block: [B, H, W]}``."""
-    from .cam import gradcam
-    if not hasattr(detector, "cam_block"):
-        raise TypeError(f"{detector.name}: per-block Grad-CAM needs a CLIP detector (cam_block option)")
-    saved = detector.cam_block
-    out: dict[int, torch.Tensor] = {}
-    try:
-        for b in blocks:
-            detector.cam_block = int(b)
-            out[int(b)] = gradcam(detector, images, target=target)
-    finally:
-        detector.cam_block = saved
-    return out
 
 
 # ---------------------------------------------------------------------------- helpers

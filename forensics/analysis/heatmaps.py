@@ -1,0 +1,164 @@
+"""Heatmaps of several explanation methods on the same images (``analyses/explain.py``).
+
+:func:`explain_records` runs every requested registered method (:mod:`forensics.explain`) on the
+same batches and times each; :func:`write_outputs` writes the grid figure (rows = images, columns =
+the input then one heatmap per method, one colour convention: :func:`forensics.explain.figures.explanation_grid`),
+the maps as safetensors, a per-image CSV (logit, P(fake), target, seconds per image of each method)
+and ``summary.json``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
+from ..detectors import Detector
+from ..errors import ForensicsError
+from ..explain import create_explainer
+from ..explain.figures import explanation_grid, to_uint8
+from ..io import atomic_path, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodMaps:
+    """One method's results over all images: ``pixel`` ``[N, H, W]``, ``input_map`` ``[N, C, H, W]``
+    or ``None``, ``seconds`` per batch (wall time of its ``attribute`` calls), its figure ``label``
+    and whether its values are ``signed``."""
+
+    label: str
+    signed: bool
+    pixel: list[torch.Tensor] = field(default_factory=list)
+    input_map: list[torch.Tensor] | None = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class HeatmapRun:
+    """Images (``paths``, ``labels``, uint8 ``images`` [N, H, W, 3]), the detector's ``logits`` and the
+    resolved ``target`` per image, per-batch sizes, and each method's :class:`MethodMaps`."""
+
+    paths: list[str]
+    labels: list[int | None]
+    images: np.ndarray
+    logits: torch.Tensor
+    target: torch.Tensor
+    batch_sizes: list[int]
+    methods: dict[str, MethodMaps]
+    summary: RunSummary
+
+    def pixel(self, method: str) -> torch.Tensor:
+        return torch.cat(self.methods[method].pixel)
+
+    def seconds_per_image(self, method: str) -> np.ndarray:
+        """Per image: its batch's wall time for ``method`` divided by the batch size."""
+        m = self.methods[method]
+        return np.concatenate([np.full(n, s / n) for s, n in zip(m.seconds, self.batch_sizes)])
+
+
+def explain_records(detector: Detector, records: Sequence[ImageRecord], methods: Sequence[str],
+                    target: str = "fake", *, options: Mapping[str, Mapping[str, Any]] | None = None,
+                    crop: str | None = None, batch_size: int = 8, num_workers: int = 0) -> HeatmapRun:
+    """Explain ``records`` with each of ``methods`` (registry names; ``options[method]`` passed to
+    :func:`~forensics.explain.create_explainer`). ``target``: ``fake``/``real``/``predicted`` or
+    ``label`` (each image's true class)."""
+    options = options or {}
+    dataset = ImageDataset(list(records), detector.transform(crop=crop))
+    pre = detector.config.preprocessing
+    explainers = {m: create_explainer(m, detector, **dict(options.get(m, {}))) for m in methods}
+    maps = {m: MethodMaps(ex.label, ex.capabilities.signed) for m, ex in explainers.items()}
+    summary = RunSummary()
+    paths: list[str] = []
+    labels: list[int | None] = []
+    images, logits, targets, sizes = [], [], [], []
+    for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
+        summary.add(batch)
+        if not len(batch):
+            continue
+        batch_labels = [int(v) if v >= 0 else None for v in batch.labels.tolist()]
+        if target == "label":
+            if any(v is None for v in batch_labels):
+                raise ForensicsError("--target label needs labelled images (real/fake folders)")
+            want: Any = torch.tensor(batch_labels)
+        else:
+            want = target
+        for m, ex in explainers.items():
+            start = time.perf_counter()
+            e = ex.attribute(batch.images, want)
+            maps[m].seconds.append(time.perf_counter() - start)
+            maps[m].pixel.append(e.pixel)
+            if e.input_map is None:
+                maps[m].input_map = None
+            elif maps[m].input_map is not None:
+                maps[m].input_map.append(e.input_map)
+            last = e
+        logits.append(last.logits)
+        targets.append(last.target)
+        sizes.append(len(batch))
+        images.append(to_uint8(batch.images, pre.mean, pre.std))
+        paths += [str(p) for p in batch.paths]
+        labels += batch_labels
+        log.info("explained %d images with %d methods", len(paths), len(methods))
+    if not paths:
+        raise ForensicsError("no readable image to explain")
+    return HeatmapRun(paths, labels, np.concatenate(images), torch.cat(logits), torch.cat(targets), sizes, maps,
+                      summary)
+
+
+def write_outputs(run: HeatmapRun, out_dir: str | Path, title: str, formats: Sequence[str] = ("png", "pdf"),
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``grid.{png,pdf}``, ``maps.safetensors`` (``<method>.pixel`` [N, H, W], ``<method>.input_map``,
+    ``logits``, ``target``), ``explain.csv`` (one row per image) and ``summary.json``; returns the summary."""
+    from safetensors.torch import save_file
+
+    from .. import plots
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(run.methods)
+    row_labels = [f"{_label_name(lab)} p={float(p):.2f}" for lab, p in zip(run.labels, torch.sigmoid(run.logits))]
+    fig = explanation_grid(run.images, {run.methods[m].label: run.pixel(m).numpy() for m in names},
+                           signed={run.methods[m].label: run.methods[m].signed for m in names},
+                           row_labels=row_labels, title=title)
+    grid = plots.save_figure(fig, out_dir / "grid", formats=formats, dpi=150)
+
+    tensors = {"logits": run.logits.contiguous(), "target": run.target.contiguous()}
+    for m in names:
+        tensors[f"{m}.pixel"] = run.pixel(m).contiguous()
+        if run.methods[m].input_map is not None:
+            tensors[f"{m}.input_map"] = torch.cat(run.methods[m].input_map).contiguous()
+    with atomic_path(out_dir / "maps.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+
+    per_image = {m: run.seconds_per_image(m) for m in names}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["index", "path", "label", "logit", "p_fake", "target", *[f"seconds_{m}" for m in names]])
+    for i, path in enumerate(run.paths):
+        writer.writerow([i, path, "" if run.labels[i] is None else run.labels[i], f"{float(run.logits[i]):.6g}",
+                         f"{float(torch.sigmoid(run.logits[i])):.6g}", int(run.target[i]),
+                         *[f"{per_image[m][i]:.6g}" for m in names]])
+    atomic_write_text(out_dir / "explain.csv", buf.getvalue())
+    summary = {"images": len(run.paths), "methods": {m: {"label": run.methods[m].label, "signed": run.methods[m].signed,
+                                                         "seconds_per_image": float(per_image[m].mean())}
+                                                     for m in names},
+               "torch_threads": torch.get_num_threads(), "skipped": run.summary.skipped,
+               "files": [str(p) for p in grid] + [str(out_dir / n) for n in ("maps.safetensors", "explain.csv")],
+               **dict(extra or {})}
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _label_name(label: int | None) -> str:
+    return {0: "real", 1: "fake"}.get(label if label is not None else -1, "?")
+
+
+__all__ = ["HeatmapRun", "MethodMaps", "explain_records", "write_outputs"]

@@ -1,0 +1,141 @@
+"""Heatmap figures of explanations, shared by the heatmap CLIs (``analyses/explain.py``,
+``analyses/gradcam.py``, ``analyses/lrp_heatmaps.py``) and the analyses.
+
+- :func:`explanation_grid`: rows = images, columns = the input then one heatmap per method, in ONE
+  colour convention: a diverging map (red = evidence for the target class, blue = against, white = 0),
+  each heatmap scaled by its own robust maximum ``|value|`` (99.5th percentile); unsigned methods
+  (Grad-CAM, the random control) use its red half.
+- :func:`write_heatmap_figures`: T-FF's overlays (black -> #ffc300 -> #ffaa00) per image and a grid.
+- :func:`collect_heatmaps`: the loop behind the heatmap CLIs (images, maps and the run summary).
+- :func:`to_uint8`: undo a detector's normalisation for display.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .. import plots
+from ..data import ImageRecord, RunSummary, forensynths
+from ..detectors import Detector
+from ..errors import ForensicsError
+
+#: Diverging colormap of :func:`explanation_grid` (red = evidence for the target, blue = against).
+SIGNED_CMAP = "bwr"
+#: Percentile of ``|map|`` that maps to full colour (robust to a few extreme pixels).
+SCALE_PERCENTILE = 99.5
+
+
+def scale_map(heat: np.ndarray, signed: bool = True, percentile: float = SCALE_PERCENTILE) -> np.ndarray:
+    """``heat`` ``[H, W]`` divided by its ``percentile`` of ``|heat|`` and clipped to [-1, 1] (``signed``)
+    or [0, 1] (unsigned maps: negative values clipped); an all-zero map stays 0."""
+    heat = np.asarray(heat, dtype=np.float64)
+    peak = np.percentile(np.abs(heat), percentile) if heat.size else 0.0
+    out = heat / peak if peak > 0 else np.zeros_like(heat)
+    return np.clip(out, -1.0 if signed else 0.0, 1.0).astype(np.float32)
+
+
+def explanation_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], signed: Mapping[str, bool] | None = None,
+                     row_labels: Sequence[str] | None = None, title: str | None = None,
+                     cell_inches: float = 1.5) -> Figure:
+    """Grid figure: ``images`` uint8 ``[N, H, W, 3]``; ``maps`` column label -> ``[N, H, W]`` pixel maps
+    (positive = evidence for the target); ``signed`` column label -> whether the map is signed
+    (default True). Scaling and colours: see the module docstring."""
+    signed = dict(signed or {})
+    n, cols = len(images), 1 + len(maps)
+    fig = Figure(figsize=(cell_inches * cols, cell_inches * n + 0.6))
+    axes = fig.subplots(n, cols, squeeze=False)
+    for r in range(n):
+        axes[r][0].imshow(images[r], interpolation="nearest")
+        for c, (label, m) in enumerate(maps.items(), start=1):
+            axes[r][c].imshow(scale_map(m[r], signed.get(label, True)), cmap=SIGNED_CMAP, vmin=-1, vmax=1,
+                              interpolation="nearest")
+        for c in range(cols):
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+        if row_labels is not None:
+            axes[r][0].set_ylabel(row_labels[r], fontsize=7)
+    for c, label in enumerate(["input", *maps]):
+        axes[0][c].set_title(label, fontsize=7)
+    fig.suptitle((title + "\n" if title else "") + "red: evidence for the target, blue: against (each map scaled "
+                 "to its 99.5th percentile of |value|)", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def to_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Undo the normalisation of ``images`` ``[B, 3, H, W]``: uint8 RGB ``[B, H, W, 3]`` (the pixels
+    the detector saw, for overlays)."""
+    m = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    pixels = (images.detach().cpu().float() * s + m).clamp(0, 1) * 255.0
+    return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def write_heatmap_figures(out_dir: str | Path, names: Sequence[str], images: np.ndarray,
+                          maps: dict[str, np.ndarray], title: str, formats: Sequence[str] = ("png", "pdf"),
+                          scale: int = 4) -> dict[str, list[Path]]:
+    """Per image ``out_dir/<name>/image.*`` and ``<map>.*`` (T-FF overlay of each ``[B, H, W]`` map in
+    [0, 1]), and one ``out_dir/grid.*`` (rows = images; columns = image, then each map's overlay).
+    ``scale``: per-image files are upscaled by pixel repetition (64 px images are tiny in a PDF).
+    Returns ``{"image": [...], "<map>": [...], "grid": [...]}`` (all formats)."""
+    out_dir = Path(out_dir)
+    written: dict[str, list[Path]] = {"image": [], **{k: [] for k in maps}, "grid": []}
+    rows: list[list[np.ndarray]] = []
+    for i, name in enumerate(names):
+        overlays = {k: plots.overlay(images[i], m[i]) for k, m in maps.items()}
+        row = [images[i], *overlays.values()]
+        rows.append(row)
+        for key, img in zip(("image", *overlays), row):
+            big = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1) if scale > 1 else img
+            written[key] += plots.save_image(big, out_dir / name / key, formats=formats)
+    fig = plots.image_grid(rows, row_labels=[n[:18] for n in names], col_labels=["image", *maps], title=title)
+    written["grid"] = plots.save_figure(fig, out_dir / "grid", formats=formats, dpi=150)
+    return written
+
+
+def first_fakes(root: str | Path, gan: str | None, have_classes: bool | None = None, per_folder: int | None = None,
+                max_images: int | None = None) -> list[ImageRecord]:
+    """The first fakes of a ForenSynths-style set (sorted, as the reference's ``gradcam.py``):
+    ``per_folder`` per class folder, then at most ``max_images`` in all."""
+    records = forensynths(root, gan, have_classes=have_classes, num_real=0, num_fake=per_folder)
+    return records if max_images is None else records[:max_images]
+
+
+@dataclass
+class Heatmaps:
+    """Per-image heatmaps of a run: file-stem ``names``, the de-normalised ``images`` [N,H,W,3]
+    uint8, ``maps`` (name -> [N,H,W]) and the ``summary`` of skipped files."""
+
+    names: list[str]
+    images: np.ndarray
+    maps: dict[str, np.ndarray]
+    summary: RunSummary
+
+
+def collect_heatmaps(detector: Detector, records: Sequence[ImageRecord], explain, *, crop: str | None = None,
+                     batch_size: int = 8, num_workers: int = 0) -> Heatmaps:
+    """Run ``explain(batch) -> {name: [B,H,W] array}`` over ``records`` with the detector's transform
+    and gather the maps with the images they explain (the loop behind the heatmap CLIs)."""
+    from ..data import ImageDataset, iter_batches
+    dataset = ImageDataset(list(records), detector.transform(crop=crop))
+    pre = detector.config.preprocessing
+    summary = RunSummary()
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    maps: dict[str, list[np.ndarray]] = {}
+    for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
+        summary.add(batch)
+        if not len(batch):
+            continue
+        for key, value in explain(batch).items():
+            maps.setdefault(key, []).append(value)
+        images.append(to_uint8(batch.images, pre.mean, pre.std))
+        names += [f"{len(names) + i:03d}_{Path(p).stem}" for i, p in enumerate(batch.paths)]
+    if not names:
+        raise ForensicsError("no readable image to explain")
+    return Heatmaps(names, np.concatenate(images), {k: np.concatenate(v) for k, v in maps.items()}, summary)
