@@ -54,7 +54,6 @@ from ..data import ImageDataset, ImageRecord, RunSummary, forensynths, iter_batc
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
 from ..io import atomic_path, atomic_write_text
-from ..memory import mmap_threshold
 from ..explain.lrp import LRPExplainer, LRPResult
 
 log = logging.getLogger(__name__)
@@ -211,17 +210,19 @@ def reference_transform(detector: Detector, size: int | None = None):
 def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_size: int = 16,
                  transform: Callable | None = None, conf_real: float = 0.1, conf_fake: float = 0.9,
                  sign: str = "reference", device: str | torch.device | None = None, num_workers: int = 0,
-                 bn_identity: bool = False, progress: bool = True, fixed_mmap_threshold: bool = True) -> FFRSResult:
+                 bn_identity: bool = False, progress: bool = True) -> FFRSResult:
     """FF-RS of ``detector`` over labelled ``records`` (e.g. ``forensynths(root, 'progan_val',
     num_real=50, num_fake=50)``), streaming (tff.md §5).
 
     ``transform``: PIL -> normalised tensor (default :func:`reference_transform`). ``device``: moves
     the detector there first (default: where it is). ``sign``/``bn_identity``: see
     :class:`~forensics.explain.lrp.LRPExplainer`. Unreadable files are skipped and listed in
-    ``result.summary``. ``fixed_mmap_threshold``: while it runs, glibc serves every large block with
-    ``mmap`` (:func:`forensics.memory.mmap_threshold`), so that peak memory stays flat in the number
-    of images instead of creeping up over the first batches; ``False`` is ~2.5x faster on CPU for ~25%
-    more peak memory (bench/README.md).
+    ``result.summary``.
+
+    Memory: each layer's relevance is reduced to its per-sample channel shares inside the backward
+    pass (:meth:`~forensics.explain.lrp.LRPExplainer.explain_reduced`), so no relevance map
+    outlives its layer and peak memory is bounded by one batch's LRP (the inputs the rules keep),
+    whatever the number of images; it grows with ``batch_size`` (bench/README.md).
     """
     check_thresholds(conf_real, conf_fake)
     if any(r.label not in (0, 1) for r in records):
@@ -233,7 +234,7 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
     acc = FFRSAccumulator.for_detector(detector)
     summary = RunSummary()
     bar = tqdm(total=len(dataset), desc=f"FF-RS {detector.name}", unit="img", disable=not progress)
-    with mmap_threshold(enabled=fixed_mmap_threshold), LRPExplainer(detector, bn_identity=bn_identity) as lrp:
+    with LRPExplainer(detector, bn_identity=bn_identity) as lrp:
         for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
             summary.add(batch)
             if len(batch):
