@@ -192,11 +192,27 @@ class ZPlusRule(RuleHook):
         self.stabilizer = stabilizer
         self.stabilizer_fn = Stabilizer.ensure(stabilizer)
         self.zero_params = [zero_params] if isinstance(zero_params, str) else list(zero_params or [])
+        self.param_cache: dict[tuple, dict[str, torch.Tensor | None]] = {}
 
     def copy(self) -> "ZPlusRule":
         return type(self)(self.stabilizer, self.zero_params)
 
+    def remove(self) -> None:
+        self.param_cache.clear()
+        super().remove()
+
     def _params(self, module: nn.Module, clamp: dict[str, float]) -> dict[str, torch.Tensor | None]:
+        """The modified parameters, computed once per set of parameter values (the weights do not
+        change while an explainer is active; a changed parameter is recomputed)."""
+        key = (tuple(clamp.items()), tuple((k, id(p), p._version) for k, p in module._parameters.items()
+                                           if p is not None))
+        if key not in self.param_cache:
+            if len(self.param_cache) >= 2:  # stale: the parameters changed
+                self.param_cache.clear()
+            self.param_cache[key] = self._modified_params(module, clamp)
+        return self.param_cache[key]
+
+    def _modified_params(self, module: nn.Module, clamp: dict[str, float]) -> dict[str, torch.Tensor | None]:
         out: dict[str, torch.Tensor | None] = {}
         for key, param in module._parameters.items():
             if param is None:

@@ -54,8 +54,9 @@ class SafeDivisor:
 
     def __call__(self, d: torch.Tensor) -> torch.Tensor:
         # bit for bit ``d + e0 * (d == 0) + e * sign(d)``, in fewer passes over d
-        out = d.sign().mul_(self.e).add_(d) if self.e else d.clone()
-        return out.masked_fill_(d == 0, self.e0)
+        if not self.e:
+            return torch.where(d == 0, self.e0, d)
+        return d.sign().mul_(self.e).add_(d).masked_fill_(d == 0, self.e0)
 
 
 class GatePass(Hook):
