@@ -14,22 +14,7 @@ import resource
 import time
 
 import torch
-from torch import nn
-
-
-def calibrated_resnet50(size: int):
-    from forensics.detectors import create
-    torch.manual_seed(0)
-    model = create("resnet50")
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(4, 3, size, size))
-    return model.eval()
+from ffrs_memory import calibrated_resnet50  # bench/ is the script's directory, hence on sys.path
 
 
 def rss_mib() -> float:
@@ -47,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from forensics.analysis.ffrs import FFRSAccumulator, confidence_mask
     from forensics.explain.lrp import LRPExplainer
-    model = calibrated_resnet50(args.size)
+    model = calibrated_resnet50(args.size, "cpu")
     torch.manual_seed(1)
     x = torch.randn(args.batch, 3, args.size, args.size)
     labels = torch.arange(args.batch) % 2
