@@ -8,6 +8,8 @@ Usage::
     res.pixel              # [B, 3, H, W] input relevance
     res.layer_relevance    # {feature-layer name: [B, C, H, W]} at the folded conv outputs
     # on exit the detector is bit-identical to before (parameters, buffers, forward, hooks)
+    with LRPExplainer(detector) as lrp:             # FF-RS: each layer reduced inside the backward pass
+        res = lrp.explain_reduced(images, channel_shares, labels)  # {layer: [B, C]}, no full maps kept
 
 What is explained (tff.md §4.3): one forward pass; the gradient handed to the logit ("start") is
 +1 for a fake sample and -1 for a real one, only for CORRECTLY classified samples (``p >= 0.5`` is
@@ -24,6 +26,10 @@ reals instead makes positive relevance on a real image mean evidence for FAKE (t
 
 Per-sample control: ``labels`` (0 real / 1 fake; ``None`` = the predicted class), ``include`` (a
 boolean mask replacing the "correctly classified" filter) or an explicit ``start`` vector.
+
+The rules run as autograd functions (:mod:`.lrp_hooks`): the same relevance as zennit's rule hooks
+(bit for bit on R50 and EfB0), computed without the module gradients those hooks discard, without
+z+'s all-zero negative branch on ReLU inputs, and keeping only the inputs the rules read.
 
 Measurement points (tff.md §3.3): relevance arriving at each feature layer's conv output after its
 BN is folded in (pre-activation), read with tensor hooks, keyed by the detector's layer names.
