@@ -28,7 +28,7 @@ zennit rule's (tests/test_lrp_hooks.py checks them against zennit's hooks).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -121,7 +121,7 @@ class RuleHook(Hook):
 
 
 class PassRule(RuleHook):
-    """zennit's ``Pass``: the relevance passes to the (single) input unchanged."""
+    """zennit's ``Pass``: the relevance passes unchanged to the first input (any others get none)."""
 
     needs_input = False
 
@@ -129,14 +129,10 @@ class PassRule(RuleHook):
         return (grad_output,) + (None,) * (len(input_meta) - 1)
 
 
-class GatePassRule(RuleHook):
+class GatePassRule(PassRule):
     """``gate * x`` (:class:`~forensics.explain.canonizers.GatedProduct`): all relevance to ``x``,
-    none to the gate (T-FF's SE op); the gate's branch then receives no gradient at all."""
-
-    needs_input = False
-
-    def relevance(self, module, inputs, grad_output, input_meta):
-        return (grad_output,) + (None,) * (len(input_meta) - 1)
+    none to the gate (T-FF's SE op, :class:`~forensics.explain.lrp_rules.GatePass`); the gate's
+    branch then receives no gradient at all instead of zeros."""
 
 
 class ResidualSumRule(RuleHook):
@@ -267,14 +263,3 @@ class BasicRule(RuleHook):
         grads = torch.autograd.grad(outputs, mod_inputs, grad_outputs=rule.gradient_mapper(grad_output, outputs))
         relevance = rule.reducer(mod_inputs, grads)
         return tuple(relevance if meta[0] == relevance.shape else None for meta in input_meta)
-
-
-def as_rule_hook(rule: Any) -> Any:
-    """The :class:`RuleHook` form of a zennit rule where one exists (``Pass``, ``ZPlus`` are mapped
-    by :func:`~forensics.explain.lrp_rules.beta0_layer_map` directly; any ``BasicHook`` becomes a
-    :class:`BasicRule`); other hooks are returned unchanged."""
-    if isinstance(rule, (RuleHook, Hook)) and not isinstance(rule, BasicHook):
-        return rule
-    if isinstance(rule, BasicHook):
-        return BasicRule(rule)
-    return rule
