@@ -42,10 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start signal: +-1 at the logit as the reference (default), or sign-correct")
     g.add_argument("--topk", type=int, default=114, help="k of the per-layer top-k share in summary.json "
                                                           "(default: 114, the reference's R50 k)")
-    g.add_argument("--fast_malloc", action="store_true",
-                   help="leave glibc's allocator as it is during FF-RS: ~2.5x faster on CPU for ~25%% more peak "
-                        "memory (by default large tensors are mmapped while FF-RS runs, so peak memory stays flat "
-                        "in the number of images; bench/README.md)")
     add_run_args(p, out_help="output root (default: figures/rank_fmaps)")
     return p
 
@@ -59,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     records = forensynths(root, gan, have_classes=have_classes, num_real=args.num_real, num_fake=args.num_fake)
     result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
                           conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,
-                          device=args.device, num_workers=args.workers,
-                          fixed_mmap_threshold=not args.fast_malloc)
+                          device=args.device, num_workers=args.workers)
     tag = f"{gan}_{args.blur_jpg or 'default'}"
     out = (args.out or Path("figures/rank_fmaps")) / output_name(args, detector) / tag
     paths = write_outputs(result, out, gan, args.topk, extra={

@@ -55,7 +55,6 @@ from ..data import ImageDataset, ImageRecord, RunSummary, forensynths, iter_batc
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
 from ..io import atomic_path, atomic_write_text
-from ..memory import mmap_threshold
 from ..explain.lrp import LRPExplainer, LRPResult
 
 log = logging.getLogger(__name__)
@@ -69,10 +68,16 @@ Ranking = list[tuple[FeatureMapKey, float]]
 # ---------------------------------------------------------------------------- per-batch pieces
 def channel_shares(relevance: torch.Tensor) -> torch.Tensor:
     """``sum_{h,w} max(R, 0) / sum_{c,h,w} |R|`` per sample and channel: ``[B, C, ...]`` -> ``[B, C]``
-    float64 (tff.md §5.1 step 1 followed by the spatial sum). Samples with ``sum |R| == 0`` give 0."""
+    float64 (tff.md §5.1 step 1 followed by the spatial sum). Samples with ``sum |R| == 0`` give 0.
+
+    The spatial sums run in ``R``'s dtype (their terms are all non-negative, so float32's pairwise
+    summation keeps them within ~1e-7 relative) and everything after them in float64; summing in
+    float64 throughout converted every map to float64 first and took 4x longer (bench/README.md)."""
     dims = tuple(range(2, relevance.ndim))
-    pos = relevance.clamp_min(0).sum(dim=dims, dtype=torch.float64) if dims else relevance.clamp_min(0).double()
-    denom = relevance.abs().sum(dim=tuple(range(1, relevance.ndim)), dtype=torch.float64)
+    pos = relevance.clamp_min(0)
+    pos = (pos.sum(dim=dims) if dims else pos).double()
+    mag = relevance.abs()
+    denom = (mag.sum(dim=dims) if dims else mag).double().sum(dim=1)
     safe = torch.where(denom > 0, denom, torch.ones_like(denom))
     return torch.where(denom[:, None] > 0, pos / safe[:, None], torch.zeros_like(pos))
 
@@ -122,12 +127,24 @@ class FFRSAccumulator:
         missing = [n for n in self.layers if n not in result.layer_relevance]
         if missing:
             raise ValueError(f"LRP result lacks {len(missing)} layer(s), e.g. {missing[:3]}; explain with layers=None")
-        device = result.logits.device
+        self.add_shares({name: channel_shares(result.layer_relevance[name]) for name in self.layers},
+                        labels, keep)
+
+    def add_shares(self, shares: Mapping[str, torch.Tensor], labels: torch.Tensor | Sequence[int],
+                   keep: torch.Tensor | Sequence[bool]) -> None:
+        """Add one batch given as its per-sample :func:`channel_shares` (``{layer: [B, C]}``, e.g.
+        from :meth:`LRPExplainer.explain_reduced` with ``reduce=channel_shares``); ``labels`` and
+        ``keep`` as in :meth:`update`."""
+        missing = [n for n in self.layers if n not in shares]
+        if missing:
+            raise ValueError(f"shares lack {len(missing)} layer(s), e.g. {missing[:3]}")
+        first = shares[next(iter(self.layers))]
+        device = first.device
         labels = torch.as_tensor(labels, device=device).reshape(-1)
         keep = torch.as_tensor(keep, device=device).reshape(-1).bool()
-        if not (labels.shape == keep.shape == result.logits.shape):
-            raise ValueError(f"labels {tuple(labels.shape)}, keep {tuple(keep.shape)} and logits "
-                             f"{tuple(result.logits.shape)} must all be [B]")
+        if not (labels.shape == keep.shape == first.shape[:1]):
+            raise ValueError(f"labels {tuple(labels.shape)}, keep {tuple(keep.shape)} and the batch "
+                             f"({first.shape[0]} samples) must all be [B]")
         bad = ~((labels == 0) | (labels == 1))
         if bad.any():
             raise ValueError(f"FF-RS needs labels 0 (real) or 1 (fake), got {labels[bad].unique().tolist()}")
@@ -138,8 +155,7 @@ class FFRSAccumulator:
             self.filtered[label] += int((side & ~keep).sum())
             if sel.numel():
                 for name in self.layers:
-                    shares = channel_shares(result.layer_relevance[name].index_select(0, sel))
-                    self.sums[label][name] += shares.sum(dim=0).cpu()
+                    self.sums[label][name] += shares[name].index_select(0, sel).sum(dim=0).cpu()
 
     def omega(self, label: int) -> dict[str, torch.Tensor]:
         """``{layer: omega [C]}`` (float64) over the kept images of ``label``."""
@@ -195,17 +211,19 @@ def reference_transform(detector: Detector, size: int | None = None):
 def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_size: int = 16,
                  transform: Callable | None = None, conf_real: float = 0.1, conf_fake: float = 0.9,
                  sign: str = "reference", device: str | torch.device | None = None, num_workers: int = 0,
-                 bn_identity: bool = False, progress: bool = True, fixed_mmap_threshold: bool = True) -> FFRSResult:
+                 bn_identity: bool = False, progress: bool = True) -> FFRSResult:
     """FF-RS of ``detector`` over labelled ``records`` (e.g. ``forensynths(root, 'progan_val',
     num_real=50, num_fake=50)``), streaming (tff.md §5).
 
     ``transform``: PIL -> normalised tensor (default :func:`reference_transform`). ``device``: moves
     the detector there first (default: where it is). ``sign``/``bn_identity``: see
     :class:`~forensics.explain.lrp.LRPExplainer`. Unreadable files are skipped and listed in
-    ``result.summary``. ``fixed_mmap_threshold``: while it runs, glibc serves every large block with
-    ``mmap`` (:func:`forensics.memory.mmap_threshold`), so that peak memory stays flat in the number
-    of images instead of creeping up over the first batches; ``False`` is ~2.5x faster on CPU for ~25%
-    more peak memory (bench/README.md).
+    ``result.summary``.
+
+    Memory: each layer's relevance is reduced to its per-sample channel shares inside the backward
+    pass (:meth:`~forensics.explain.lrp.LRPExplainer.explain_reduced`), so no relevance map
+    outlives its layer and peak memory is bounded by one batch's LRP (the inputs the rules keep),
+    whatever the number of images; it grows with ``batch_size`` (bench/README.md).
     """
     check_thresholds(conf_real, conf_fake)
     if any(r.label not in (0, 1) for r in records):
@@ -217,14 +235,13 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
     acc = FFRSAccumulator.for_detector(detector)
     summary = RunSummary()
     bar = tqdm(total=len(dataset), desc=f"FF-RS {detector.name}", unit="img", disable=not progress)
-    with mmap_threshold(enabled=fixed_mmap_threshold), LRPExplainer(detector, bn_identity=bn_identity) as lrp:
+    with LRPExplainer(detector, bn_identity=bn_identity) as lrp:
         for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
             summary.add(batch)
             if len(batch):
-                result = lrp.explain(batch.images, batch.labels, layers=None, sign=sign)
+                result = lrp.explain_reduced(batch.images, channel_shares, batch.labels, layers=None, sign=sign)
                 keep = confidence_mask(result.probs, batch.labels, conf_real, conf_fake)
-                acc.update(result, batch.labels, keep)
-                del result  # free this batch's relevance before the next is explained
+                acc.add_shares(result.layer_relevance, batch.labels, keep)
             bar.update(len(batch) + len(batch.skipped))
     bar.close()
     summary.log(log)

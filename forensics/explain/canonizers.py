@@ -10,13 +10,14 @@
 - :class:`EfficientNetBlockCanonizer`: efficientnet_pytorch computes the skip add ``x + inputs``
   and the SE gating ``sigmoid(s) * x`` functionally inside ``MBConvBlock.forward``, where no rule
   can attach. The canonizer temporarily replaces the block's ``forward`` with an equivalent one
-  that routes the skip through a zennit :class:`~zennit.layer.Sum` module and the SE product
+  that routes the skip through a :class:`ResidualSum` module and the SE product
   through a :class:`GatedProduct` module (zennit's ``ResNetCanonizer`` does the same for torchvision
   bottlenecks). Removing it restores the block's attributes exactly.
 - :class:`RineHeadCanonizer`: RINE's TIE ``(softmax(alpha) * proj1(g)).sum(1)`` through a
   :class:`GatedProduct` (the fixed importances scale ``proj1(g)``; relevance passes to it) and a
   ``Sum(dim=1)`` over blocks (epsilon: the weighted sum as a fixed linear combination).
-- R50 uses ``zennit.torchvision.ResNetCanonizer`` as it is (merge + residual ``Sum``).
+- R50: :func:`resnet_canonizers`, zennit's ``ResNetCanonizer`` (merge + residual add as a module)
+  with the residual add as a :class:`ResidualSum` (two inputs, no stacked copy of both operands).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
-from zennit.canonizers import Canonizer, NamedMergeBatchNorm
+from zennit.canonizers import Canonizer, NamedMergeBatchNorm, SequentialMergeBatchNorm
 from zennit.layer import Sum
 
 _MISSING = object()
@@ -38,6 +39,16 @@ class GatedProduct(nn.Module):
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         return gate * x
+
+
+class ResidualSum(nn.Module):
+    """``a + b`` as a module: a residual add that an LRP rule (epsilon) can attach to. zennit's
+    ``Sum`` needs ``torch.stack([a, b], -1)`` first, a copy of both operands that its rule then keeps
+    until the backward pass; here the rule keeps ``a`` and ``b`` themselves (one of them is usually
+    kept anyway, as the input of the block's first conv). Same values: ``a + b`` is the stacked sum."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
 
 
 class SwapAttributes(Canonizer):
@@ -115,6 +126,40 @@ def _bn_identity_map(name: str, module: nn.Module) -> dict[str, Any] | None:
     return {"forward": _identity} if isinstance(module, nn.BatchNorm2d) else None
 
 
+# ---------------------------------------------------------------------------- torchvision ResNet
+def _bottleneck_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """``torchvision.models.resnet.Bottleneck.forward``, with the residual add through
+    ``self.canonizer_sum`` (:class:`ResidualSum`) instead of ``out += identity``."""
+    identity = x
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    if self.downsample is not None:
+        identity = self.downsample(x)
+    return self.relu(self.canonizer_sum(identity, out))
+
+
+def _bottleneck_attributes(name: str, module: nn.Module) -> dict[str, Any] | None:
+    from torchvision.models.resnet import Bottleneck
+    if not isinstance(module, Bottleneck):
+        return None
+    return {"forward": _bottleneck_forward.__get__(module), "canonizer_sum": ResidualSum()}
+
+
+class ResNetBottleneckCanonizer(SwapAttributes):
+    """zennit's ``ResNetBottleneckCanonizer`` with :class:`ResidualSum` (no stacked copy of the
+    operands): every torchvision ``Bottleneck``'s residual add becomes a rule-bearing module."""
+
+    def __init__(self, attribute_map=None):
+        super().__init__(attribute_map or _bottleneck_attributes)
+
+
+def resnet_canonizers() -> list[Canonizer]:
+    """zennit's ``ResNetCanonizer`` (BN folded into the conv before it, leaving the reset BN; the
+    residual add as a module) with :class:`ResNetBottleneckCanonizer` for its bottleneck part."""
+    return [SequentialMergeBatchNorm(), ResNetBottleneckCanonizer()]
+
+
 # ---------------------------------------------------------------------------- EfficientNet
 def _mbconv_forward(self, inputs: torch.Tensor, drop_connect_rate: float | None = None) -> torch.Tensor:
     """``efficientnet_pytorch.model.MBConvBlock.forward`` (0.7.1), line for line, except that the SE
@@ -145,7 +190,7 @@ def _mbconv_forward(self, inputs: torch.Tensor, drop_connect_rate: float | None 
     if self.id_skip and self._block_args.stride == 1 and input_filters == output_filters:
         if drop_connect_rate:
             x = drop_connect(x, p=drop_connect_rate, training=self.training)
-        x = self.canonizer_sum(torch.stack([x, inputs], dim=-1))
+        x = self.canonizer_sum(x, inputs)
     return x
 
 
@@ -153,13 +198,14 @@ def _mbconv_attributes(name: str, module: nn.Module) -> dict[str, Any] | None:
     from efficientnet_pytorch.model import MBConvBlock
     if not isinstance(module, MBConvBlock):
         return None
-    return {"forward": _mbconv_forward.__get__(module), "canonizer_sum": Sum(), "canonizer_gate": GatedProduct()}
+    return {"forward": _mbconv_forward.__get__(module), "canonizer_sum": ResidualSum(),
+            "canonizer_gate": GatedProduct()}
 
 
 class EfficientNetBlockCanonizer(SwapAttributes):
     """Route every ``MBConvBlock``'s skip add and SE product through rule-bearing modules
-    (``canonizer_sum``: :class:`~zennit.layer.Sum`; ``canonizer_gate``: :class:`GatedProduct`).
-    Forward values are unchanged (the stacked sum of two tensors is the same float addition)."""
+    (``canonizer_sum``: :class:`ResidualSum`; ``canonizer_gate``: :class:`GatedProduct`).
+    Forward values are unchanged."""
 
     def __init__(self, attribute_map=None):
         super().__init__(attribute_map or _mbconv_attributes)

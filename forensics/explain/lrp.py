@@ -8,6 +8,8 @@ Usage::
     res.pixel              # [B, 3, H, W] input relevance
     res.layer_relevance    # {feature-layer name: [B, C, H, W]} at the folded conv outputs
     # on exit the detector is bit-identical to before (parameters, buffers, forward, hooks)
+    with LRPExplainer(detector) as lrp:             # FF-RS: each layer reduced inside the backward pass
+        res = lrp.explain_reduced(images, channel_shares, labels)  # {layer: [B, C]}, no full maps kept
 
 What is explained (tff.md §4.3): one forward pass; the gradient handed to the logit ("start") is
 +1 for a fake sample and -1 for a real one, only for CORRECTLY classified samples (``p >= 0.5`` is
@@ -24,6 +26,10 @@ reals instead makes positive relevance on a real image mean evidence for FAKE (t
 
 Per-sample control: ``labels`` (0 real / 1 fake; ``None`` = the predicted class), ``include`` (a
 boolean mask replacing the "correctly classified" filter) or an explicit ``start`` vector.
+
+The rules run as autograd functions (:mod:`.lrp_hooks`): the same relevance as zennit's rule hooks
+(bit for bit on R50 and EfB0), computed without the module gradients those hooks discard, without
+z+'s all-zero negative branch on ReLU inputs, and keeping only the inputs the rules read.
 
 Measurement points (tff.md §3.3): relevance arriving at each feature layer's conv output after its
 BN is folded in (pre-activation), read with tensor hooks, keyed by the detector's layer names.
@@ -56,11 +62,11 @@ import torch
 from torch import nn
 from zennit.canonizers import Canonizer
 from zennit.core import Composite
-from zennit.torchvision import ResNetCanonizer
 
 from ..detectors import Detector
 from ._context import StackedContext
-from .canonizers import BatchNormIdentity, EfficientNetBlockCanonizer, RineHeadCanonizer, merge_feature_layer_bn
+from .canonizers import (BatchNormIdentity, EfficientNetBlockCanonizer, RineHeadCanonizer, merge_feature_layer_bn,
+                         resnet_canonizers)
 from .lrp_rules import beta0_composite, zbox_bounds
 
 log = logging.getLogger(__name__)
@@ -93,7 +99,9 @@ class LRPSpec:
     composite: Callable[["LRPSpec", Detector, bool], Composite] | None = None
     notes: str = ""
 
-    def build_composite(self, detector: Detector, bn_identity: bool = False) -> Composite:
+    def build_composite(self, detector: Detector, bn_identity: bool = False, zennit_hooks: bool = False) -> Composite:
+        """The composite (``zennit_hooks``: zennit's own rule hooks instead of :mod:`.lrp_hooks`,
+        for comparisons; ignored by a ``composite`` factory)."""
         if self.composite is not None:
             return self.composite(self, detector, bn_identity)
         canonizers = list(self.canonizers(detector))
@@ -103,7 +111,8 @@ class LRPSpec:
         if self.zbox_layer is not None:
             pre = detector.config.preprocessing
             zbox = (detector.feature_layer(self.zbox_layer).modules[self.point], *zbox_bounds(pre.mean, pre.std))
-        return beta0_composite(canonizers, zbox=zbox, extra_layer_map=self.extra_layer_map(), scope=self.scope)
+        return beta0_composite(canonizers, zbox=zbox, extra_layer_map=self.extra_layer_map(), scope=self.scope,
+                               zennit_hooks=zennit_hooks)
 
 
 LRP_CONFIGS: dict[str, LRPSpec] = {}
@@ -126,15 +135,16 @@ def lrp_spec(detector: Detector) -> LRPSpec:
 
 
 register_lrp("resnet50", LRPSpec(
-    canonizers=lambda detector: [ResNetCanonizer()],
+    canonizers=lambda detector: resnet_canonizers(),
     zbox_layer="conv1",
-    notes="zennit ResNetCanonizer as it is (BN folded, reset-BN scale kept, residual add as Sum); "
-          "z^B on conv1 (tff.md §4.2)."))
+    notes="zennit's ResNetCanonizer (BN folded, reset-BN scale kept) with the residual add as a "
+          "two-input ResidualSum module (epsilon) instead of a Sum over a stacked copy; z^B on conv1 "
+          "(tff.md §4.2)."))
 
 register_lrp("efb0", LRPSpec(
     canonizers=lambda detector: [merge_feature_layer_bn(detector), EfficientNetBlockCanonizer()],
     zbox_layer=None,
-    notes="BN folded into every feature conv; skip add as Sum and SE product as GatedProduct; z+ on "
+    notes="BN folded into every feature conv; skip add as ResidualSum and SE product as GatedProduct; z+ on "
           "the stem as the reference (use_zbeta=False); the detector's own SE weights (the reference "
           "keeps ImageNet SE weights, tff.md §4.1 [quirk])."))
 
@@ -272,6 +282,24 @@ class LRPExplainer(StackedContext):
         if not self.active:
             with self:
                 return self.explain(images, labels, include=include, start=start, layers=layers, sign=sign)
+        return self._run(images, labels, include, start, layers, sign, reduce=None)
+
+    def explain_reduced(self, images: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor],
+                        labels: torch.Tensor | Sequence[int] | None = None, *,
+                        include: torch.Tensor | Sequence[bool] | None = None, start: torch.Tensor | None = None,
+                        layers: Iterable[str] | str | None = None, sign: str = "reference") -> LRPResult:
+        """:meth:`explain`, but each requested layer's relevance is passed through ``reduce``
+        (e.g. :func:`forensics.analysis.ffrs.channel_shares`, ``[B, C, H, W]`` -> ``[B, C]``) the
+        moment the backward pass has computed it, and only ``reduce``'s result is kept: no full
+        relevance map outlives its layer. ``layer_relevance`` then holds the reduced tensors and
+        ``pixel`` is ``None``. ``layers`` defaults to every feature layer."""
+        if not self.active:
+            with self:
+                return self.explain_reduced(images, reduce, labels, include=include, start=start, layers=layers,
+                                            sign=sign)
+        return self._run(images, labels, include, start, layers, sign, reduce=reduce)
+
+    def _run(self, images, labels, include, start, layers, sign, reduce) -> LRPResult:
         names = self.layer_names(layers)
         head_only = self.spec.head_only
         if head_only and not names:
@@ -283,7 +311,7 @@ class LRPExplainer(StackedContext):
         try:
             for name in names:
                 module = self.detector.get_submodule(self.detector.feature_layer(name).modules[self.spec.point])
-                hook = _leaf_output(name, captured) if head_only else _capture_grad(name, captured)
+                hook = _leaf_output(name, captured) if head_only else _capture_grad(name, captured, reduce)
                 handles.append(module.register_forward_hook(hook))
             with torch.enable_grad():
                 logits = self.detector(x)
@@ -301,6 +329,8 @@ class LRPExplainer(StackedContext):
                 if head_only:
                     grads = torch.autograd.grad(logits, [captured[n] for n in names], grad_outputs=start_vec)
                     captured, pixel = dict(zip(names, grads)), None
+                    if reduce is not None:
+                        captured = {n: reduce(g) for n, g in captured.items()}
                 else:
                     (pixel,) = torch.autograd.grad(logits, x, grad_outputs=start_vec)
         finally:
@@ -311,7 +341,7 @@ class LRPExplainer(StackedContext):
             raise RuntimeError(f"{self.detector.name}: no relevance reached layers {missing[:3]} "
                                f"({len(missing)} in all); are they on the path from the input to the logit?")
         return LRPResult(logits=logits.detach(), start=start_vec.detach(),
-                         pixel=None if pixel is None else pixel.detach(),
+                         pixel=None if pixel is None or reduce is not None else pixel.detach(),
                          layer_relevance={n: captured[n].detach() for n in names})
 
 
@@ -332,15 +362,16 @@ def _float_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _capture_grad(name: str, store: dict[str, torch.Tensor]):
+def _capture_grad(name: str, store: dict[str, torch.Tensor],
+                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """Forward hook: a tensor hook on the module's output stores the gradient arriving there
-    (= the relevance at that output) under ``name``."""
+    (= the relevance at that output), or ``reduce`` of it, under ``name``."""
     def hook(_module, _inputs, output):
         if name in store or getattr(output, "grad_fn", None) is None:
             return None
 
         def keep(grad: torch.Tensor) -> None:
-            store[name] = grad.detach()
+            store[name] = grad.detach() if reduce is None else reduce(grad.detach())
         output.register_hook(keep)
         return None
     return hook

@@ -37,7 +37,8 @@ from zennit.layer import Sum
 from zennit.rules import Epsilon, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
-from .canonizers import GatedProduct
+from .canonizers import GatedProduct, ResidualSum
+from .lrp_hooks import BasicRule, GatePassRule, PassRule, ResidualSumRule, ZPlusRule
 
 #: Stabilisers of the reference (tff.md §4.2): convs ``safe(z; 1e-12, 0)``; everything else 1e-6.
 CONV_STABILISER = (1e-12, 0.0)
@@ -52,8 +53,10 @@ class SafeDivisor:
     e: float
 
     def __call__(self, d: torch.Tensor) -> torch.Tensor:
-        out = d + self.e0 * (d == 0).to(d.dtype)
-        return out + self.e * torch.sign(d) if self.e else out
+        # bit for bit ``d + e0 * (d == 0) + e * sign(d)``, in fewer passes over d
+        if not self.e:
+            return torch.where(d == 0, self.e0, d)
+        return d.sign().mul_(self.e).add_(d).masked_fill_(d == 0, self.e0)
 
 
 class GatePass(Hook):
@@ -76,18 +79,35 @@ def zbox_bounds(mean: Sequence[float], std: Sequence[float]) -> tuple[float, flo
     return low, high
 
 
-def beta0_layer_map() -> list[tuple[tuple[type, ...] | type, Hook]]:
+def beta0_layer_map(zennit_hooks: bool = False) -> list[tuple[tuple[type, ...] | type, Hook]]:
     """Type -> rule map of the beta=0 composite (first match wins). Order matters:
-    :class:`GatedProduct` and ``Sum`` before the generic types."""
+    :class:`GatedProduct` and ``Sum`` before the generic types.
+
+    The rules run as autograd functions (:mod:`.lrp_hooks`: same relevance, a fraction of the time
+    and memory of zennit's hooks); ``zennit_hooks=True`` uses zennit's own hooks instead (with
+    zennit's ``ResNetCanonizer``: the slower computation the tests compare against)."""
     eps = SafeDivisor(EPSILON, EPSILON)
+    conv = SafeDivisor(*CONV_STABILISER)
+    if zennit_hooks:
+        return [
+            (ResidualSum, ResidualSumRule(eps)),  # zennit has no two-input sum; equal to Epsilon on a stacked Sum
+            (GatedProduct, GatePass()),
+            (Sum, Epsilon(epsilon=eps)),
+            (Activation, Pass()),
+            (BatchNorm, Pass()),
+            (AvgPool, Epsilon(epsilon=eps)),
+            (Convolution, ZPlus(stabilizer=conv, zero_params="bias")),
+            (nn.Linear, Epsilon(epsilon=eps)),
+        ]
     return [
-        (GatedProduct, GatePass()),
-        (Sum, Epsilon(epsilon=eps)),
-        (Activation, Pass()),
-        (BatchNorm, Pass()),
-        (AvgPool, Epsilon(epsilon=eps)),
-        (Convolution, ZPlus(stabilizer=SafeDivisor(*CONV_STABILISER), zero_params="bias")),
-        (nn.Linear, Epsilon(epsilon=eps)),
+        (ResidualSum, ResidualSumRule(eps)),
+        (GatedProduct, GatePassRule()),
+        (Sum, BasicRule(Epsilon(epsilon=eps))),
+        (Activation, PassRule()),
+        (BatchNorm, PassRule()),
+        (AvgPool, BasicRule(Epsilon(epsilon=eps))),
+        (Convolution, ZPlusRule(stabilizer=conv, zero_params="bias")),
+        (nn.Linear, BasicRule(Epsilon(epsilon=eps))),
     ]
 
 
@@ -106,16 +126,18 @@ class ScopedComposite(NameLayerMapComposite):
 
 
 def beta0_composite(canonizers: Sequence, zbox: tuple[str, float, float] | None = None,
-                    extra_layer_map: Sequence[tuple[type, Hook]] = (), scope: str | None = None) -> Composite:
+                    extra_layer_map: Sequence[tuple[type, Hook]] = (), scope: str | None = None,
+                    zennit_hooks: bool = False) -> Composite:
     """The T-FF beta=0 composite: ``zbox = (module name, low, high)`` puts the bounded z^B rule on
     that conv (R50 ``conv1``; EfB0 has none: its stem uses z+ as the reference, ``use_zbeta=False``);
     ``extra_layer_map`` is matched before the standard map; ``scope`` limits the rules to one
-    submodule (see :class:`ScopedComposite`)."""
+    submodule (see :class:`ScopedComposite`); ``zennit_hooks``: see :func:`beta0_layer_map`."""
     name_map = []
     if zbox is not None:
         name, low, high = zbox
-        name_map.append(((name,), ZBox(low=low, high=high, stabilizer=SafeDivisor(EPSILON, EPSILON),
-                                       zero_params="bias")))
-    return ScopedComposite(scope=scope, name_map=name_map, layer_map=list(extra_layer_map) + beta0_layer_map(),
+        rule = ZBox(low=low, high=high, stabilizer=SafeDivisor(EPSILON, EPSILON), zero_params="bias")
+        name_map.append(((name,), rule if zennit_hooks else BasicRule(rule)))
+    return ScopedComposite(scope=scope, name_map=name_map,
+                           layer_map=list(extra_layer_map) + beta0_layer_map(zennit_hooks),
                            canonizers=list(canonizers))
 
