@@ -26,8 +26,9 @@ from ..detectors.clip_backbone import ClipDetector
 from .attn_lrp import AttnLRP
 from .base import (Capabilities, Explainer, Explanation, Target, classes_for, detector_name, detector_type, register_explainer,
                    resolve_target, target_sign)
-from .canonizers import BatchNormIdentity, GatedProduct
+from .canonizers import BatchNormIdentity, GatedProduct, ResidualSum
 from .lrp import LRP_CONFIGS, LRPExplainer, LRPSpec
+from .lrp_hooks import ResidualSumRule
 from .lrp_rules import GatePass
 from .vit_lrp import ViTLRP
 
@@ -49,7 +50,11 @@ def zennit_spec(base: LRPSpec, composite: str, zero_params: str | list[str] | No
 
     def build(spec: LRPSpec, detector: Detector, bn_identity: bool):
         canonizers = list(spec.canonizers(detector)) + ([BatchNormIdentity()] if bn_identity else [])
-        kwargs: dict[str, Any] = {"layer_map": [(GatedProduct, GatePass())], "canonizers": canonizers,
+        # The canonised skip add is a two-input ResidualSum, which zennit's layer maps do not know: it gets
+        # the rule zennit gives its own Sum (Norm, i.e. epsilon 1e-6), else the gradient copies the
+        # relevance into both branches and every bottleneck doubles it.
+        kwargs: dict[str, Any] = {"layer_map": [(ResidualSum, ResidualSumRule(1e-6)), (GatedProduct, GatePass())],
+                                  "canonizers": canonizers,
                                   "zero_params": zero_params}
         if boxed:
             pre = detector.config.preprocessing
