@@ -9,7 +9,9 @@ When an analysis gets neither ``--weights`` nor ``--dataset_dir`` it runs on thi
 
 Both are cached under ``$FORENSICS_CACHE`` (default ``$XDG_CACHE_HOME/forensics`` or
 ``~/.cache/forensics``) in folders keyed by a hash of every setting, so a changed setting builds anew
-and an unchanged one is reused. An interrupted training run resumes from its latest checkpoint.
+and an unchanged one is reused. An interrupted training run resumes from its latest checkpoint. Two
+processes asking for the same entry at once (two analyses started together, a test run beside a study) do
+not both build it: the second waits on a file lock beside the entry and then reuses what the first built.
 It is a smoke-scale stand-in for running the pipeline offline, not a substitute for ForenSynths or
 GenImage.
 """
@@ -147,14 +149,36 @@ def rng_untouched() -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
+@contextmanager
+def building(entry: Path) -> Iterator[None]:
+    """Hold the inter-process lock of cache entry ``entry`` (``<entry>.lock`` beside it) while it is
+    built; a process that finds it held logs that it waits, then re-checks the entry under the lock."""
+    from filelock import FileLock, Timeout
+
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(entry) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("embedded default: another process is building %s; waiting for it", entry)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def default_benchmark(config: BenchmarkConfig | None = None) -> DefaultBenchmark:
     """The benchmark for ``config`` (default settings when ``None``), built once into the cache."""
     config = config or BenchmarkConfig()
     root = cache_dir() / f"benchmark-{settings_key(config.to_dict())}"
     if not (root / "manifest.json").is_file():
-        log.info("embedded default: building the synthetic benchmark into %s (once; later runs reuse it)", root)
-        with rng_untouched():
-            build_benchmark(root, config, overwrite=root.exists())
+        with building(root):
+            if not (root / "manifest.json").is_file():
+                log.info("embedded default: building the synthetic benchmark into %s (once; later runs reuse it)",
+                         root)
+                with rng_untouched():
+                    build_benchmark(root, config, overwrite=root.exists())
     return DefaultBenchmark(root, read_manifest(root))
 
 
@@ -169,15 +193,21 @@ def default_checkpoint(name: str = "resnet50", config: BenchmarkConfig | None = 
                        recipe: TrainRecipe | None = None, seed: int | None = None) -> Path:
     """The best checkpoint of default detector ``name`` (see :data:`DEFAULT_RECIPES`; ``seed``: its
     training seed, see :func:`recipe_for`), trained once."""
-    from .train import get_trainer
-    import argparse
-
     recipe = recipe or recipe_for(name, seed)
     bench = default_benchmark(config)
     run_dir = cache_dir() / "detectors" / f"{name}-{settings_key(bench.root.name, dataclasses.asdict(recipe))}"
     done = run_dir / DONE
-    if done.is_file():
-        return run_dir / json.loads(done.read_text())["checkpoint"]
+    if not done.is_file():
+        with building(run_dir):
+            if not done.is_file():
+                _train_default(name, recipe, bench, run_dir)
+    return run_dir / json.loads(done.read_text())["checkpoint"]
+
+
+def _train_default(name: str, recipe, bench: DefaultBenchmark, run_dir: Path) -> None:
+    from .train import get_trainer
+    import argparse
+
     log.info("embedded default: training %s on the benchmark's '%s' family into %s (%s; once)",
              name, bench.train_family, run_dir, recipe.budget)
     trainer = get_trainer(recipe.detector)
@@ -187,9 +217,8 @@ def default_checkpoint(name: str = "resnet50", config: BenchmarkConfig | None = 
     with rng_untouched():
         path = Path(trainer.run(parser.parse_args(recipe.argv(bench.root, run_dir))))
     from .io import atomic_write_json
-    atomic_write_json(done, {"checkpoint": path.name, "recipe": dataclasses.asdict(recipe),
-                             "benchmark": str(bench.root)})
-    return path
+    atomic_write_json(run_dir / DONE, {"checkpoint": path.name, "recipe": dataclasses.asdict(recipe),
+                                       "benchmark": str(bench.root)})
 
 
 def default_detector(name: str = "resnet50", config: BenchmarkConfig | None = None, device: str = "cpu",
@@ -234,9 +263,11 @@ def default_clip_backbone_file(model_name: str = DEFAULT_CLIP_BACKBONE, seed: in
     from .io import atomic_torch_save
     path = cache_dir() / "clip" / f"{model_name}-seed{seed}.pth"
     if not path.is_file():
-        backbone = default_clip_backbone(model_name, seed)
-        atomic_torch_save({k: v.detach().cpu() for k, v in backbone.visual.state_dict().items()}, path)
-        log.info("embedded default: wrote the seeded %s backbone to %s", model_name, path)
+        with building(path):
+            if not path.is_file():
+                backbone = default_clip_backbone(model_name, seed)
+                atomic_torch_save({k: v.detach().cpu() for k, v in backbone.visual.state_dict().items()}, path)
+                log.info("embedded default: wrote the seeded %s backbone to %s", model_name, path)
     return path
 
 

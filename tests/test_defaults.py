@@ -86,3 +86,32 @@ def test_output_name_separates_embedded_defaults_from_registry_names():
     assert output_name(parser.parse_args(["--recipe", "resnet50_cr"]), det) == "resnet50_cr"
     explicit = parser.parse_args(["--detector", "resnet50", "--weights", "w.pth", "--recipe", "efb0"])
     assert output_name(explicit, det) == "resnet50"  # --recipe only applies to the embedded default
+
+
+def test_concurrent_callers_build_a_cache_entry_once(tmp_path, monkeypatch, caplog):
+    """Two callers asking for the same entry at once: the second waits on the entry's lock, says so, and
+    reuses what the first built instead of building it again beside it."""
+    import threading
+    import time
+
+    monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path))
+    calls, started = [], threading.Event()
+
+    def fake_build(root, config, overwrite=False):
+        calls.append(root)
+        started.set()
+        time.sleep(0.5)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "manifest.json").write_text("{}")
+
+    monkeypatch.setattr(defaults, "build_benchmark", fake_build)
+    monkeypatch.setattr(defaults, "read_manifest", lambda root: {})
+    roots = []
+    first = threading.Thread(target=lambda: roots.append(defaults.default_benchmark().root))
+    with caplog.at_level("INFO", logger="forensics.defaults"):
+        first.start()
+        assert started.wait(10)
+        roots.append(defaults.default_benchmark().root)   # blocks until the first has finished
+        first.join()
+    assert len(calls) == 1 and roots[0] == roots[1] == calls[0]
+    assert "another process is building" in caplog.text
