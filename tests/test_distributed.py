@@ -227,3 +227,31 @@ def test_sigkill_then_resume_equals_uninterrupted(setup, tmp_path):
         assert (a / csv).read_text() == (b / csv).read_text()
     assert json.loads((b / "summary.json").read_text())["counts"] == json.loads((a / "summary.json").read_text())["counts"]
     assert not ckdir.exists()  # checkpoints go once the outputs are written
+
+
+def test_feature_cache_in_a_one_rank_session(tmp_path, monkeypatch):
+    """The sharded code path (gloo group, gathers, rank-0 store, barrier) in-process with world size 1:
+    the same features as a plain extraction, and the run's report."""
+    import socket
+
+    from forensics.detectors.feature_cache import extract_features, extract_or_load
+    from helpers import tiny
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    model = tiny("rine")
+    records = [ImageRecord(p, i % 2, "s") for i, p in enumerate(_images(tmp_path / "img", 5, size=(64, 64)))]
+    with single_thread():
+        plain = extract_features(model, records, "block", batch_size=2, progress=False)
+        with distributed.session("cpu") as run:
+            assert run.sharded and run.backend == "gloo"
+            cached = extract_or_load(model, records, "block", tmp_path / "cache", batch_size=2, progress=False)
+            report = run.report()
+    assert torch.equal(cached.features, plain.features) and torch.equal(cached.indices, plain.indices)
+    assert torch.equal(cached.labels, plain.labels)
+    assert report == {"world_size": 1, "backend": "gloo", "images_per_rank": [5], "resumed": False}
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+    assert distributed.current().sharded is False  # the session is closed

@@ -42,7 +42,7 @@ def sharded_session(args: argparse.Namespace) -> Iterator[Any]:
     if hasattr(args, "device"):
         args.device = local_device(args.device)
     checkpointing = None
-    if args.resume:
+    if getattr(args, "resume", False):
         checkpointing = Checkpointing(args.checkpoint_dir, args.checkpoint_every, result_settings(args))
     with session(getattr(args, "device", None), checkpointing) as run:
         yield run
