@@ -255,3 +255,53 @@ def test_feature_cache_in_a_one_rank_session(tmp_path, monkeypatch):
     assert report == {"world_size": 1, "backend": "gloo", "images_per_rank": [5], "resumed": False}
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
     assert distributed.current().sharded is False  # the session is closed
+
+
+SLOW = """
+import os, runpy, sys, time
+from pathlib import Path
+from forensics.data import dataset
+Path(os.environ["PID_DIR"], os.environ["RANK"]).write_text(str(os.getpid()))
+original = dataset.ImageDataset.__getitem__
+def slow(self, index):
+    time.sleep(0.4)
+    return original(self, index)
+dataset.ImageDataset.__getitem__ = slow
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def test_two_ranks_sigkilled_then_resumed_equal_one_process(setup, tmp_path):
+    """torchrun with 2 ranks, rank 1 SIGKILLed once both ranks have checkpointed (torchrun then stops rank 0
+    and fails), rerun with --resume: the predictions equal one uninterrupted process's, each image once."""
+    from forensics.cli import main as cli_main
+    root, ckpt = setup
+    args = ["predict", "--detector", "resnet50", "--weights", str(ckpt), str(root / "data"), "--device", "cpu",
+            "--bsize", "1", "--crop", "none"]
+    with single_thread():
+        assert cli_main([*args, "--out", str(tmp_path / "one.csv")]) == 0
+    out = tmp_path / "two.csv"
+    resumable = [*args, "--out", str(out), "--resume", "--checkpoint_every", "1"]
+    wrapper = tmp_path / "slow.py"
+    wrapper.write_text(SLOW)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PID_DIR": str(tmp_path), "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(wrapper), "forensics", *resumable], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckdir = tmp_path / ".two.csv.resume"
+    deadline = time.monotonic() + 120
+    while len(list(ckdir.glob("pass000-rank*.pt"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(int((tmp_path / "1").read_text()), signal.SIGKILL)
+    assert proc.wait(timeout=60) != 0  # torchrun stopped rank 0 and failed
+    done = [torch.load(p, weights_only=True) for p in sorted(ckdir.glob("pass000-rank*.pt"))]
+    assert len(done) == 2 and not any(b["complete"] for b in done), "the run was not killed mid-way"
+    assert not out.exists()
+    proc = torchrun(["-m", "forensics", *resumable])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(tmp_path / "one.csv"))
+    info = json.loads(out.with_suffix(".json").read_text())["distributed"]
+    assert info["resumed"] and info["world_size"] == 2 and sum(info["images_per_rank"]) < 7, info  # only the rest
+    assert not ckdir.exists()
