@@ -85,6 +85,7 @@ def launch(task: str, procs: int, data: Path, images: int, bsize: int, device: s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="processes per run (default: 1 2)")
+    ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="passes to time (default: both)")
     ap.add_argument("--ffrs_images", type=int, default=32)
     ap.add_argument("--predict_images", type=int, default=96)
     ap.add_argument("--bsize", type=int, default=8)
@@ -102,6 +103,8 @@ def main() -> None:
         print("| task | processes | backend | images | per rank | seconds | images/s | x 1 process |")
         print("|---|---|---|---|---|---|---|---|")
         for task, n in (("ffrs", args.ffrs_images), ("predict", args.predict_images)):
+            if task not in args.tasks:
+                continue
             base = None
             for procs in args.procs:
                 r = launch(task, procs, data, n, args.bsize, args.device)

@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -168,7 +169,8 @@ class Run:
         self.checkpointing = checkpointing
         self.processed = 0  # files met by this rank over all passes
         self.resumed = False
-        self._passes = 0
+        self._passes: dict[str, int] = {}  # pass key -> passes opened with it
+        self._checked = False
         self._cpu_group = None
 
     # -- identity
@@ -257,35 +259,47 @@ class Run:
               label: str = "") -> "ShardPass":
         """Open the next pass over ``records`` (see :class:`ShardPass`); ``block``: shard granularity
         (the batch size, so that batches match a one-process run)."""
-        index = self._passes
-        self._passes += 1
-        return ShardPass(self, list(records), index, block, dict(state or {}), label)
+        key = pass_key(label)
+        index = self._passes.get(key, 0)
+        self._passes[key] = index + 1
+        return ShardPass(self, list(records), f"{key}-{index}", block, dict(state or {}), label)
 
     def checkpoint_in(self, directory: str | os.PathLike) -> None:
         """Where checkpoints go when ``--checkpoint_dir`` was not given (call before the first pass)."""
         if self.checkpointing is not None and self.checkpointing.directory is None:
             self.checkpointing.directory = Path(directory)
 
-    def checkpoint_path(self, index: int) -> Path | None:
+    def checkpoint_path(self, name: str) -> Path | None:
+        """This rank's checkpoint of pass ``name`` (``None`` without ``--resume``)."""
         if self.checkpointing is None:
             return None
         if self.checkpointing.directory is None:
             raise RuntimeError("checkpointing without a directory: call Run.checkpoint_in first")
-        if index == 0:
+        if not self._checked:
             _check_world_size(self.checkpointing.directory, self.world_size)
-        return self.checkpointing.directory / f"pass{index:03d}-rank{self.rank}-of-{self.world_size}.pt"
+            self._checked = True
+        return self.checkpointing.directory / f"{name}-rank{self.rank}-of-{self.world_size}.pt"
 
     def clear_checkpoints(self) -> None:
         """Remove this rank's checkpoints (after the outputs are written)."""
         if self.checkpointing is None or self.checkpointing.directory is None \
                 or not self.checkpointing.directory.is_dir():
             return
-        for index in range(self._passes):
-            path = self.checkpoint_path(index)
-            if path is not None and path.exists():
-                path.unlink()
+        for key, count in self._passes.items():
+            for index in range(count):
+                path = self.checkpoint_path(f"{key}-{index}")
+                if path is not None and path.exists():
+                    path.unlink()
         with contextlib.suppress(OSError):  # other ranks' files may still be there
             self.checkpointing.directory.rmdir()
+
+
+def pass_key(label: str) -> str:
+    """File-name key of a pass: its label made safe, plus a short hash of it (passes are told apart by label
+    and by their order among passes of the same label, so a pass that a resumed run skips, e.g. an FF-RS
+    ranking already written, does not shift the others)."""
+    safe = re.sub(r"[^A-Za-z0-9_.]+", "_", label).strip("_")[:40] or "pass"
+    return f"{safe}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
 
 
 class _ShardDataset(ImageDataset):
@@ -349,9 +363,9 @@ class ShardPass:
         pass_.finish()
     """
 
-    def __init__(self, run: Run, records: list[ImageRecord], index: int, block: int, state: dict[str, Any],
+    def __init__(self, run: Run, records: list[ImageRecord], name: str, block: int, state: dict[str, Any],
                  label: str):
-        self.run, self.records, self.index, self.label = run, records, index, label
+        self.run, self.records, self.name, self.label = run, records, name, label
         self.indices = list(shard_range(len(records), run.rank, run.world_size, max(1, block)))
         self.state = state
         self.summary = RunSummary()
@@ -365,7 +379,7 @@ class ShardPass:
 
     @property
     def path(self) -> Path | None:
-        return self.run.checkpoint_path(self.index)
+        return self.run.checkpoint_path(self.name)
 
     # -- checkpoints
     def _load(self) -> None:
@@ -394,8 +408,7 @@ class ShardPass:
         self.summary = RunSummary(int(s["total"]), int(s["used"]), [tuple(x) for x in s["skipped"]])
         self._rng = blob["rng"]
         self.run.resumed = True
-        log.info("resuming pass %d%s at item %d of this rank's %d (%s)", self.index,
-                 f" ({self.label})" if self.label else "", self.done, len(self.indices), path)
+        log.info("resuming pass %r at item %d of this rank's %d (%s)", self.label, self.done, len(self.indices), path)
 
     def save(self) -> None:
         """Write the checkpoint now (atomic); a no-op without ``--resume``."""
@@ -503,7 +516,7 @@ def session(device: str | torch.device | None = None, checkpointing: Checkpointi
 
 def _check_world_size(directory: Path, world_size: int) -> None:
     """Refuse to resume checkpoints written by another number of processes (the shards differ)."""
-    others = sorted({p.stem.rsplit("-of-", 1)[-1] for p in Path(directory).glob("pass*-rank*-of-*.pt")}
+    others = sorted({p.stem.rsplit("-of-", 1)[-1] for p in Path(directory).glob("*-rank*-of-*.pt")}
                     - {str(world_size)})
     if others:
         raise ResumeMismatch(f"cannot resume from {directory}: its checkpoints were written by {others[0]} "

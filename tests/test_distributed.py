@@ -100,7 +100,7 @@ def test_resume_refuses_other_files_settings_and_world_size(tmp_path):
     resumed = distributed.Run(checkpointing=ckpt).shard(records, state={"n": 0})
     assert resumed.done == 1 and resumed.state == {"n": 1}
     assert [b.indices for b in resumed.batches(None, 1)] == [[1], [2]]
-    (tmp_path / "ck" / "pass000-rank0-of-2.pt").write_bytes(b"")
+    (tmp_path / "ck" / "other-0-rank0-of-2.pt").write_bytes(b"")
     with pytest.raises(distributed.ResumeMismatch, match="2 process"):
         distributed.Run(checkpointing=ckpt).shard(records)
 
@@ -209,12 +209,12 @@ def test_sigkill_then_resume_equals_uninterrupted(setup, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckdir = tmp_path / "b" / "resnet50" / "val_default" / ".resume"
     deadline = time.monotonic() + 120
-    while not any(ckdir.glob("pass*.pt")) and proc.poll() is None and time.monotonic() < deadline:
+    while not any(ckdir.glob("*-rank*.pt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.3)  # a batch or two more
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    blob = torch.load(next(ckdir.glob("pass*.pt")), weights_only=True)
+    blob = torch.load(next(ckdir.glob("*-rank*.pt")), weights_only=True)
     assert not blob["complete"] and 0 < blob["done"] < 7, "the run was not killed mid-way"
     assert not (tmp_path / "b" / "resnet50" / "val_default" / "summary.json").exists()
     with single_thread():
@@ -292,11 +292,11 @@ def test_two_ranks_sigkilled_then_resumed_equal_one_process(setup, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckdir = tmp_path / ".two.csv.resume"
     deadline = time.monotonic() + 120
-    while len(list(ckdir.glob("pass000-rank*.pt"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+    while len(list(ckdir.glob("*-rank*.pt"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(int((tmp_path / "1").read_text()), signal.SIGKILL)
     assert proc.wait(timeout=60) != 0  # torchrun stopped rank 0 and failed
-    done = [torch.load(p, weights_only=True) for p in sorted(ckdir.glob("pass000-rank*.pt"))]
+    done = [torch.load(p, weights_only=True) for p in sorted(ckdir.glob("*-rank*.pt"))]
     assert len(done) == 2 and not any(b["complete"] for b in done), "the run was not killed mid-way"
     assert not out.exists()
     proc = torchrun(["-m", "forensics", *resumable])
