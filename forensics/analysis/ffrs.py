@@ -240,6 +240,10 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
     pass (:meth:`~forensics.explain.lrp.LRPExplainer.explain_reduced`), so no relevance map
     outlives its layer and peak memory is bounded by one batch's LRP (the inputs the rules keep),
     whatever the number of images; it grows with ``batch_size`` (bench/README.md).
+
+    Inside a :func:`forensics.distributed.session` (``torchrun``) each rank explains its shard and the
+    sums and counts are all-reduced, so every rank returns the whole result; with checkpointing
+    (``--resume``) the sums are checkpointed every N batches (docs/distributed.md).
     """
     check_thresholds(conf_real, conf_fake)
     if any(r.label not in (0, 1) for r in records):

@@ -56,7 +56,8 @@ def predict_records(detector: Detector, records: Sequence[ImageRecord], *, batch
     (or ``transform``). ``model``: what scores the batches instead of the detector itself, e.g. a
     :class:`~forensics.detectors.preprocess.CropAveraging` wrapper of it. Images of different sizes
     (no-crop evaluation) are batched by runs of equal size. Unreadable files are skipped and listed
-    in the returned summary."""
+    in the returned summary. Inside a :func:`forensics.distributed.session` (``torchrun``) the records are
+    sharded over the ranks and the logits gathered back in input order (docs/distributed.md)."""
     records = list(records)
     transform = transform or detector.transform()
     device = detector.device

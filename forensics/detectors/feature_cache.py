@@ -40,6 +40,9 @@ Both are written atomically (temp file + rename). Unreadable images are skipped 
 rows are absent; ``indices`` maps rows back to records). Size: ``N * blocks * width * bytes``, e.g.
 36k ProGAN images on ViT-L/14 (24 x 1024) are 1.8 GB in float16, 3.5 GB in float32.
 
+Inside a :func:`forensics.distributed.session` launched by ``torchrun`` the extraction is sharded over the
+processes (docs/distributed.md): every rank ends with all features in input order and rank 0 stores the entry.
+
 API: :func:`extract_or_load` (cached), :func:`extract_features` (no cache), :func:`backbone_features`
 (one batch), :func:`cache_key`.
 """
