@@ -99,7 +99,16 @@ def test_resume_refuses_other_files_settings_and_world_size(tmp_path):
         distributed.Run(checkpointing=distributed.Checkpointing(tmp_path / "ck", settings={"conf": 0.5})).shard(records)
     resumed = distributed.Run(checkpointing=ckpt).shard(records, state={"n": 0})
     assert resumed.done == 1 and resumed.state == {"n": 1}
-    assert [b.indices for b in resumed.batches(None, 1)] == [[1], [2]]
+    batches = []
+    for batch in resumed.batches(None, 1):
+        resumed.state["n"] += len(batch)
+        batches.append(batch.indices)
+    assert batches == [[1], [2]] and resumed.state == {"n": 3}
+    assert resumed.finish().total == 3
+    # a multi-pass run: the finished pass is skipped with its state, the next one continues
+    second = distributed.Run(checkpointing=ckpt)
+    first = second.shard(records, state={"n": 0})
+    assert list(first.batches(None, 1)) == [] and first.state == {"n": 3}
     (tmp_path / "ck" / "other-0-rank0-of-2.pt").write_bytes(b"")
     with pytest.raises(distributed.ResumeMismatch, match="2 process"):
         distributed.Run(checkpointing=ckpt).shard(records)
@@ -229,9 +238,9 @@ def test_sigkill_then_resume_equals_uninterrupted(setup, tmp_path):
     assert not ckdir.exists()  # checkpoints go once the outputs are written
 
 
-def test_feature_cache_in_a_one_rank_session(tmp_path, monkeypatch):
-    """The sharded code path (gloo group, gathers, rank-0 store, barrier) in-process with world size 1:
-    the same features as a plain extraction, and the run's report."""
+def test_library_passes_in_a_one_rank_session(tmp_path, monkeypatch):
+    """The sharded code paths (gloo group, gathers, all-reduce, rank-0 store, barrier) in-process with world
+    size 1: the feature cache and the dropout pass give what a plain run gives; the run's report."""
     import socket
 
     from forensics.detectors.feature_cache import extract_features, extract_or_load
@@ -242,17 +251,26 @@ def test_feature_cache_in_a_one_rank_session(tmp_path, monkeypatch):
     for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
+    from forensics.analysis.dropout import score_variants
     model = tiny("rine")
+    cnn = tiny("resnet50")
     records = [ImageRecord(p, i % 2, "s") for i, p in enumerate(_images(tmp_path / "img", 5, size=(64, 64)))]
+    variants = {"top": [cnn.check_keys(["layer1.0.conv1.#3(T=64)"])[0]]}
     with single_thread():
         plain = extract_features(model, records, "block", batch_size=2, progress=False)
+        plain_drop, _ = score_variants(cnn, records, variants, batch_size=2)
         with distributed.session("cpu") as run:
             assert run.sharded and run.backend == "gloo"
             cached = extract_or_load(model, records, "block", tmp_path / "cache", batch_size=2, progress=False)
+            drop, summary = score_variants(cnn, records, variants, batch_size=2)
             report = run.report()
     assert torch.equal(cached.features, plain.features) and torch.equal(cached.indices, plain.indices)
     assert torch.equal(cached.labels, plain.labels)
-    assert report == {"world_size": 1, "backend": "gloo", "images_per_rank": [5], "resumed": False}
+    for name in ("original", "top"):
+        assert np.array_equal(drop[name].logits, plain_drop[name].logits)
+        assert [r.path for r in drop[name].records] == [r.path for r in records]
+    assert summary.total == 5
+    assert report == {"world_size": 1, "backend": "gloo", "images_per_rank": [10], "resumed": False}
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
     assert distributed.current().sharded is False  # the session is closed
 
