@@ -281,17 +281,22 @@ class Run:
         return self.checkpointing.directory / f"{name}-rank{self.rank}-of-{self.world_size}.pt"
 
     def clear_checkpoints(self) -> None:
-        """Remove this rank's checkpoints (after the outputs are written)."""
-        if self.checkpointing is None or self.checkpointing.directory is None \
-                or not self.checkpointing.directory.is_dir():
+        """Remove every rank's checkpoints and then (rank 0) the emptied folder, after the outputs are
+        written (collective)."""
+        if self.checkpointing is None or self.checkpointing.directory is None:
             return
         for key, count in self._passes.items():
             for index in range(count):
                 path = self.checkpoint_path(f"{key}-{index}")
                 if path is not None and path.exists():
                     path.unlink()
-        with contextlib.suppress(OSError):  # other ranks' files may still be there
-            self.checkpointing.directory.rmdir()
+        self.barrier()  # every rank's files are gone
+        directory = self.checkpointing.directory
+        if self.is_main and directory.is_dir():
+            if any(directory.iterdir()):
+                log.info("left %s in place: it holds other files (e.g. of a write a kill interrupted)", directory)
+            else:
+                directory.rmdir()
 
 
 def pass_key(label: str) -> str:
