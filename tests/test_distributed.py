@@ -139,18 +139,31 @@ def ffrs_args(root: Path, ckpt: Path, out: Path, *extra: str) -> list[str]:
             "--device", "cpu", "--out", str(out), "--topk", "5", *extra]
 
 
-def test_ffrs_two_ranks_equal_one_process(setup):
+def one_rank_env(monkeypatch) -> None:
+    """The environment torchrun gives a launch of one process (a free port on localhost)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_ffrs_two_ranks_equal_one_rank(setup, monkeypatch):
+    """The reference's random crop (per-image seeds under torchrun): 2 ranks vs 1 rank (in-process)."""
     root, ckpt = setup
-    with single_thread():
-        assert run_script(RANK_FMAPS, ffrs_args(root, ckpt, root / "one", "--crop", "none")) == 0
-    proc = torchrun([str(RANK_FMAPS), *ffrs_args(root, ckpt, root / "two", "--crop", "none")])
+    proc = torchrun([str(RANK_FMAPS), *ffrs_args(root, ckpt, root / "two", "--crop_size", "32")])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    one_rank_env(monkeypatch)
+    with single_thread():
+        assert run_script(RANK_FMAPS, ffrs_args(root, ckpt, root / "one", "--crop_size", "32")) == 0
     one, two = (root / name / "resnet50" / "val_default" for name in ("one", "two"))
     s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
     assert s1["counts"] == s2["counts"]
     assert s2["summary"]["total"] == 7 and s2["summary"]["used"] == 7
     assert s2["distributed"]["world_size"] == 2 and s2["distributed"]["images_per_rank"] == [4, 3]
-    assert "distributed" not in s1  # the plain run's summary is as before
+    assert s1["distributed"]["images_per_rank"] == [7]
     side = "fake" if s1["counts"]["fake"]["used"] else "real"
     r1, r2 = read_csv(one / f"val-{side}.csv"), dict((str(k), v) for k, v in read_csv(two / f"val-{side}.csv"))
     top = r1[:1000]
@@ -241,16 +254,9 @@ def test_sigkill_then_resume_equals_uninterrupted(setup, tmp_path):
 def test_library_passes_in_a_one_rank_session(tmp_path, monkeypatch):
     """The sharded code paths (gloo group, gathers, all-reduce, rank-0 store, barrier) in-process with world
     size 1: the feature cache and the dropout pass give what a plain run gives; the run's report."""
-    import socket
-
     from forensics.detectors.feature_cache import extract_features, extract_or_load
     from helpers import tiny
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(port)}.items():
-        monkeypatch.setenv(key, value)
+    one_rank_env(monkeypatch)
     from forensics.analysis.dropout import score_variants
     model = tiny("rine")
     cnn = tiny("resnet50")
