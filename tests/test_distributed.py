@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -212,7 +213,9 @@ def test_a_raising_rank_fails_the_run_and_writes_nothing(setup, tmp_path):
                      str(root / "data"), "--gan_name", "val", "--bsize", "2", "--crop", "none", "--device", "cpu",
                      "--out", str(out)])
     assert proc.returncode != 0
-    assert "rank 1 of 2 failed: RuntimeError: injected failure on rank 1" in proc.stderr
+    assert "rank 1 of 2 failed: RuntimeError: injected failure on rank 1" in proc.stderr  # our log line
+    assert re.search(r"rank\s*:\s*1\b", proc.stderr)  # torchrun's failure report names the rank ...
+    assert proc.stderr.count("injected failure on rank 1") >= 2  # ... with the traceback (error file)
     assert not out.exists() or not any(out.rglob("*.*"))
 
 

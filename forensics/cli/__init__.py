@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -53,8 +54,7 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     ``torchrun`` a bug's traceback also goes to the launcher's error file, so that its failure report names
     the rank and the cause (docs/distributed.md).
     """
-    from ..distributed import launch_env
-    if launch_env().launched:  # torchrun's failure report then carries this rank's traceback
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # under torchrun: its failure report carries this rank's traceback
         from torch.distributed.elastic.multiprocessing.errors import record
         main = record(main)
     try:
