@@ -39,6 +39,7 @@ from forensics.attribution.openset import SELECT
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import add_run_args, describe, uses_embedded_default
 from forensics.cli.options import add_bsize_arg, add_option
+from forensics.cli.sharding import sharded_session
 from forensics.device import DEVICE_CHOICES
 
 
@@ -146,6 +147,11 @@ def resolve(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    with sharded_session(args) as session:  # under torchrun the feature extraction is sharded
+        return attribution(args, session)
+
+
+def attribution(args: argparse.Namespace, session) -> int:
     backbone, root, spec, cap, pre = resolve(args)
     if pre is None or args.resize is not None or args.norm != "clip":
         pre = attribution_preprocessing(backbone, resize=args.resize or (pre.resize if pre else None),
@@ -162,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         preprocessing=pre, cache_dir=args.cache_dir, batch_size=args.bsize, device=args.device,
         num_workers=args.workers)
     report.settings["args"] = describe(args)
+    if session.sharded:
+        report.settings["distributed"] = session.report()
+    if not session.is_main:
+        return 0
     variant = "".join(f"-{v}" for v, default in ((args.knn_score, "prob"), (args.select, "auroc"))
                       if v != default)
     out = args.out or (Path("figures/attribution") / spec.name.replace(":", "_")

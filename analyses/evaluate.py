@@ -13,7 +13,8 @@ as CNNDetection's eval.py and RINE print them, plus a full table; CSV/JSON under
 
 Without --weights and --dataset_dir the embedded default (forensics.defaults) is used. With
 --dataset_dir but no --weights, the detector's default release is loaded (see
-`python -m forensics weights list`). Library: forensics.analysis.evaluate.
+`python -m forensics weights list`). Library: forensics.analysis.evaluate. Sharded under torchrun
+(predictions gathered in input order, metrics computed once) and resumable with --resume: docs/distributed.md.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from forensics.analysis.evaluate import CROP_MODES, compare_rgb_gray, evaluate_p
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, embedded_default,
                                          output_name, resolve_detector, uses_embedded_default)
+from forensics.cli.sharding import add_resume_args, sharded_session
 from forensics.data import LAYOUTS, load_sets
 from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep
 from forensics.detectors import Detector
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reference_bugs", action="store_true",
                    help="reproduce RINE's perturbation bugs (blur sigma 4, JPEG quality ignored, crop H/W swap)")
     add_run_args(p, out_help="output folder (default: figures/evaluate/<detector>)")
+    add_resume_args(p)
     return p
 
 
@@ -136,12 +139,25 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     setup_logging(args.verbose)
+    with sharded_session(args) as run:
+        return evaluate(args, parser, run)
+
+
+def evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, run) -> int:
     detector, sets = resolve_inputs(args, parser)
     mode = next((m for m in ("grayscale", "perturb", "sweep") if getattr(args, m)), "eval")
+    out_dir = args.out or Path("figures") / "evaluate" / output_name(args, detector)
+    run.checkpoint_in(out_dir / ".resume")
     options = dict(crop=args.crop, crop_size=args.crop_size, batch_size=args.bsize,
                    inclusive=args.inclusive_threshold, num_workers=args.workers, progress=True)
     text, results = MODES[mode](detector, sets, args, options)
-    out_dir = args.out or Path("figures") / "evaluate" / output_name(args, detector)
+    if run.sharded:
+        report = run.report()
+        for result in results.values():
+            for run_result in result.eval_results():
+                run_result.settings["distributed"] = report
+    if not run.is_main:
+        return 0
     crop = args.crop or detector.config.preprocessing.crop
     written = [path for name, result in results.items()
                for path in result.write(out_dir, output_stem(args, name, crop)).values()]

@@ -12,6 +12,9 @@ memory does not grow with the number of images. Writes, under OUT/<arch>/<gan>_<
 reference's CSVs (<gan>-real.csv, <gan>-fake.csv: key,mean_relevance sorted), the omega plot (PNG,
 PDF) and summary.json (images used/filtered/skipped, per-layer share of the top-k). Library:
 forensics.analysis.ffrs.
+
+Sharded over processes and machines with torchrun, resumable with --resume (docs/distributed.md):
+    torchrun --nproc_per_node 2 analyses/rank_fmaps.py --device cpu ... [--resume]
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from forensics.analysis.ffrs import CROP_POLICIES, compute_ffrs, ffrs_transform,
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, describe,
                                          output_name, resolve_set)
+from forensics.cli.sharding import add_resume_args, sharded_session
 from forensics.data import forensynths
 
 
@@ -43,24 +47,35 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--topk", type=int, default=114, help="k of the per-layer top-k share in summary.json "
                                                           "(default: 114, the reference's R50 k)")
     add_run_args(p, out_help="output root (default: figures/rank_fmaps)")
+    add_resume_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    with sharded_session(args) as run:
+        return rank_fmaps(args, run)
+
+
+def rank_fmaps(args: argparse.Namespace, run) -> int:
     torch.manual_seed(args.seed)  # the reference's RandomResizedCrop draws from torch's global RNG
     detector, root, gan, have_classes, bench = resolve_set(args, "val")
     size = args.crop_size or (int(bench.manifest["image_size"]) if bench is not None else None)
     records = forensynths(root, gan, have_classes=have_classes, num_real=args.num_real, num_fake=args.num_fake)
-    result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
-                          conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,
-                          device=args.device, num_workers=args.workers)
     tag = f"{gan}_{args.blur_jpg or 'default'}"
     out = (args.out or Path("figures/rank_fmaps")) / output_name(args, detector) / tag
-    paths = write_outputs(result, out, gan, args.topk, extra={
-        "args": describe(args), "weights": detector.weights_source,
-        "provenance": provenance.collect(detector, files=records)})
+    run.checkpoint_in(out / ".resume")
+    result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
+                          conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,
+                          device=args.device, num_workers=args.workers, progress=True)
+    extra = {"args": describe(args), "weights": detector.weights_source,
+             "provenance": provenance.collect(detector, files=records)}
+    if run.sharded:
+        extra["distributed"] = run.report()
+    if not run.is_main:
+        return 0
+    paths = write_outputs(result, out, gan, args.topk, extra=extra)
     counts = result.counts
     print(f"FF-RS of {detector.name}: {counts['fake']['used']} fakes and {counts['real']['used']} reals used "
           f"({counts['fake']['filtered']} + {counts['real']['filtered']} below the confidence filter, "

@@ -20,7 +20,8 @@ k = min(114, 1% of the maps) unless --topk, and the FF-RS CSV written by `python
 Writes under OUT/<arch>/<blur_jpg or default>/: dropout.csv (tidy: set, variant, metric), dropout-table.csv
 (the README's table, %), dropout.json, per set <gan>_<blur_jpg>/<gan>-AP-#N-samples-no-crop.csv and
 <gan>-CALIBRATED_ACC-#N-samples-no-crop.csv (percent; the threshold column is NOT x100, unlike the
-reference), and with --sweep_k k_vs_ap.{csv,json,png,pdf}. Library: forensics.analysis.dropout.
+reference), and with --sweep_k k_vs_ap.{csv,json,png,pdf}. Library: forensics.analysis.dropout. Sharded under
+torchrun and resumable with --resume (docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          describe, embedded_default, output_name, resolve_detector,
                                          uses_embedded_default)
+from forensics.cli.sharding import add_resume_args, sharded_session
 from forensics.data import load_sets
 from forensics.detectors import POINTS
 
@@ -65,12 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sweep_set", default=None, help="set of the k sweep (default: the first test set)")
     add_crop_arg(g, default="none")
     add_run_args(p, out_help="output root (default: figures/sensitivity)")
+    add_resume_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    with sharded_session(args) as run:
+        return sensitivity(args, run)
+
+
+def sensitivity(args: argparse.Namespace, run) -> int:
+    run.checkpoint_in((args.out or Path("figures/sensitivity")) / ".resume")
     if uses_embedded_default(args):
         detector, bench = embedded_default(args)
         sets = load_sets(bench.test_root, args.gan_name or bench.families, have_classes=False,
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     result.settings.update(fmap_csv=str(csv_path), args=describe(args))
     tag = args.blur_jpg or "default"
     out = (args.out or Path("figures/sensitivity")) / output_name(args, detector) / tag
-    paths = result.write(out, tag=tag, crop=args.crop)
+    sweep = None
     if args.sweep_k:
         name = args.sweep_set or next(iter(sets))
         if name not in sets:
@@ -106,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                         random_mode=args.random_mode, point=args.point, crop=args.crop, batch_size=args.bsize,
                         num_workers=args.workers)
         sweep.settings.update(set=name, fmap_csv=str(csv_path))
+    if run.sharded:
+        result.settings["distributed"] = run.report()
+    if not run.is_main:
+        return 0
+    paths = result.write(out, tag=tag, crop=args.crop)
+    if sweep is not None:
         paths.update({f"sweep_{key}": p for key, p in sweep.write(
             out, title=f"{detector.name} on {name}: AP vs masked maps ({args.point})").items()})
     print(f"Feature-map dropout of {detector.name}, k = {k} ({args.point} masking, {args.replicas} random "

@@ -59,8 +59,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import provenance
-from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
+from .. import distributed, provenance
+from ..data import ImageRecord, RunSummary
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
 from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
@@ -172,32 +172,40 @@ def score_variants(detector: Detector, records: Sequence[ImageRecord], variants:
     if ORIGINAL in variants:
         raise ValueError(f"{ORIGINAL!r} is the unmasked model; name the masked variants otherwise")
     checked = {name: detector.check_keys(keys) for name, keys in variants.items()}
-    dataset = ImageDataset(list(records), transform or detector.transform())
-    summary = RunSummary()
-    used: list[ImageRecord] = []
-    logits: dict[str, list[torch.Tensor]] = {name: [] for name in (ORIGINAL, *checked)}
+    records = list(records)
+    run = distributed.current()
+    shard = run.shard(records, block=batch_size, label=desc or f"dropout {detector.name}",
+                      state={"indices": [], "logits": {name: [] for name in (ORIGINAL, *checked)}})
     device = detector.device
     was_training = detector.training
     detector.eval()
-    bar = tqdm(total=len(dataset), desc=desc or f"dropout {detector.name}", unit="img", disable=not progress)
+    bar = tqdm(total=len(shard.indices), initial=shard.done, desc=desc or f"dropout {detector.name}", unit="img",
+               disable=not progress or not run.is_main)
     try:
         with torch.inference_mode():
-            for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
-                summary.add(batch)
+            for batch in shard.batches(transform or detector.transform(), batch_size, num_workers=num_workers):
                 if batch.images is not None and len(batch.indices):
                     images = batch.images.to(device)
+                    logits = shard.state["logits"]
                     logits[ORIGINAL].append(detector(images).float().cpu())
                     for name, keys in checked.items():
                         with detector.mask(keys, point=point):
                             logits[name].append(detector(images).float().cpu())
-                    used.extend(dataset.records[i] for i in batch.indices)
+                    shard.state["indices"].extend(batch.indices)
                 bar.update(len(batch.indices) + len(batch.skipped))
     finally:
         bar.close()
         detector.train(was_training)
+    summary = shard.finish()
     empty = np.zeros(0, dtype=np.float32)
-    preds = {name: Predictions(list(used), torch.cat(v).numpy() if v else empty, summary)
-             for name, v in logits.items()}
+    stacked = {name: torch.cat(v).numpy() if v else empty for name, v in shard.state["logits"].items()}
+    indices = shard.state["indices"]
+    if run.sharded:
+        indices, rows = run.gather_rows(indices, list(np.stack(list(stacked.values()), axis=1)))
+        table = np.array(rows, dtype=np.float32).reshape(len(rows), len(stacked))
+        stacked = {name: table[:, j] for j, name in enumerate(stacked)}
+    used = [records[i] for i in indices]
+    preds = {name: Predictions(list(used), v, summary) for name, v in stacked.items()}
     return preds, summary
 
 

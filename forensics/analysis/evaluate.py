@@ -163,6 +163,10 @@ class EvalResult:
     def skipped(self) -> list[tuple[str, str]]:
         return [item for p in self.predictions.values() for item in p.summary.skipped]
 
+    def eval_results(self) -> list["EvalResult"]:
+        """The evaluation runs this result holds (itself; a comparison or study: each of its runs)."""
+        return [self]
+
     def to_dict(self) -> dict[str, Any]:
         return {"settings": self.settings, "rows": self.rows, "mean": self.mean, "thresholds": self.thresholds,
                 "skipped": {name: p.summary.to_dict()["skipped"] for name, p in self.predictions.items()}}
@@ -298,6 +302,9 @@ class ColourComparison:
             frame["threshold"] = rgb["threshold"]
         return frame
 
+    def eval_results(self) -> list[EvalResult]:
+        return [self.rgb, self.gray]
+
     @property
     def ap_drop(self) -> dict[str, float]:
         return self.to_frame()["ap_drop"].to_dict()
@@ -353,6 +360,9 @@ class PerturbationStudy:
 
     def conditions(self) -> list[tuple[str, Perturbation | None, EvalResult]]:
         return [(CLEAN, None, self.baseline)] + [(p.label(), p, r) for p, r in self.runs]
+
+    def eval_results(self) -> list[EvalResult]:
+        return [result for _, _, result in self.conditions()]
 
     def to_frame(self):
         """Long format: one row per (condition, set) incl. each condition's mean row; ``level`` is

@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import provenance
-from ..data import ImageDataset, ImageRecord, RunSummary, forensynths, iter_batches
+from .. import distributed, provenance
+from ..data import ImageRecord, RunSummary, forensynths
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
 from ..io import atomic_path, atomic_write_text
@@ -157,6 +157,22 @@ class FFRSAccumulator:
                 for name in self.layers:
                     self.sums[label][name] += shares[name].index_select(0, sel).sum(dim=0).cpu()
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The running sums (float64) and counts (int64) as flat ``{name: tensor}`` (checkpoints, all-reduce)."""
+        out = {f"sum/{label}/{name}": s for label in LABELS for name, s in self.sums[label].items()}
+        out["used"] = torch.tensor([self.used[label] for label in LABELS], dtype=torch.int64)
+        out["filtered"] = torch.tensor([self.filtered[label] for label in LABELS], dtype=torch.int64)
+        return out
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Set the sums and counts from :meth:`state_dict` (of an accumulator over the same layers)."""
+        for label in LABELS:
+            for name in self.layers:
+                self.sums[label][name] = state[f"sum/{label}/{name}"].to(torch.float64).clone()
+        for i, label in enumerate(LABELS):
+            self.used[label] = int(state["used"][i])
+            self.filtered[label] = int(state["filtered"][i])
+
     def omega(self, label: int) -> dict[str, torch.Tensor]:
         """``{layer: omega [C]}`` (float64) over the kept images of ``label``."""
         n = self.used[label]
@@ -224,6 +240,10 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
     pass (:meth:`~forensics.explain.lrp.LRPExplainer.explain_reduced`), so no relevance map
     outlives its layer and peak memory is bounded by one batch's LRP (the inputs the rules keep),
     whatever the number of images; it grows with ``batch_size`` (bench/README.md).
+
+    Inside a :func:`forensics.distributed.session` (``torchrun``) each rank explains its shard and the
+    sums and counts are all-reduced, so every rank returns the whole result; with checkpointing
+    (``--resume``) the sums are checkpointed every N batches (docs/distributed.md).
     """
     check_thresholds(conf_real, conf_fake)
     if any(r.label not in (0, 1) for r in records):
@@ -231,19 +251,25 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
     if device is not None:
         from ..device import resolve_device
         detector.to(resolve_device(device))
-    dataset = ImageDataset(list(records), transform if transform is not None else reference_transform(detector))
+    transform = transform if transform is not None else reference_transform(detector)
     acc = FFRSAccumulator.for_detector(detector)
-    summary = RunSummary()
-    bar = tqdm(total=len(dataset), desc=f"FF-RS {detector.name}", unit="img", disable=not progress)
+    run = distributed.current()
+    shard = run.shard(records, block=batch_size, state=acc.state_dict(), label=f"FF-RS {detector.name}")
+    acc.load_state_dict(shard.state)
+    shard.state = acc.state_dict()  # the accumulator's own tensors, updated in place between checkpoints
+    bar = tqdm(total=len(shard.indices), initial=shard.done, desc=f"FF-RS {detector.name}", unit="img",
+               disable=not progress or not run.is_main)
     with LRPExplainer(detector, bn_identity=bn_identity) as lrp:
-        for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
-            summary.add(batch)
+        for batch in shard.batches(transform, batch_size, num_workers=num_workers):
             if len(batch):
                 result = lrp.explain_reduced(batch.images, channel_shares, batch.labels, layers=None, sign=sign)
                 keep = confidence_mask(result.probs, batch.labels, conf_real, conf_fake)
                 acc.add_shares(result.layer_relevance, batch.labels, keep)
+                shard.state = acc.state_dict()
             bar.update(len(batch) + len(batch.skipped))
     bar.close()
+    summary = shard.finish()
+    acc.load_state_dict(run.all_reduce(acc.state_dict()))
     summary.log(log)
     counts = acc.counts()
     for name, c in counts.items():
@@ -256,7 +282,7 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
         omega={name: acc.omega(label) for name, label in sides.items()},
         counts=counts, summary=summary,
         settings={"batch_size": batch_size, "conf_real": conf_real, "conf_fake": conf_fake, "sign": sign,
-                  "bn_identity": bn_identity, "transform": repr(dataset.transform)})
+                  "bn_identity": bn_identity, "transform": repr(transform)})
 
 
 # ---------------------------------------------------------------------------- rankings
@@ -409,8 +435,11 @@ def embedded_ranking_csv(detector: Detector, bench, name: str | None = None, see
     records = forensynths(bench.root, "val", have_classes=True)
     result = compute_ffrs(detector, records,
                           transform=ffrs_transform(detector, "random_resized", size), batch_size=batch_size)
-    write_outputs(result, path.parent, "val", REFERENCE_K, extra={"weights": detector.weights_source,
-                                                                  "provenance": provenance.collect(detector, files=records)})
+    run = distributed.current()
+    if run.is_main:
+        write_outputs(result, path.parent, "val", REFERENCE_K, extra={
+            "weights": detector.weights_source, "provenance": provenance.collect(detector, files=records)})
+    run.barrier()
     if not path.is_file():
         raise ForensicsError(f"FF-RS kept no fake image of the benchmark's val split; {path} was not written")
     return path

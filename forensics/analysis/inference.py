@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector
 
@@ -55,25 +56,32 @@ def predict_records(detector: Detector, records: Sequence[ImageRecord], *, batch
     (or ``transform``). ``model``: what scores the batches instead of the detector itself, e.g. a
     :class:`~forensics.detectors.preprocess.CropAveraging` wrapper of it. Images of different sizes
     (no-crop evaluation) are batched by runs of equal size. Unreadable files are skipped and listed
-    in the returned summary."""
+    in the returned summary. Inside a :func:`forensics.distributed.session` (``torchrun``) the records are
+    sharded over the ranks and the logits gathered back in input order (docs/distributed.md)."""
+    records = list(records)
     transform = transform or detector.transform()
-    dataset = ImageDataset(list(records), transform)
-    summary = RunSummary()
-    used: list[ImageRecord] = []
-    logits: list[torch.Tensor] = []
     device = detector.device
     score = model if model is not None else detector
-    bar = tqdm(total=len(dataset), desc=desc or f"predict {detector.name}", unit="img", disable=not progress)
+    run = distributed.current()
+    shard = run.shard(records, block=batch_size, state={"indices": [], "logits": []},
+                      label=desc or f"predict {detector.name}")
+    bar = tqdm(total=len(shard.indices), initial=shard.done, desc=desc or f"predict {detector.name}", unit="img",
+               disable=not progress or not run.is_main)
     with torch.inference_mode():
-        for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
-            summary.add(batch)
+        for batch in shard.batches(transform, batch_size, num_workers=num_workers):
             if batch.images is not None and len(batch.indices):
-                logits.append(score(batch.images.to(device)).float().cpu())
-                used.extend(dataset.records[i] for i in batch.indices)
+                shard.state["logits"].append(score(batch.images.to(device)).float().cpu())
+                shard.state["indices"].extend(batch.indices)
             bar.update(len(batch.indices) + len(batch.skipped))
     bar.close()
+    summary = shard.finish()
+    logits = shard.state["logits"]
     out = torch.cat(logits).numpy() if logits else np.zeros(0, dtype=np.float32)
-    return Predictions(used, out, summary)
+    indices = shard.state["indices"]
+    if run.sharded:
+        indices, rows = run.gather_rows(indices, list(out))
+        out = np.array(rows, dtype=np.float32).reshape(len(rows), *out.shape[1:])
+    return Predictions([records[i] for i in indices], out, summary)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -49,8 +50,13 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     Every :class:`~forensics.errors.ForensicsError` (and any of ``expected``, the other exception
     types a script treats as a user error, e.g. ``ValueError`` for a bad split name) becomes one
     ``ERROR`` log line and exit code :data:`ERROR_EXIT`; anything else propagates with its traceback
-    (a bug). ``SystemExit`` (argparse's usage errors, ``--help``) passes through unchanged.
+    (a bug). ``SystemExit`` (argparse's usage errors, ``--help``) passes through unchanged. Under
+    ``torchrun`` a bug's traceback also goes to the launcher's error file, so that its failure report names
+    the rank and the cause (docs/distributed.md).
     """
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # under torchrun: its failure report carries this rank's traceback
+        from torch.distributed.elastic.multiprocessing.errors import record
+        main = record(main)
     try:
         code = main(argv)
     except (ForensicsError, *expected) as exc:

@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
     from ..detectors import list_detectors
     p = sub.add_parser("predict", help="score images with a detector",
                        description="Score image files and folders with a registered detector; writes per-image "
-                                   "P(fake) to CSV and prints a table. Unreadable files are skipped and listed.")
+                                   "P(fake) to CSV and prints a table. Unreadable files are skipped and listed. "
+                                   "Under torchrun the files are sharded over the processes (docs/distributed.md).")
     p.add_argument("paths", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
     p.add_argument("--detector", required=True, choices=list_detectors(), help="registered detector")
     p.add_argument("--weights", default="default",
@@ -41,23 +42,40 @@ def add_parser(sub) -> None:
     add_crop_arg(p, "override the detector's crop policy (default: the detector's own)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
     add_option(p, "--max_rows", "--max-rows", type=int, default=50, help="rows of the printed table (default: 50)")
+    from .sharding import add_resume_args
+    add_resume_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .sharding import sharded_session
+    with sharded_session(args) as session:
+        return predict(args, session)
+
+
+def predict(args: argparse.Namespace, session) -> int:
     from ..analysis.inference import predict_records
     from ..data import collect
     from ..detectors import create
-    from ..io import atomic_path
+    from ..io import atomic_path, atomic_write_json
 
     records = collect(args.paths)
+    session.checkpoint_in(args.out.with_name(f".{args.out.name}.resume"))
     det = create(args.detector, weights=args.weights, device=args.device, **dict(args.option))
     preds = predict_records(det, records, batch_size=args.batch_size, transform=det.transform(crop=args.crop),
                             num_workers=args.workers)
+    report = session.report() if session.sharded else None
+    if not session.is_main:
+        return 0
     preds.summary.log(log)
     frame = preds.to_frame()
     with atomic_path(args.out) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6f")
+    if report is not None:  # a sharded run also says how it was split
+        from .. import provenance
+        atomic_write_json(args.out.with_suffix(".json"), {
+            "detector": det.name, "distributed": report, "summary": preds.summary.to_dict(),
+            "provenance": provenance.collect(det, files=records)})
     print(format_table(frame, args.max_rows))
     print(f"\n{len(frame)} images scored, {len(preds.summary.skipped)} skipped; CSV: {args.out}")
     return 0

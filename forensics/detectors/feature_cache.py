@@ -40,6 +40,9 @@ Both are written atomically (temp file + rename). Unreadable images are skipped 
 rows are absent; ``indices`` maps rows back to records). Size: ``N * blocks * width * bytes``, e.g.
 36k ProGAN images on ViT-L/14 (24 x 1024) are 1.8 GB in float16, 3.5 GB in float32.
 
+Inside a :func:`forensics.distributed.session` launched by ``torchrun`` the extraction is sharded over the
+processes (docs/distributed.md): every rank ends with all features in input order and rank 0 stores the entry.
+
 API: :func:`extract_or_load` (cached), :func:`extract_features` (no cache), :func:`backbone_features`
 (one batch), :func:`cache_key`.
 """
@@ -57,7 +60,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..data.dataset import ImageDataset, RunSummary, iter_batches
+from .. import distributed
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.layouts import ImageRecord
 from .clip_backbone import ClipDetector, ClipVisionBackbone
@@ -222,31 +225,37 @@ def extract_features(model: ClipDetector | ClipVisionBackbone, records: Sequence
     dev = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.eval()
-    dataset = ImageDataset(records, build_eval_transform(pre), max_pixels=max_pixels)
-    run = RunSummary()
-    chunks: list[torch.Tensor] = []
-    indices: list[int] = []
-    labels: list[int] = []
+    records = list(records)
+    run = distributed.current()
+    shard = run.shard(records, block=batch_size, state={"features": [], "indices": [], "labels": []},
+                      label=f"features ({site})")
     start = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=len(records), desc=f"features ({site})", unit="img",
-                                      disable=not progress, leave=False) as bar:
-        for batch in iter_batches(dataset, batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda"):
-            run.add(batch)
+    with torch.inference_mode(), tqdm(total=len(shard.indices), initial=shard.done, desc=f"features ({site})",
+                                      unit="img", disable=not progress or not run.is_main, leave=False) as bar:
+        for batch in shard.batches(build_eval_transform(pre), batch_size, num_workers=num_workers,
+                                   max_pixels=max_pixels, pin_memory=dev.type == "cuda"):
             bar.update(len(batch) + len(batch.skipped))
             if len(batch) == 0:
                 continue
             feats = backbone_features(backbone, batch.images.to(dev, non_blocking=True), site)
-            chunks.append(feats.to("cpu", DTYPES[dtype]))
-            indices += batch.indices
-            labels += batch.labels.tolist()
+            shard.state["features"].append(feats.to("cpu", DTYPES[dtype]))
+            shard.state["indices"] += batch.indices
+            shard.state["labels"] += batch.labels.tolist()
     backbone.train(was_training)
-    run.log(log)
+    summary = shard.finish()
+    summary.log(log)
+    chunks, indices, labels = shard.state["features"], shard.state["indices"], shard.state["labels"]
     features = (torch.cat(chunks) if chunks
                 else torch.empty((0, *feature_shape(backbone, site)), dtype=DTYPES[dtype]))
-    summary = CacheSummary(key="", site=site, path=None, hit=False, total=run.total, used=run.used,
-                           skipped=list(run.skipped), seconds=time.perf_counter() - start, device=str(dev))
+    if run.sharded:  # contiguous shards: rank order is input order
+        parts = run.all_gather((features, indices, labels))
+        features = torch.cat([p[0] for p in parts])
+        indices = [i for p in parts for i in p[1]]
+        labels = [y for p in parts for y in p[2]]
+    result = CacheSummary(key="", site=site, path=None, hit=False, total=summary.total, used=summary.used,
+                          skipped=list(summary.skipped), seconds=time.perf_counter() - start, device=str(dev))
     return CachedFeatures(features, torch.tensor(indices, dtype=torch.int64), torch.tensor(labels, dtype=torch.int64),
-                          summary)
+                          result)
 
 
 def extract_or_load(model: ClipDetector | ClipVisionBackbone, records: Sequence[ImageRecord], site: str,
@@ -273,7 +282,10 @@ def extract_or_load(model: ClipDetector | ClipVisionBackbone, records: Sequence[
     result = extract_features(model, records, site, batch_size=batch_size, device=device, dtype=dtype,
                               preprocessing=pre, num_workers=num_workers, max_pixels=max_pixels, progress=progress)
     summary = dataclasses.replace(result.summary, key=key, path=data_path)
-    _store_entry(data_path, meta_path, result._replace(summary=summary), inputs, files)
+    run = distributed.current()
+    if run.is_main:
+        _store_entry(data_path, meta_path, result._replace(summary=summary), inputs, files)
+    run.barrier()
     log.info("feature cache: stored %d x %s %s features in %s (%.1f s)", len(result.indices),
              tuple(result.features.shape[1:]), site, data_path, summary.seconds)
     return result._replace(summary=summary)
