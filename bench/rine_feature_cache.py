@@ -5,7 +5,7 @@ layout, builds RINE on a random ``--backbone`` (default ``forensics-small-vit``:
 width 256; ``forensics-tiny-vit`` for a quick look) and times
 
 1. one training epoch without the cache: decode + blur/JPEG + crop/flip + backbone forward + head
-   step for every batch (the reference recipe, rine_ufd.md §3);
+   step for every batch (the reference recipe, docs/training.md);
 2. the first cache extraction (deterministic views, one backbone pass) and a cache hit (load);
 3. ``--cached-epochs`` head-only epochs on the cached tokens.
 

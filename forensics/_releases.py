@@ -6,21 +6,13 @@ is recorded only where it was published or read from the released file itself; `
 means unknown, never guessed. ``direct=False`` marks a source that is a page or shared folder,
 from which the file has to be fetched by hand.
 """
+from .papers import CLIP2021, RINE2024, TFF2022, UFD2023, WANG2020
 from .weight_spec import WeightSpec
 
 #: Every known release, in declaration order (registered by :mod:`forensics.weights`).
 RELEASES: list[WeightSpec] = []
 
-# --- papers and licences ------------------------------------------------------------------------
-
-WANG2020 = "Wang et al., CNN-generated images are surprisingly easy to spot... for now, CVPR 2020"
-TFF2022 = ("Chandrasegaran et al., Discovering Transferable Forensic Features for CNN-generated Images "
-           "Detection, ECCV 2022")
-RINE2024 = ("Koutlis & Papadopoulos, Leveraging Representations from Intermediate Encoder-blocks for "
-            "Synthetic Image Detection, ECCV 2024")
-UFD2023 = ("Ojha, Li & Lee, Towards Universal Fake Image Detectors that Generalize Across Generative Models, "
-           "CVPR 2023")
-CLIP2021 = "Radford et al., Learning Transferable Visual Models From Natural Language Supervision, ICML 2021"
+# --- licences (papers: forensics.papers) ------------------------------------------------------
 
 CNNDET_LICENSE = "CC BY-NC-SA 4.0 (PeterWang512/CNNDetection)"
 TFF_LICENSE = "MIT (sutd-visual-computing-group/transferable-forensic-features)"

@@ -7,6 +7,10 @@ When an analysis gets neither ``--weights`` nor ``--dataset_dir`` it runs on thi
 2. a detector trained on its training family with :data:`DEFAULT_RECIPES` (the Wang et al. recipe
    scaled down to 64x64 images and a fixed number of steps), trained once into the cache.
 
+Each detector's default recipe is declared once, as the ``"default_recipe"`` fact of its registry
+entry (:func:`forensics.detectors.registry.register_fact`; read with :func:`default_recipe`);
+:data:`DEFAULT_RECIPES` is the catalogue of named default models: those recipes plus variants of them.
+
 Both are cached under ``$FORENSICS_CACHE`` (default ``$XDG_CACHE_HOME/forensics`` or
 ``~/.cache/forensics``) in folders keyed by a hash of every setting, so a changed setting builds anew
 and an unchanged one is reused. An interrupted training run resumes from its latest checkpoint. Two
@@ -28,11 +32,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .data.synthetic import BenchmarkConfig, build_benchmark, read_manifest
+from .detectors.registry import FactView, register_fact
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "FORENSICS_CACHE"
 DONE = "DONE.json"
+DEFAULT_RECIPE_FACT = "default_recipe"
 
 
 def cache_dir() -> Path:
@@ -90,16 +96,10 @@ class TrainRecipe:
 #: baseline of the colour-robust and EfficientNet recipes.
 FIRST_RUN_STEPS = 300
 
-#: The default detectors: name -> recipe (``resnet50`` is the embedded default of every analysis).
-DEFAULT_RECIPES: dict[str, TrainRecipe] = {
-    "resnet50": TrainRecipe(max_steps=FIRST_RUN_STEPS, val_every=100),
-    "resnet50_long": TrainRecipe(),
-    "resnet50_cr": TrainRecipe(color_robust=True),
-    # efficientnet_pytorch's BatchNorm momentum (0.01) leaves the running statistics of an 800-step
-    # run from random init far from the weights' scale; PyTorch's 0.1 fixes eval mode.
-    "efb0": TrainRecipe(detector="efb0", extra=("--bn_momentum", "0.1")),
-    "efb0_cr": TrainRecipe(detector="efb0", color_robust=True, extra=("--bn_momentum", "0.1")),
-}
+register_fact(DEFAULT_RECIPE_FACT, "resnet50")(TrainRecipe(max_steps=FIRST_RUN_STEPS, val_every=100))
+# efficientnet_pytorch's BatchNorm momentum (0.01) leaves the running statistics of an 800-step
+# run from random init far from the weights' scale; PyTorch's 0.1 fixes eval mode.
+register_fact(DEFAULT_RECIPE_FACT, "efb0")(TrainRecipe(detector="efb0", extra=("--bn_momentum", "0.1")))
 
 
 @dataclass(frozen=True)
@@ -316,8 +316,27 @@ class RineRecipe:
         return {"backbone": self.backbone, "backbone_weights": str(self.backbone_file())}
 
 
-#: The default RINE: an entry of :data:`DEFAULT_RECIPES` like the CNNs (``--detector rine`` on the embedded default).
-DEFAULT_RECIPES["rine"] = RineRecipe()
+register_fact(DEFAULT_RECIPE_FACT, "rine")(RineRecipe())
+
+
+def default_recipe(detector: str) -> TrainRecipe | RineRecipe:
+    """The default recipe detector ``detector`` declares (``KeyError`` naming the detectors that have one)."""
+    recipes = FactView(DEFAULT_RECIPE_FACT)
+    if detector not in recipes:
+        raise KeyError(f"no default recipe for detector {detector!r}; declared for: {', '.join(recipes)}")
+    return recipes[detector]
+
+
+#: The embedded default's named models: each detector's default recipe under its name (``resnet50`` is
+#: the embedded default of every analysis; ``--detector rine`` trains the default RINE) and variants.
+DEFAULT_RECIPES: dict[str, TrainRecipe | RineRecipe] = {
+    "resnet50": default_recipe("resnet50"),
+    "resnet50_long": TrainRecipe(),
+    "resnet50_cr": TrainRecipe(color_robust=True),
+    "efb0": default_recipe("efb0"),
+    "efb0_cr": dataclasses.replace(default_recipe("efb0"), color_robust=True),
+    "rine": default_recipe("rine"),
+}
 
 
 def default_detector_and_data(detector: str = "resnet50", config: BenchmarkConfig | None = None):

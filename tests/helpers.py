@@ -27,6 +27,11 @@ def tiny(name: str, seed: int = 0, **options) -> Detector:
     return create(name, **{**tiny_options(name), **options})
 
 
+def tiny_rine(seed: int = 0, nproj: int = 2, proj_dim: int = 16) -> Detector:
+    """A small random RINE on the tiny ViT (4 blocks, width 64, 56 px), in eval mode."""
+    return tiny("rine", seed, nproj=nproj, proj_dim=proj_dim)
+
+
 def input_side(model: Detector, side: int = 64) -> int:
     """``side``, or the model's own input size where its input size is fixed (a ViT's patch grid)."""
     return model.config.input_size if tiny_options(model.name) else side

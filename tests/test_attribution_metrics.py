@@ -1,4 +1,4 @@
-"""Open-set attribution metrics and probes against hand-computed cases (attribution_cnndet.md §A.5-A.7)."""
+"""Open-set attribution metrics and probes against hand-computed cases (docs/attribution.md)."""
 from __future__ import annotations
 
 import numpy as np

@@ -9,26 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from forensics.detectors import create
 from forensics.explain.cam import gradcam, guided_gradcam, input_gradient, relu_network
 from forensics.explain.figures import to_uint8
 from forensics.plots import TFF_CMAP, image_grid, overlay, positive_heatmap, save_figure
-from helpers import run_script as run_helper, calibrated, calibrated_cached, single_thread
+from helpers import (assert_restored, calibrated, calibrated_cached, no_hooks, run_script as run_helper, single_thread,
+                     snapshot, tiny_rine)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_rine():
-    torch.manual_seed(0)
-    return create("rine", backbone="forensics-tiny-vit", backbone_weights=None, nproj=1, proj_dim=16)
-
-
-def model_state(model: torch.nn.Module):
-    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-                + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
-    mods = [(n, type(m), id(m)) for n, m in model.named_modules()]
-    flags = [(n, p.requires_grad, p.grad) for n, p in model.named_parameters()]
-    return hooks, mods, flags, model.training
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +24,7 @@ def models():
     1x1 and every min-max-scaled CAM is 0). BN calibrated at 32 px (cheaper; only the statistics)."""
     with single_thread():
         return {"resnet50": (calibrated_cached("resnet50", 0, 32), 64), "efb0": (calibrated("efb0", size=32), 64),
-                "rine": (tiny_rine(), 56)}
+                "rine": (tiny_rine(nproj=1), 56)}
 
 
 @pytest.mark.parametrize("name", ["resnet50", "efb0", "rine"])
@@ -51,7 +38,8 @@ def test_gradcam_targets_shapes_and_restoration(models, name):
     param.grad = torch.ones_like(param)
     with torch.no_grad():
         before_out = model(x)
-    before = model_state(model)
+    grad = param.grad
+    before = snapshot(model)
     with single_thread():
         fake = gradcam(model, x, "fake")
         real = gradcam(model, x, "real")
@@ -65,10 +53,8 @@ def test_gradcam_targets_shapes_and_restoration(models, name):
     with torch.no_grad():
         after_out = model(x)
     assert torch.equal(before_out, after_out)
-    after = model_state(model)
-    assert after[0] == 0 and after[1] == before[1] and after[3] == before[3]
-    assert [(n, f) for n, f, _ in after[2]] == [(n, f) for n, f, _ in before[2]]
-    assert all(a is b for (_, _, a), (_, _, b) in zip(after[2], before[2]))
+    assert_restored(before, model)
+    assert no_hooks(model) and param.grad is grad  # the same gradient tensor, untouched
     param.grad = None
     param.requires_grad_(False)
 

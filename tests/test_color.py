@@ -1,5 +1,5 @@
 """Colour ablation (forensics.data.color, forensics.analysis.color, analyses/color_ablation.py,
-analyses/compare_color_robust.py; tff.md §7, §14.3)."""
+analyses/compare_color_robust.py; docs/colour.md)."""
 from __future__ import annotations
 
 from pathlib import Path

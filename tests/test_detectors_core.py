@@ -59,7 +59,7 @@ def test_key_format_round_trip():
 
 @pytest.mark.parametrize("name,layers,maps", [("resnet50", 53, 26560), ("efb0", 49, 21008)])
 def test_feature_maps_match_tff(name, layers, maps):
-    """tff.md §3.3: every conv output (R50: 53 layers, 26,560 maps; EfB0: 49 layers, 21,008 maps,
+    """T-FF's feature maps (docs/ffrs.md, "Feature maps"): every conv output (R50: 53 layers, 26,560 maps; EfB0: 49 layers, 21,008 maps,
     SE convs excluded), each paired with the BatchNorm that follows it."""
     model = create(name)
     fls = model.feature_layers()
@@ -136,7 +136,7 @@ def test_mask_zeroes_exactly_the_chosen_channels(cnn, point):
 
 
 def test_mask_pre_bn_leaves_bn_shift(cnn):
-    """Reference semantics (tff.md §6.2/§15): a channel masked before BN leaves BN as the constant
+    """Reference semantics (docs/dropout.md): a channel masked before BN leaves BN as the constant
     beta - gamma*mu/sqrt(var+eps); masked after BN it is exactly 0."""
     layer = cnn.feature_layers()[0]
     bn = cnn.get_submodule(layer.modules["post_bn"])

@@ -10,13 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from forensics.detectors import Detector, DetectorConfig, FeatureLayer, Preprocessing, create
-from forensics.explain import LRPExplainer, LRPSpec, explain_lrp, lrp_spec, start_signal
+from forensics.detectors import Detector, DetectorConfig, FeatureLayer, Preprocessing
+from forensics.explain import LRP_CONFIGS, LRPExplainer, LRPSpec, explain_lrp, lrp_spec, start_signal
 from forensics.explain.canonizers import EfficientNetBlockCanonizer, merge_feature_layer_bn
 from forensics.explain.lrp_rules import zbox_bounds
-from helpers import assert_same_snapshot, calibrated_cached, snapshot
+from helpers import assert_same_snapshot, calibrated_cached, snapshot, tiny_rine
 
-SIZES = {"resnet50": 32, "efb0": 64}  # small inputs keep the file fast on 2 shared cores
+SIZES = {"resnet50": 32, "efb0": 64}  # small inputs keep the file fast on 2 shared cores (default 64)
+#: Detectors whose LRP spec reaches the pixels (the registry's, not a list of names).
+PIXEL_LRP = [name for name, spec in LRP_CONFIGS.items() if not spec.head_only]
 FC = {"resnet50": "net.fc", "efb0": "net._fc"}
 
 
@@ -54,7 +56,7 @@ def safe(d, e0, e):
 
 
 def hand_lrp(x, W, b, v, b2, start, box=None):
-    """numpy float64 LRP of TinyNet for one sample (tff.md §4.2): fc and avg-pool epsilon 1e-6,
+    """numpy float64 LRP of TinyNet for one sample (docs/ffrs.md, "Relevance"): fc and avg-pool epsilon 1e-6,
     ReLU pass, conv z+ with bias ignored (``safe(z; 1e-12, 0)``) or z^B with scalar box."""
     C, H, Wd = x.shape
     O, _, K, _ = W.shape
@@ -129,13 +131,14 @@ def test_unsupported_detector_is_named():
 
 
 # ---------------------------------------------------------------------------- (b)+(c) R50 / EfB0
-@pytest.fixture(scope="module", params=["resnet50", "efb0"])
+@pytest.fixture(scope="module", params=PIXEL_LRP)
 def explained(request):
     """One LRP run per CNN, with the detector's state before and after."""
     name = request.param
     model = calibrated(name)
     torch.manual_seed(1)
-    x = torch.randn(2, 3, SIZES[name], SIZES[name])
+    size = SIZES.get(name, 64)
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         logits_before = model(x)
     before = snapshot(model)
@@ -160,7 +163,7 @@ def test_model_restored_bit_identical(explained):
 
 def test_relevance_conserved(explained):
     """Pixel relevance vs the relevance entering the network (start * (f - b) / f). R50 conserves it
-    (library-notes: ~0.9 of the start, the rest absorbed by the fc bias); EfB0 loses a few percent
+    (measured: ~0.9 of the start, the rest absorbed by the fc bias); EfB0 loses a few percent
     where a z+ denominator is exactly 0 (depthwise windows with no positive contribution, frequent
     over padding at these tiny sizes; the reference drops that relevance too), but is nowhere near
     what survives without the EfficientNet canonizer."""
@@ -194,8 +197,8 @@ def test_layer_relevance_at_every_feature_layer(explained):
 
 def test_efb0_without_block_canonizer_is_not_conservative():
     """BN merged but the functional skip add and SE product left to plain gradients (which duplicate
-    relevance at every skip and scale it by the gate): relevance is far from conserved (library-notes
-    measured ~6% surviving on its model; on this one it explodes). The canonizer is what fixes it."""
+    relevance at every skip and scale it by the gate): relevance is far from conserved (measured
+    ~6% surviving on its model; on this one it explodes). The canonizer is what fixes it."""
     model = calibrated("efb0")
     torch.manual_seed(1)
     x = torch.randn(2, 3, 64, 64)
@@ -244,11 +247,6 @@ def test_efficientnet_canonizer_forward_is_identical():
 
 
 # ---------------------------------------------------------------------------- RINE head-only LRP
-def tiny_rine() -> Detector:
-    torch.manual_seed(0)
-    return create("rine", backbone="forensics-tiny-vit", backbone_weights=None, nproj=2, proj_dim=16).eval()
-
-
 def test_rine_head_lrp_matches_manual_epsilon():
     """Relevance from the logit to the per-block CLS tokens, recomputed in float64: epsilon (1e-6,
     bias kept) on every head Linear (Q1 applied to each block), ReLU pass, the TIE weighted sum as a

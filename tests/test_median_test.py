@@ -1,5 +1,5 @@
 """Mood's median test and the colour-conditional percentage (forensics.analysis.median_test,
-analyses/median_test.py; tff.md §10), and the colour analyses through resnet50 / efb0 / rine."""
+analyses/median_test.py; docs/median_test.md), and the colour analyses through resnet50 / efb0 / rine."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,5 @@
 """Max-activation rankings and LRP-max patches (forensics.analysis.patches, forensics.explain.unit,
-analyses/max_activation_patches.py; tff.md §8-9)."""
+analyses/max_activation_patches.py; docs/patches.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -137,7 +137,7 @@ def test_collage_order_and_tiles(tmp_path):
     for rank in range(1, 13):
         Image.new("RGB", (3 + rank, 4), (rank * 20, 0, 0)).save(folder / f"{rank}_hm_{rank:.3f}_0.500.jpg")
     assert [patch_rank(p) for p in collage_files(folder, 5)] == [1, 2, 3, 4, 5]
-    # the reference's quirk (tff.md §9.2): "10_..." < "1_..." ("0" sorts before "_")
+    # the reference's file order (docs/patches.md): "10_..." < "1_..." ("0" sorts before "_")
     assert [patch_rank(p) for p in collage_files(folder, 5, "lexicographic")] == [10, 11, 12, 1, 2]
     tile = collage_tile(np.full((3, 5, 3), 255, np.uint8), size=20)
     assert tile.shape == (20, 20, 3) and tile[0, 0].max() < 255 and tile[10, 10].min() == 255

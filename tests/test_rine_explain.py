@@ -16,18 +16,12 @@ from forensics.analysis.tie_vs_lrp import BlockRelevance, block_shares, compare
 from forensics.detectors import create
 from forensics.explain.lrp import explain_lrp
 from forensics.explain.vit_lrp import ViTLRP, transformer_rules, unit_relevance
-from helpers import run_script
 from test_clip_detectors import RINE_2CLASS, reference_file
-from test_lrp import assert_same_snapshot, snapshot
+from helpers import assert_same_snapshot, run_script, snapshot, tiny_rine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BLOCKS, WIDTH, SIZE = 4, 64, 56
-
-
-def tiny_rine(seed: int = 0):
-    torch.manual_seed(seed)
-    return create("rine", backbone="forensics-tiny-vit", backbone_weights=None, nproj=2, proj_dim=16).eval()
 
 
 def images(n: int = 3, seed: int = 1) -> torch.Tensor:
@@ -57,7 +51,7 @@ def test_official_2class_winner_histogram_matches_reference_figure():
     s = summarize(reference_file(RINE_2CLASS), "2-class")
     assert s.matrix.shape == (24, 128)
     w = s.winners
-    # rine_ufd.md §5: block 1 0.062, 4 0.078, 8 0.070, 10 0.086, 12 0.086 (largest), 22 0.008 (smallest)
+    # Koutlis & Papadopoulos (ECCV 2024), released 2class head: block 1 0.062, 4 0.078, 8 0.070, 10 0.086, 12 0.086 (largest), 22 0.008 (smallest)
     np.testing.assert_allclose(w[[0, 3, 7, 9, 11, 21]], np.array([8, 10, 9, 11, 11, 1]) / 128)
     assert w.min() == w[21] and w.max() == w[9] == w[11]
     assert 0.035 <= s.mean.min() and s.mean.max() <= 0.049

@@ -70,7 +70,7 @@ def probe_images(n: int = 4) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- SupCon
 def supcon_numpy(f: np.ndarray, y: np.ndarray, t: float = 0.07) -> float:
-    """Khosla et al. written out anchor by anchor (rine_ufd.md §3.3)."""
+    """Khosla et al. (NeurIPS 2020) written out anchor by anchor (docs/training.md)."""
     losses = []
     for i in range(len(f)):
         s = f @ f[i] / t

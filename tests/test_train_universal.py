@@ -1,5 +1,5 @@
-"""Universal-detector training: Wang et al.'s augmentation (attribution_cnndet.md §B.5, tff.md §11)
-and tiny CPU runs of the ResNet-50 / EfficientNet-B0 trainer (§B.6, §B.8)."""
+"""Universal-detector training: Wang et al.'s augmentation (docs/training.md) and tiny CPU runs of
+the ResNet-50 / EfficientNet-B0 trainer."""
 from __future__ import annotations
 
 import argparse

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..data import ImageRecord
 from ..data.color import DEFAULT_ABLATION, ColorAblation
-from ..detectors import Detector
+from ..detectors import Detector, get_config, list_detectors
 from ..io import atomic_write_csv, atomic_write_json, atomic_write_text, json_safe
 from ..plots import save_figure
 from .evaluate import MEAN, ColourComparison, compare_rgb_gray
@@ -262,13 +262,12 @@ def color_ablation(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]]
 
 # ---------------------------------------------------------------------------- colour-robust comparison
 BASELINE, ROBUST = "baseline", "robust"
-#: Short architecture labels of the docs/colour.md table (other names are used as they are).
-ARCH_LABELS = {"resnet50": "R50", "efb0": "EfB0"}
 
 
 def arch_label(name: str) -> str:
-    """``R50`` for resnet50, ``EfB0`` for efb0, else ``name``."""
-    return ARCH_LABELS.get(name, name)
+    """The short label a detector declares (``R50`` for resnet50, ``EfB0`` for efb0; see
+    :class:`~forensics.detectors.DetectorConfig`), else ``name`` as it is."""
+    return get_config(name).label if name in list_detectors() else name
 
 
 def pair_labels(pairs: Sequence[tuple[str, str]]) -> list[str]:

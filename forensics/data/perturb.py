@@ -335,6 +335,8 @@ class Protocol:
     resize: tuple[int, int] | None = None
 
 
+#: Evaluation protocols by name. ``rine`` is the robustness protocol of Koutlis & Papadopoulos (ECCV 2024),
+#: named after the paper that defined it; it applies to any detector (it is not a fact of the ``rine`` detector).
 PROTOCOLS: dict[str, Protocol] = {
     "always": Protocol("always", 1.0, None),
     # docs/evaluation.md: p = 0.5; perturbed -> ToPILImage -> Resize(256, 256) -> CenterCrop 224.

@@ -38,11 +38,17 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """One registered detector: architecture, preprocessing, provenance and builder defaults.
+    """The declaration of one detector (as timm's ``_cfg`` next to a model): architecture,
+    preprocessing, provenance, builder defaults and the facts the rest of the library reads.
 
     ``options`` are the builder's keyword defaults (e.g. RINE's ``backbone``, ``nproj``,
     ``proj_dim``); :func:`forensics.detectors.create` accepts overrides for any of them.
-    ``weights`` lists the release tags of :mod:`forensics.weights` this detector can load.
+    ``default_weights``: the release tag ``weights="default"`` loads (the releases a detector can
+    load are those of :mod:`forensics.weights` whose ``detector`` names it).
+    ``label``: short name in tables and figures (``R50``; default: ``name``). ``head``: qualified
+    name of the classifier module inside the detector (``net.fc``), the part a trainer
+    re-initialises. ``init_weights``: release tag of the ImageNet initialisation of the body
+    (``None``: none; the CLIP detectors train a head on a frozen backbone instead).
     """
 
     name: str
@@ -51,8 +57,14 @@ class DetectorConfig:
     preprocessing: Preprocessing
     input_size: int = 224
     default_weights: str | None = None
-    weights: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
+    head: str | None = None
+    init_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
     def with_options(self, **overrides: Any) -> "DetectorConfig":
         unknown = set(overrides) - set(self.options)
@@ -73,6 +85,6 @@ class DetectorConfig:
         d = dict(d)
         pre = d.pop("preprocessing")
         pre = Preprocessing(**{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])})
-        d["weights"] = tuple(d.get("weights", ()))
+        d.pop("weights", None)  # written by versions that listed the releases here too
         d["options"] = dict(d.get("options", {}))
         return cls(preprocessing=pre, **d)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..papers import TFF2022
 from .base import Detector, conv_bn_layers, load_strict
 from .config import IMAGENET_MEAN, IMAGENET_STD, DetectorConfig, Preprocessing
 from .registry import register_detector
@@ -11,11 +12,14 @@ from .resnet50 import unwrap_training_checkpoint
 CONFIG = DetectorConfig(
     name="efb0",
     arch="EfficientNet-B0 (efficientnet_pytorch, 1 output)",
-    paper="Chandrasegaran et al., Discovering Transferable Forensic Features, ECCV 2022",
+    paper=TFF2022,
     preprocessing=Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop="center", crop_size=224),
     default_weights="efb0.tff_blur_jpg_prob0.5",
-    weights=("efb0.tff_blur_jpg_prob0.5",),
     options={"image_size": None},
+    label="EfB0",
+    # T-FF cr_ud: EfficientNet.from_pretrained('efficientnet-b0', num_classes=1) (fc not loaded).
+    head="net._fc",
+    init_weights="init.efb0_imagenet",
 )
 
 

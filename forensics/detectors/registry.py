@@ -1,5 +1,13 @@
 """Detector registry: ``create(name, weights=...)`` and ``list_detectors()``.
 
+The registry holds ONE entry per detector (:class:`DetectorEntry`): the declaration its module
+makes (:class:`DetectorConfig`: builder options, preprocessing, default release, head, ImageNet
+initialisation, label, paper) and the :class:`Detector` class. Facts that belong to a higher layer
+(the LRP spec and single-unit relevance of :mod:`forensics.explain`, the trainer of
+:mod:`forensics.train`) are attached to the same entry from that layer with :func:`register_fact`;
+every per-detector lookup (``lrp_spec``, ``get_trainer``, ...) reads the entry, so no table keyed by
+detector name exists anywhere else (docs/adding_a_detector.md).
+
 A new detector is one module defining a :class:`Detector` subclass decorated with
 ``@register_detector(CONFIG)`` plus an import line in ``forensics/detectors/__init__.py``.
 """
@@ -7,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import torch
 
@@ -21,7 +29,21 @@ from .config import DetectorConfig
 
 log = logging.getLogger(__name__)
 
-_DETECTORS: dict[str, tuple[DetectorConfig, type[Detector]]] = {}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DetectorEntry:
+    """Everything known about one registered detector: its declaration (``config``), its class, and
+    the ``facts`` higher layers declared for it with :func:`register_fact` (e.g. ``"lrp"``,
+    ``"unit_relevance"``, ``"trainer"``)."""
+
+    config: DetectorConfig
+    cls: type[Detector]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+_DETECTORS: dict[str, DetectorEntry] = {}
 
 
 def register_detector(config: DetectorConfig):
@@ -29,10 +51,69 @@ def register_detector(config: DetectorConfig):
     def deco(cls: type[Detector]) -> type[Detector]:
         if config.name in _DETECTORS:
             raise ValueError(f"detector {config.name!r} registered twice")
-        _DETECTORS[config.name] = (config, cls)
+        _DETECTORS[config.name] = DetectorEntry(config, cls)
         cls.default_config = config
         return cls
     return deco
+
+
+def register_fact(fact: str, *names: str) -> Callable[[T], T]:
+    """Declare ``value`` as fact ``fact`` of the registered detectors ``names``; returns ``value``.
+
+    For facts owned by a layer above the detectors, which a detector module may not import: the
+    layer declares them where it defines them, as a decorator or a call::
+
+        @register_fact("unit_relevance", "rine")
+        def vit_unit_relevance(detector, images, key, **options): ...
+
+        register_fact("lrp", "resnet50")(LRPSpec(...))
+
+    A fact is declared once per detector; the detector must be registered first (a misspelt name
+    fails here, not at lookup). A fact exists once the module declaring it has been imported, so read
+    it through the owning layer's lookup (``lrp_spec``, ``get_trainer``, ``default_recipe``), which
+    imports it."""
+    if not names:
+        raise TypeError("register_fact needs at least one detector name")
+
+    def deco(value: T) -> T:
+        for name in names:
+            facts = detector_entry(name).facts
+            if fact in facts:
+                raise ValueError(f"{fact!r} of detector {name!r} declared twice")
+            facts[fact] = value
+        return value
+    return deco
+
+
+def detector_entry(name: str) -> DetectorEntry:
+    """The registry entry of detector ``name`` (``KeyError`` naming the registered ones)."""
+    try:
+        return _DETECTORS[name]
+    except KeyError:
+        raise KeyError(f"unknown detector {name!r}; registered: {', '.join(list_detectors())}") from None
+
+
+class FactView(Mapping[str, Any]):
+    """Read-only, live view ``{detector name: value}`` of one fact over the registered detectors
+    that declare it (what :data:`forensics.explain.lrp.LRP_CONFIGS` and the like are)."""
+
+    def __init__(self, fact: str):
+        self.fact = fact
+
+    def __getitem__(self, name: str) -> Any:
+        entry = _DETECTORS.get(name)
+        if entry is None or self.fact not in entry.facts:
+            raise KeyError(name)
+        return entry.facts[self.fact]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n in sorted(_DETECTORS) if self.fact in _DETECTORS[n].facts])
+
+    def __len__(self) -> int:
+        return sum(self.fact in e.facts for e in _DETECTORS.values())
+
+    def __repr__(self) -> str:
+        return f"FactView({self.fact!r}: {sorted(self)})"
 
 
 def list_detectors() -> list[str]:
@@ -40,14 +121,12 @@ def list_detectors() -> list[str]:
 
 
 def get_config(name: str) -> DetectorConfig:
-    return _entry(name)[0]
+    return detector_entry(name).config
 
 
 def _entry(name: str) -> tuple[DetectorConfig, type[Detector]]:
-    try:
-        return _DETECTORS[name]
-    except KeyError:
-        raise KeyError(f"unknown detector {name!r}; registered: {', '.join(list_detectors())}") from None
+    entry = detector_entry(name)
+    return entry.config, entry.cls
 
 
 def create(name: str, weights: str | Path | None = None, *, device: str | torch.device | None = "cpu",

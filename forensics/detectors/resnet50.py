@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
+from ..papers import WANG2020
 from .base import Detector, conv_bn_layers, load_strict
 from .config import IMAGENET_MEAN, IMAGENET_STD, DetectorConfig, Preprocessing
 from .registry import register_detector
@@ -14,11 +15,14 @@ from .registry import register_detector
 CONFIG = DetectorConfig(
     name="resnet50",
     arch="ResNet-50 (torchvision, fc 2048->1)",
-    paper="Wang et al., CNN-generated images are surprisingly easy to spot... for now, CVPR 2020",
+    paper=WANG2020,
     # CNNDetection eval.py: no resize, CenterCrop(224), ImageNet normalisation.
     preprocessing=Preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop="center", crop_size=224),
     default_weights="resnet50.cnndet_blur_jpg_prob0.5",
-    weights=("resnet50.cnndet_blur_jpg_prob0.5", "resnet50.cnndet_blur_jpg_prob0.1"),
+    label="R50",
+    # CNNDetection networks/trainer.py: resnet50(pretrained=True) with a new fc.
+    head="net.fc",
+    init_weights="init.resnet50_imagenet",
 )
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..papers import RINE2024
 from .base import load_strict
 from .clip_backbone import ClipDetector, check_state_complete, clip_options, split_prefixed
 from .config import CLIP_MEAN, CLIP_STD, DetectorConfig, Preprocessing
@@ -40,16 +41,16 @@ from .resnet50 import unwrap_training_checkpoint
 CONFIG = DetectorConfig(
     name="rine",
     arch="RINE (CLIP ViT per-block ln_2 CLS tokens + TIE head)",
-    paper="Koutlis & Papadopoulos, Leveraging Representations from Intermediate Encoder-blocks for "
-          "Synthetic Image Detection, ECCV 2024",
+    paper=RINE2024,
     # RINE test_1 transform: CenterCrop(224) at native resolution, no resize, CLIP normalisation.
     preprocessing=Preprocessing(mean=CLIP_MEAN, std=CLIP_STD, crop="center", crop_size=224),
     default_weights="rine.2class",
-    weights=("rine.1class", "rine.2class", "rine.4class", "rine.ldm"),
     options=clip_options(nproj=4, proj_dim=128, dropout=0.5),
+    label="RINE",
+    head="rine_head",
 )
 
-HEAD_PREFIX = "rine_head."
+HEAD_PREFIX = f"{CONFIG.head}."
 _PROJ1_LINEAR = re.compile(r"^proj1\.\d+\.weight$")
 
 

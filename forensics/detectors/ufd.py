@@ -19,6 +19,7 @@ from typing import Any, Mapping, NamedTuple
 import torch
 from torch import nn
 
+from ..papers import UFD2023
 from .base import load_strict
 from .clip_backbone import ClipDetector, clip_options
 from .config import CLIP_MEAN, CLIP_STD, DetectorConfig, Preprocessing
@@ -28,16 +29,16 @@ from .registry import register_detector
 CONFIG = DetectorConfig(
     name="ufd",
     arch="UFD (CLIP ViT image embedding + Linear(embed_dim, 1))",
-    paper="Ojha, Li & Lee, Towards Universal Fake Image Detectors that Generalize Across Generative Models, "
-          "CVPR 2023",
+    paper=UFD2023,
     # validate.py: CenterCrop(224) at native resolution, no resize, CLIP normalisation.
     preprocessing=Preprocessing(mean=CLIP_MEAN, std=CLIP_STD, crop="center", crop_size=224),
     default_weights="ufd.fc",
-    weights=("ufd.fc",),
     options=clip_options(),
+    label="UFD",
+    head="fc",
 )
 
-FC_PREFIX = "fc."
+FC_PREFIX = f"{CONFIG.head}."
 
 
 class UfdFeatures(NamedTuple):

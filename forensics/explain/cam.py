@@ -1,4 +1,5 @@
-"""Grad-CAM and Guided Grad-CAM of a detector's logit (tff.md §12.1), on pytorch-grad-cam.
+"""Grad-CAM and Guided Grad-CAM of a detector's logit (Selvaraju et al., ICCV 2017; docs/heatmaps.md),
+on pytorch-grad-cam.
 
 Usage (registered as ``gradcam``, ``guided_gradcam`` and, for the CLIP detectors, ``block_gradcam``)::
 
@@ -25,8 +26,8 @@ Guided backprop (Springenberg et al.) replaces the backward pass of every ``nn.R
 rule. It is only defined for ReLU networks: :func:`relu_network` checks that the detector has
 ``nn.ReLU`` modules and no other activation module. On EfB0 (SiLU/swish) and the CLIP detectors
 (QuickGELU/GELU, a ReLU only in RINE's head) there is no ReLU to guide, so the reference's "guided"
-gradient is just the plain input gradient (tff.md §12.1 [inferred]). Here such a detector gets the
-plain gradient, ``GuidedGradCAM.guided`` is ``False`` and the result is labelled
+gradient is just the plain input gradient (our reading of the reference code; docs/heatmaps.md). Here
+such a detector gets the plain gradient, ``GuidedGradCAM.guided`` is ``False`` and the result is labelled
 "Grad-CAM x gradient" (never "Guided Grad-CAM"), with a logged warning.
 
 Restoration: hooks are removed, ReLU modules swapped for the guided ones are put back (the same
@@ -189,8 +190,9 @@ class GuidedGradCAM:
 
 
 def guided_gradcam(detector: Detector, images: torch.Tensor, target: str | torch.Tensor = "fake") -> GuidedGradCAM:
-    """Grad-CAM times guided backprop (tff.md §12.1) for a ReLU network; for any other detector the
-    plain gradient replaces guided backprop and the result says so (``guided=False``, a warning)."""
+    """Grad-CAM times guided backprop (Selvaraju et al., ICCV 2017; docs/heatmaps.md) for a ReLU network;
+    for any other detector the plain gradient replaces guided backprop and the result says so
+    (``guided=False``, a warning)."""
     guided = relu_network(detector)
     if not guided:
         log.warning("%s has non-ReLU activations: guided backprop degenerates to the plain gradient; "

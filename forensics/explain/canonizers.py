@@ -1,12 +1,12 @@
 """zennit canonizers that put a detector into the canonical form T-FF's LRP composite needs
-(tff.md §4.1), applied temporarily and reverted exactly.
+(docs/ffrs.md, "Relevance"; Chandrasegaran et al., ECCV 2022), applied temporarily and reverted exactly.
 
 - :func:`merge_feature_layer_bn`: fold every feature layer's BatchNorm into its conv, using the
   (conv, BN) pairing the detector itself declares (:meth:`Detector.feature_layers`, the pairing
   T-FF's ``copyfrom*`` uses: "the last conv seen, then its BN"). zennit's merge leaves the BN as
-  ``x / sqrt(1 + eps)``, exactly the reference's "reset BN" (§4.1).
+  ``x / sqrt(1 + eps)``, exactly the reference's "reset BN".
 - :class:`BatchNormIdentity`: optional, makes those leftover BNs true identities (not the
-  reference; moves omega by up to ~1.4e-3 relative on R50, library-notes).
+  reference; moves omega by up to ~1.4e-3 relative on R50, as measured in this project).
 - :class:`EfficientNetBlockCanonizer`: efficientnet_pytorch computes the skip add ``x + inputs``
   and the SE gating ``sigmoid(s) * x`` functionally inside ``MBConvBlock.forward``, where no rule
   can attach. The canonizer temporarily replaces the block's ``forward`` with an equivalent one
@@ -35,7 +35,7 @@ class GatedProduct(nn.Module):
     """``gate * x`` as a module, so an LRP rule can attach to the EfB0 SE product (the gate
     broadcasts over space) or RINE's TIE weighting. The rule used with it,
     :class:`~forensics.explain.lrp_rules.GatePass`, sends all relevance to ``x`` and none to
-    ``gate`` (tff.md §4.2, "SE product")."""
+    ``gate`` (the squeeze-and-excitation product, docs/ffrs.md)."""
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         return gate * x
@@ -112,7 +112,7 @@ def merge_feature_layer_bn(detector) -> NamedMergeBatchNorm:
 
 class BatchNormIdentity(SwapAttributes):
     """Make every ``BatchNorm2d`` compute the identity (apply after the merge). Not the reference:
-    T-FF keeps the "reset BN" scale 1/sqrt(1+eps) (tff.md §4.1)."""
+    T-FF keeps the "reset BN" scale 1/sqrt(1+eps) (docs/ffrs.md, "Relevance")."""
 
     def __init__(self, attribute_map=None):
         super().__init__(attribute_map or _bn_identity_map)

@@ -1,5 +1,5 @@
-"""Layer-wise relevance propagation of a detector's logit with T-FF's "beta = 0" composite
-(tff.md §4), on zennit.
+"""Layer-wise relevance propagation (Bach et al., PLoS ONE 2015) of a detector's logit with T-FF's
+"beta = 0" composite (Chandrasegaran et al., ECCV 2022; docs/ffrs.md, "Relevance"), on zennit.
 
 Usage::
 
@@ -11,18 +11,19 @@ Usage::
     with LRPExplainer(detector) as lrp:             # FF-RS: each layer reduced inside the backward pass
         res = lrp.explain_reduced(images, channel_shares, labels)  # {layer: [B, C]}, no full maps kept
 
-What is explained (tff.md §4.3): one forward pass; the gradient handed to the logit ("start") is
-+1 for a fake sample and -1 for a real one, only for CORRECTLY classified samples (``p >= 0.5`` is
-fake), 0 otherwise. Because the fc epsilon rule divides by the logit, the relevance entering the
-network sums to about ``start * (f - b) / f``, i.e. about +-1, whatever ``f`` is.
+What is explained (docs/explainers.md, "What is explained, and the sign"): one forward pass; the
+gradient handed to the logit ("start") is +1 for a fake sample and -1 for a real one, only for
+CORRECTLY classified samples (``p >= 0.5`` is fake), 0 otherwise. Because the fc epsilon rule divides
+by the logit, the relevance entering the network sums to about ``start * (f - b) / f``, i.e. about +-1,
+whatever ``f`` is.
 
 ``sign="correct"`` (not the reference) explains the logit of the TRUE class with unit relevance:
 ``g = f`` for a fake, ``g = -f`` for a real. Every rule is odd in the explained output (the fc
 epsilon rule gives ``x_i w_i R / f`` for ``f`` and ``x_i (-w_i) R / (-f)`` for ``-f``, and all
 lower rules are linear in R), so this equals a start of +1 at ``f`` for every included sample.
 Positive relevance then always means evidence for the true class. The reference's -1 start on
-reals instead makes positive relevance on a real image mean evidence for FAKE (tff.md §4.3,
-[quirk]); it is the default because the shipped real CSVs were computed that way.
+reals instead makes positive relevance on a real image mean evidence for FAKE (a choice of the
+reference code worth knowing); it is the default because the shipped real CSVs were computed that way.
 
 Per-sample control: ``labels`` (0 real / 1 fake; ``None`` = the predicted class), ``include`` (a
 boolean mask replacing the "correctly classified" filter) or an explicit ``start`` vector.
@@ -31,32 +32,34 @@ The rules run as autograd functions (:mod:`.lrp_hooks`): the same relevance as z
 (bit for bit on R50 and EfB0), computed without the module gradients those hooks discard, without
 z+'s all-zero negative branch on ReLU inputs, and keeping only the inputs the rules read.
 
-Measurement points (tff.md §3.3): relevance arriving at each feature layer's conv output after its
+Measurement points (docs/ffrs.md, "Feature maps"): relevance arriving at each feature layer's conv output after its
 BN is folded in (pre-activation), read with tensor hooks, keyed by the detector's layer names.
 
-Detectors plug in through :data:`LRP_CONFIGS` (``detector name -> LRPSpec``: canonizers, which conv
-gets the z^B rule, extra rules, scope); no code branches on detector names. Registered: ``resnet50``,
-``efb0`` (T-FF, §4) and ``rine`` (not in T-FF: head-only LRP from the logit to the per-block CLS
-tokens, see its spec's ``notes``; no pixel relevance).
+Detectors plug in through :func:`register_lrp` (an :class:`LRPSpec`: canonizers, which conv gets the
+z^B rule, extra rules, scope), which stores the spec on the detector's registry entry;
+:data:`LRP_CONFIGS` is the live view ``detector name -> LRPSpec``; no code branches on detector
+names. Registered: ``resnet50``, ``efb0`` (T-FF) and ``rine`` (not in T-FF: head-only LRP from the
+logit to the per-block CLS tokens, see its spec's ``notes``; no pixel relevance).
 
 Deliberate differences from the reference:
 
 - The detector is canonised in place, temporarily (zennit), instead of copying it into a separate
   LRP model; the BN fold and the "reset BN" scale 1/sqrt(1+eps) are the reference's (optional
   ``bn_identity=True`` makes that leftover BN a true identity; the logit then equals the detector's).
-- EfB0: the reference's LRP copy keeps ImageNet SE weights (tff.md §4.1 [quirk]); here the SE convs
+- EfB0: the reference's LRP copy keeps ImageNet SE weights (docs/ffrs.md, "Differences from the
+  reference code"); here the SE convs
   are the detector's own (there is no copy, and ImageNet weights are unavailable offline anyway),
   so the explained logit is the detector's own logit (up to the reset-BN scale).
 - A sample whose relevance is exactly zero everywhere stays zero (no NaN anywhere here).
 - On CUDA, TF32 is disabled while explaining (``reference_precision=True``, restored on exit): TF32
-  moves omega by ~3e-3 (library-notes).
+  moves omega by ~3e-3 (measured in this project).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -64,6 +67,7 @@ from zennit.canonizers import Canonizer
 from zennit.core import Composite
 
 from ..detectors import Detector
+from ..detectors.registry import FactView, register_fact
 from ._context import StackedContext
 from .canonizers import (BatchNormIdentity, EfficientNetBlockCanonizer, RineHeadCanonizer, merge_feature_layer_bn,
                          resnet_canonizers)
@@ -72,6 +76,7 @@ from .lrp_rules import beta0_composite, zbox_bounds
 log = logging.getLogger(__name__)
 
 SIGNS = ("reference", "correct")
+LRP_FACT = "lrp"
 
 
 # ---------------------------------------------------------------------------- per-detector specs
@@ -115,15 +120,14 @@ class LRPSpec:
                                zennit_hooks=zennit_hooks)
 
 
-LRP_CONFIGS: dict[str, LRPSpec] = {}
+#: ``{detector name: LRPSpec}``, read live from the detector registry (each spec is a fact of its
+#: detector's entry, declared with :func:`register_lrp`).
+LRP_CONFIGS: Mapping[str, LRPSpec] = FactView(LRP_FACT)
 
 
 def register_lrp(name: str, spec: LRPSpec) -> LRPSpec:
-    """Register ``spec`` for the detector registered as ``name``."""
-    if name in LRP_CONFIGS:
-        raise ValueError(f"LRP spec for {name!r} registered twice")
-    LRP_CONFIGS[name] = spec
-    return spec
+    """Declare ``spec`` as the LRP spec of the detector registered as ``name`` (once)."""
+    return register_fact(LRP_FACT, name)(spec)
 
 
 def lrp_spec(detector: Detector) -> LRPSpec:
@@ -139,14 +143,14 @@ register_lrp("resnet50", LRPSpec(
     zbox_layer="conv1",
     notes="zennit's ResNetCanonizer (BN folded, reset-BN scale kept) with the residual add as a "
           "two-input ResidualSum module (epsilon) instead of a Sum over a stacked copy; z^B on conv1 "
-          "(tff.md §4.2)."))
+          "(docs/ffrs.md, \"Relevance\")."))
 
 register_lrp("efb0", LRPSpec(
     canonizers=lambda detector: [merge_feature_layer_bn(detector), EfficientNetBlockCanonizer()],
     zbox_layer=None,
     notes="BN folded into every feature conv; skip add as ResidualSum and SE product as GatedProduct; z+ on "
           "the stem as the reference (use_zbeta=False); the detector's own SE weights (the reference "
-          "keeps ImageNet SE weights, tff.md §4.1 [quirk])."))
+          "keeps ImageNet SE weights, docs/ffrs.md)."))
 
 register_lrp("rine", LRPSpec(
     canonizers=lambda detector: [RineHeadCanonizer()],
@@ -162,7 +166,7 @@ register_lrp("rine", LRPSpec(
 # ---------------------------------------------------------------------------- start signal
 def start_signal(logits: torch.Tensor, labels: torch.Tensor | Sequence[int] | None = None,
                  include: torch.Tensor | Sequence[bool] | None = None, sign: str = "reference") -> torch.Tensor:
-    """The gradient handed to each logit (tff.md §4.3).
+    """The gradient handed to each logit (docs/explainers.md, "What is explained, and the sign").
 
     ``labels``: 0 real / 1 fake per sample (``None``: the predicted class, so every sample counts
     as correct). ``include``: which samples are explained (``None``: the correctly classified ones,

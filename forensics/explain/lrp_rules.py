@@ -1,10 +1,11 @@
-"""The T-FF "beta = 0" LRP composite on zennit (tff.md §4.2), rule by rule.
+"""The T-FF "beta = 0" LRP composite on zennit (Chandrasegaran et al., ECCV 2022; docs/ffrs.md,
+"Relevance"), rule by rule.
 
 Each T-FF rule is a custom autograd function in the reference; here each is a zennit hook whose
 backward computes the same quantity:
 
 =========================================  =============================================================
-T-FF (§4.2)                                here
+T-FF                                       here
 =========================================  =============================================================
 conv, beta=0, bias ignored, signed inputs  ``ZPlus(zero_params='bias')`` (= AlphaBeta(1, 0)), with the
                                            reference stabiliser ``safe(z; 1e-12, 0)``
@@ -22,7 +23,7 @@ blocks a ``Sum`` (epsilon), i.e. the weighted sum is explained as a fixed linear
 
 ``safe(d; e0, e) = d + e0 * [d == 0] + e * sign(d)`` is the reference's stabiliser; zennit's own
 default (``d + 1e-6 * sign(d)``, sign(0) = +1) equals ``safe(d; 1e-6, 1e-6)`` and differs from the
-conv stabiliser only by < 1e-6 on omega (library-notes), but the exact reference form costs nothing.
+conv stabiliser only by < 1e-6 on omega (measured in this project), but the exact reference form costs nothing.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 from .canonizers import GatedProduct, ResidualSum
 from .lrp_hooks import BasicRule, GatePassRule, PassRule, ResidualSumRule, ZPlusRule
 
-#: Stabilisers of the reference (tff.md §4.2): convs ``safe(z; 1e-12, 0)``; everything else 1e-6.
+#: Stabilisers of the reference (docs/ffrs.md, "Relevance"): convs ``safe(z; 1e-12, 0)``; everything else 1e-6.
 CONV_STABILISER = (1e-12, 0.0)
 EPSILON = 1e-6
 
@@ -62,7 +63,7 @@ class SafeDivisor:
 class GatePass(Hook):
     """Rule for :class:`~forensics.explain.canonizers.GatedProduct` ``(x, gate)``: the relevance at
     the product goes to ``x`` unchanged and the gate (and so the whole SE branch) gets zero, as
-    T-FF's SE custom op (tff.md §4.2)."""
+    T-FF's SE custom op (docs/ffrs.md, "Relevance")."""
 
     def backward(self, module, grad_input, grad_output):
         relevance = grad_output[0]
@@ -73,7 +74,7 @@ class GatePass(Hook):
 def zbox_bounds(mean: Sequence[float], std: Sequence[float]) -> tuple[float, float]:
     """The z^B box of normalised pixels as the reference uses it: SCALARS over all channels,
     ``low = min_c(-mean_c / std_c)``, ``high = max_c((1 - mean_c) / std_c)`` (ImageNet:
-    -2.1179, 2.64; tff.md §4.2)."""
+    -2.1179, 2.64; docs/ffrs.md, "Relevance")."""
     low = min(-m / s for m, s in zip(mean, std))
     high = max((1.0 - m) / s for m, s in zip(mean, std))
     return low, high

@@ -1,4 +1,5 @@
-"""Pixel relevance of ONE unit of a feature map: T-FF's "LRP-max" (tff.md §9.1 steps 2-3).
+"""Pixel relevance of ONE unit of a feature map: T-FF's "LRP-max" (Chandrasegaran et al., ECCV 2022;
+docs/patches.md).
 
 For each image, the unit explained is the spatial maximum of the positive part of the chosen
 feature map, measured where the detector's LRP reads layer relevance (for ``resnet50``/``efb0`` the
@@ -7,13 +8,16 @@ unit (every other unit of every map gets 0) and propagated down to the pixels wi
 LRP composite (:mod:`forensics.explain.lrp`). A map with no positive value gives ``z = 0`` and an
 all-zero relevance.
 
-Detectors plug in through :data:`UNIT_RELEVANCE` (``detector name -> function``); a detector
-without an entry uses :func:`lrp_unit_relevance` when its LRP spec reaches the pixels. RINE's spec
-is head-only (LRP stops at the per-block CLS tokens), so RINE raises a clear error until a pixel
-relevance through the CLIP ViT is registered here with :func:`register_unit_relevance`::
+Detectors plug in through :func:`register_unit_relevance` (a fact of the detector's registry entry;
+:data:`UNIT_RELEVANCE` is the live view ``detector name -> function``); a detector
+without an entry uses :func:`lrp_unit_relevance` when its LRP spec reaches the pixels. RINE's LRP
+spec is head-only (it stops at the per-block CLS tokens), so RINE declares its own function, CP-LRP
+through the CLIP ViT (:func:`vit_unit_relevance`, at the end of this module)::
 
-    def rine_unit_relevance(detector, images, key, **options) -> UnitRelevance: ...
-    register_unit_relevance("rine", rine_unit_relevance)
+    @register_fact(UNIT_RELEVANCE_FACT, "rine")
+    def vit_unit_relevance(detector, images, key, **options) -> UnitRelevance: ...
+
+A detector with neither (UFD) raises a clear error naming what is missing.
 
 Difference from the reference: the reference hooks a forward on a separate LRP copy and explains
 one image at a time; here a batch is explained at once (every rule is per sample, so the result is
@@ -22,11 +26,12 @@ the same up to floating-point noise) on the temporarily canonised detector.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Mapping, Protocol
 
 import torch
 
 from ..detectors import Detector, FeatureMapKey
+from ..detectors.registry import FactView, register_fact
 from .lrp import LRP_CONFIGS, LRPExplainer, _float_dtype
 
 
@@ -45,15 +50,16 @@ class UnitRelevanceFn(Protocol):
                  **options) -> UnitRelevance: ...
 
 
-UNIT_RELEVANCE: dict[str, UnitRelevanceFn] = {}
+UNIT_RELEVANCE_FACT = "unit_relevance"
+#: ``{detector name: function}``, read live from the detector registry (declared with
+#: :func:`register_unit_relevance`).
+UNIT_RELEVANCE: Mapping[str, UnitRelevanceFn] = FactView(UNIT_RELEVANCE_FACT)
 
 
 def register_unit_relevance(name: str, fn: UnitRelevanceFn) -> UnitRelevanceFn:
-    """Register the single-unit pixel relevance of detector ``name`` (e.g. RINE through its ViT)."""
-    if name in UNIT_RELEVANCE:
-        raise ValueError(f"unit relevance for {name!r} registered twice")
-    UNIT_RELEVANCE[name] = fn
-    return fn
+    """Declare ``fn`` as the single-unit pixel relevance of detector ``name`` (e.g. RINE through its
+    ViT), once; it is stored on the detector's registry entry."""
+    return register_fact(UNIT_RELEVANCE_FACT, name)(fn)
 
 
 def unit_relevance_fn(detector: Detector) -> UnitRelevanceFn:
@@ -117,8 +123,7 @@ def lrp_unit_relevance(detector: Detector, images: torch.Tensor, key: FeatureMap
     return UnitRelevance(pixel.detach(), value, position)
 
 
-
-
+@register_fact(UNIT_RELEVANCE_FACT, "rine")
 def vit_unit_relevance(detector: Detector, images: torch.Tensor, key: FeatureMapKey | str, **_options
                        ) -> UnitRelevance:
     """LRP-max for a CLIP detector's per-block CLS features (``rine``): CP-LRP through the ViT
@@ -128,6 +133,3 @@ def vit_unit_relevance(detector: Detector, images: torch.Tensor, key: FeatureMap
     k = detector.check_keys([key])[0]
     result = ViTLRP(detector).explain_unit(images, str(k))
     return UnitRelevance(result.pixel, result.output, torch.zeros_like(result.output, dtype=torch.long))
-
-
-register_unit_relevance("rine", vit_unit_relevance)

@@ -47,7 +47,7 @@ Deliberate differences from AttnLRP (Achtibat et al., ICML 2024) and from LXT: t
 q.k product get no relevance (CP-LRP), and the Linear layers use LRP-0 instead of a small epsilon
 (numerically identical at LXT's epsilon 1e-6, and exact conservation is kept). LXT is not used: its
 open_clip composite covers ``nn.GELU`` but not open_clip's ``QuickGELU`` and it patches classes
-globally (library-notes).
+globally.
 """
 from __future__ import annotations
 

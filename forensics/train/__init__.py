@@ -1,10 +1,11 @@
 """Training code for every detector (library side; ``analyses/train.py`` is the thin CLI).
 
-Each trainer module registers itself with :func:`register_trainer` under the detector name it
-trains, giving an ``add_arguments(parser)`` and a ``run(args) -> Path`` (the final checkpoint,
-loadable through ``forensics.detectors.create``). Shared pieces: :mod:`.checkpoint` (atomic
-checkpoints, resume), :mod:`.earlystop` (CNNDetection's early stopping and lr/10 drops),
-:mod:`.common` (seeding, run folders, logs).
+Each trainer module registers itself with :func:`register_trainer` for the detectors it trains
+(stored as the ``"trainer"`` fact of each detector's registry entry, see
+:func:`forensics.detectors.registry.register_fact`), giving an ``add_arguments(parser)`` and a
+``run(args) -> Path`` (the final checkpoint, loadable through ``forensics.detectors.create``). Shared
+pieces: :mod:`.checkpoint` (atomic checkpoints, resume), :mod:`.earlystop` (CNNDetection's early stopping
+and lr/10 drops), :mod:`.common` (seeding, run folders, logs).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from ..detectors.registry import FactView, register_fact
 
 
 @dataclass(frozen=True)
@@ -23,18 +26,16 @@ class TrainerSpec:
     run: Callable[[argparse.Namespace], Path]
 
 
-_TRAINERS: dict[str, TrainerSpec] = {}
+TRAINER_FACT = "trainer"
+#: ``{detector name: TrainerSpec}``, read live from the detector registry.
+_TRAINERS = FactView(TRAINER_FACT)
 
 # Modules that register trainers on import (one concept per file).
 TRAINER_MODULES = ("universal", "rine", "ufd")
 
 
 def register_trainer(spec: TrainerSpec) -> TrainerSpec:
-    for name in spec.detectors:
-        if name in _TRAINERS:
-            raise ValueError(f"a trainer for {name!r} is registered twice")
-        _TRAINERS[name] = spec
-    return spec
+    return register_fact(TRAINER_FACT, *spec.detectors)(spec)
 
 
 def _load_all() -> None:

@@ -28,8 +28,10 @@ Additions to the reference (each documented at its option):
   [deviation] CNNDetection's continue-training resets the lr to ``--lr``; here the lr schedule
   is restored.
 - ``--init random`` (or absent ImageNet weights): EfficientNet-B0 gets the TF reference init
-  (:func:`init_efficientnet_tf`); efficientnet_pytorch's ``from_name`` applies none.
+  (:func:`forensics.train.init.init_efficientnet_tf`); efficientnet_pytorch's ``from_name`` applies none.
 - Bad image files never crash a run: they are skipped, and listed once per epoch (RunSummary).
+
+Model initialisation lives in :mod:`.init`, the command-line options in :mod:`.universal_options`.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -49,195 +51,24 @@ from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .. import weights as weight_registry
-from ..cli.options import add_bsize_arg
 from ..data import ImageDataset, RunSummary, collate
-from ..detectors import create, get_config
-from ..detectors.base import Detector, load_strict
+from ..detectors import get_config
 from ..device import resolve_device
-from ..errors import CheckpointError, DatasetLayoutError, WeightsNotFoundError
-from ..io import read_weight_file
+from ..errors import CheckpointError, DatasetLayoutError
 from ..metrics import binary_metrics
 from . import TrainerSpec, register_trainer
-from .augment import AugmentConfig, add_augment_arguments, comma_list, seed_worker, train_transform, val_transform
+from .augment import AugmentConfig, seed_worker, train_transform, val_transform
 from .checkpoint import BEST, LATEST, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .common import TrainLog, prepare_run_dir, seed_everything, split_records
 from .earlystop import EarlyStopping, LrSchedule
+from .init import INIT_CHOICES, TRAINABLE, build_detector, init_efficientnet_tf, set_bn_momentum, train_init
+from .universal_options import OPTIMIZERS, add_arguments
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "train_log.jsonl"
-INIT_CHOICES = ("imagenet", "random")
-
-
-# ---------------------------------------------------------------------------- model initialisation
-def _cnndet_fc_init(head: nn.Linear, gain: float) -> None:
-    """CNNDetection: ``fc = Linear(2048, 1)`` with weight ~ N(0, init_gain), default bias (docs/training.md)."""
-    nn.init.normal_(head.weight, 0.0, gain)
-
-
-def _library_head_init(head: nn.Linear, gain: float) -> None:
-    """T-FF EfB0: ``from_pretrained(num_classes=1)`` keeps the library's ``nn.Linear`` init."""
-
-
-def init_efficientnet_tf(net: nn.Module) -> None:
-    """The TensorFlow EfficientNet reference init (as timm's ``_init_weight_goog``): conv weights
-    ~ N(0, sqrt(2 / fan_out)) with ``fan_out = k*k*out_channels / groups``, conv biases 0, BatchNorm
-    weight 1 / bias 0, linear weights ~ N(0, 0.01) with bias 0.
-
-    efficientnet_pytorch's ``from_name`` keeps PyTorch's per-layer defaults, under which the signal
-    of a fresh model in eval mode (BatchNorm with running statistics 0/1, eps 1e-3) shrinks to
-    ~1e-13 at the head and the logits are bit-identical for any input. With this init the eval-mode
-    output depends on the input again, though weakly (logit spread ~1e-6 on 64 px inputs): what
-    remains is the BatchNorm running statistics, which only training (momentum 0.01 in this
-    library) brings to the data's scale. In train mode BatchNorm renormalises every layer either way.
-    """
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)
-
-
-@dataclass(frozen=True)
-class ArchRecipe:
-    """What the two architectures do differently: the ImageNet initialisation release, the name of
-    the 1-output head in ``detector.net`` (dropped from the ImageNet file), its init, and the init
-    applied when training from random weights (``None``: the constructor's init is proper)."""
-
-    init_tag: str
-    head: str
-    init_head: Callable[[nn.Linear, float], None]
-    init_random: Callable[[nn.Module], None] | None = None
-
-
-RECIPES: dict[str, ArchRecipe] = {
-    # CNNDetection networks/trainer.py: resnet50(pretrained=True), new fc ~ N(0, 0.02).
-    "resnet50": ArchRecipe("init.resnet50_imagenet", "fc", _cnndet_fc_init),
-    # T-FF cr_ud: EfficientNet.from_pretrained('efficientnet-b0', num_classes=1) (fc not loaded).
-    "efb0": ArchRecipe("init.efb0_imagenet", "_fc", _library_head_init, init_efficientnet_tf),
-}
-
-
-def _load_imagenet(net: nn.Module, recipe: ArchRecipe, arch: str) -> Path | None:
-    """Load the ImageNet weights of ``recipe`` into ``net`` except its head; ``None`` (after ONE
-    warning naming the file and its source) when the file is absent."""
-    try:
-        path = weight_registry.resolve(recipe.init_tag)
-    except WeightsNotFoundError as exc:
-        log.warning("ImageNet initialisation unavailable; falling back to random initialisation.\n%s", exc)
-        return None
-    state = read_weight_file(path, expected=f"ImageNet weights for {arch}")
-    prefix = f"{recipe.head}."
-    own_head = {prefix + k: v for k, v in getattr(net, recipe.head).state_dict().items()}
-    body = {k: v for k, v in state.items() if not k.startswith(prefix)}
-    load_strict(net, {**body, **own_head}, source=str(path), arch=f"{arch} (without its head)")
-    log.info("initialised from ImageNet weights %s (head %r re-initialised)", path, recipe.head)
-    return path
-
-
-def build_detector(name: str, init: str = "imagenet", init_gain: float = 0.02) -> Detector:
-    """A detector ready for training (CPU, eval mode): ImageNet weights for the body when
-    ``init='imagenet'`` and the file is present (else random, with one warning), the recipe's
-    random init when not loaded, then the head init (docs/training.md; docs/colour.md)."""
-    if init not in INIT_CHOICES:
-        raise ValueError(f"init {init!r}: choose from {', '.join(INIT_CHOICES)}")
-    recipe = _recipe(name)
-    detector = create(name)
-    source = _load_imagenet(detector.net, recipe, detector.config.arch) if init == "imagenet" else None
-    if source is None and recipe.init_random is not None:
-        recipe.init_random(detector.net)
-    recipe.init_head(getattr(detector.net, recipe.head), init_gain)
-    detector.weights_source = f"init:{source}" if source is not None else "init:random"
-    return detector
-
-
-def set_bn_momentum(net: nn.Module, momentum: float) -> int:
-    """Set the running-statistics momentum of every BatchNorm of ``net``; returns how many."""
-    if not 0.0 < momentum <= 1.0:
-        raise ValueError(f"BatchNorm momentum must be in (0, 1], got {momentum}")
-    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in layers:
-        m.momentum = momentum
-    log.info("BatchNorm momentum set to %g on %d layers", momentum, len(layers))
-    return len(layers)
-
-
-def _recipe(name: str) -> ArchRecipe:
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise KeyError(f"the universal trainer trains {', '.join(RECIPES)}, not {name!r}") from None
-
-
-# ---------------------------------------------------------------------------- options
-OPTIMIZERS: dict[str, Callable[[Any, float, argparse.Namespace], torch.optim.Optimizer]] = {
-    "adam": lambda params, lr, a: torch.optim.Adam(params, lr=lr, betas=(a.beta1, 0.999)),
-    "sgd": lambda params, lr, a: torch.optim.SGD(params, lr=lr, momentum=0.0),
-}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """CNNDetection's training options (its names and defaults; docs/training.md) plus this project's additions."""
-    g = parser.add_argument_group("data (ForenSynths layout: <dataroot>/<split>/[<class>/]{0_real,1_fake})")
-    g.add_argument("--dataroot", required=True, help="folder holding the train and val split folders")
-    g.add_argument("--train_split", default="train", help="training split folder (default train)")
-    g.add_argument("--val_split", default="val", help="validation split folder (default val)")
-    g.add_argument("--classes", type=comma_list(str), default=None,
-                   help="comma list of class folders; '' = the split folder itself holds 0_real/1_fake; "
-                        "default: detect the layout")
-    g.add_argument("--class_bal", action="store_true",
-                   help="sample with weights 1/class frequency (WeightedRandomSampler, with replacement)")
-    g.add_argument("--serial_batches", action="store_true", help="no shuffling (dataset order)")
-    add_bsize_arg(g, 64, help=None, dest="batch_size")
-    g.add_argument("--num_threads", type=int, default=None,
-                   help="data-loader workers (default: 4 on CUDA, 0 on CPU)")
-    add_augment_arguments(parser)
-
-    g = parser.add_argument_group("model")
-    g.add_argument("--init", choices=INIT_CHOICES, default="imagenet",
-                   help="imagenet (the reference; falls back to random with a notice when the file is absent) "
-                        "or random")
-    g.add_argument("--init_gain", type=float, default=0.02, help="std of the ResNet-50 fc weight init")
-    g.add_argument("--bn_momentum", type=float, default=None,
-                   help="BatchNorm running-statistics momentum (PyTorch convention; default: the architecture's "
-                        "own: 0.1 for ResNet-50, 0.01 for efficientnet_pytorch). Short runs from random init need "
-                        "0.1 for EfB0, or its eval-mode statistics lag far behind the weights")
-
-    g = parser.add_argument_group("optimisation (docs/training.md)")
-    g.add_argument("--optim", choices=tuple(OPTIMIZERS), default="adam")
-    g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--beta1", type=float, default=0.9, help="Adam beta1 (beta2 = 0.999)")
-    g.add_argument("--niter", type=int, default=10000, help="maximum number of epochs")
-    g.add_argument("--max_steps", type=int, default=None,
-                   help="stop after this many optimizer steps (fixed-budget runs; a last validation follows)")
-    g.add_argument("--val_every", type=int, default=0,
-                   help="validate every N steps instead of at each epoch end (0 = per epoch, the reference); "
-                        "early-stopping patience then counts validation points")
-    g.add_argument("--earlystop_epoch", type=int, default=5, help="early-stopping patience")
-    g.add_argument("--amp", action="store_true", help="CUDA mixed precision (float16 autocast + GradScaler)")
-
-    g = parser.add_argument_group("checkpoints and logging")
-    g.add_argument("--name", default=None, help="run name (default: <detector>[_color_robust])")
-    g.add_argument("--checkpoints_dir", default="checkpoints", help="runs go to <checkpoints_dir>/<name>")
-    g.add_argument("--loss_freq", type=int, default=400, help="log the loss every N steps")
-    g.add_argument("--save_latest_freq", type=int, default=2000, help="write model_epoch_latest.pth every N steps")
-    g.add_argument("--save_epoch_freq", type=int, default=20,
-                   help="write model_epoch_<e>.pth at the end of epochs e %% N == 0 (0 = never)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue from <checkpoints_dir>/<name>/model_epoch_latest.pth")
-    g.add_argument("--new_optim", action="store_true", help="with --resume: start a fresh optimizer")
-
-    g = parser.add_argument_group("runtime")
-    g.add_argument("--seed", type=int, default=0, help="seed of python, numpy, torch and the sample order (>= 0)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+__all__ = ["UniversalTrainer", "TrainState", "run", "add_arguments", "build_detector", "set_bn_momentum",
+           "init_efficientnet_tf", "INIT_CHOICES", "OPTIMIZERS", "LOG_FILE"]
 
 
 # ---------------------------------------------------------------------------- data
@@ -271,7 +102,7 @@ class UniversalTrainer:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.name: str = args.detector
-        _recipe(self.name)
+        train_init(self.name)
         self.device = resolve_device(args.device)
         self.amp = bool(args.amp) and self.device.type == "cuda"
         if args.amp and not self.amp:
@@ -541,7 +372,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 register_trainer(TrainerSpec(
-    detectors=tuple(RECIPES),
+    detectors=tuple(TRAINABLE),
     description=("Wang et al. (CVPR 2020) recipe: BCE, Adam 1e-4, blur/JPEG augmentation, early stopping on val "
                  "accuracy with lr/10 drops; --color_robust adds T-FF's random grayscale (docs/colour.md)"),
     add_arguments=add_arguments,
