@@ -151,12 +151,12 @@ def rng_untouched() -> Iterator[None]:
 
 @contextmanager
 def building(entry: Path) -> Iterator[None]:
-    """Hold the inter-process lock of cache entry ``entry`` (``<entry>.lock`` beside it) while it is
+    """Hold the inter-process lock of cache entry ``entry`` (a hidden ``.<name>.lock`` beside it) while it is
     built; a process that finds it held logs that it waits, then re-checks the entry under the lock."""
     from filelock import FileLock, Timeout
 
     entry.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(entry) + ".lock")
+    lock = FileLock(str(entry.parent / f".{entry.name}.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:

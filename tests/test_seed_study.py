@@ -48,7 +48,7 @@ def test_study_runs_every_seed_resumes_and_writes(tmp_path, monkeypatch):
     ap = frame[(frame.metric == "ap_rgb")]
     assert set(ap["set"]) == {"tconv", "nearest"} and ap["value"].between(0, 1).all()
     # two training seeds train two detectors (seed 0 = the default recipe's cache entry)
-    runs = sorted(p.name for p in (tmp_path / "cache" / "detectors").iterdir())
+    runs = sorted(p.name for p in (tmp_path / "cache" / "detectors").iterdir() if p.is_dir())
     assert len(runs) == 2
     ckpts = frame.attrs["sources"]
     assert ckpts["b0-s0"]["checkpoints"]["resnet50"][0]["sha256"] != ckpts["b0-s1"]["checkpoints"]["resnet50"][0]["sha256"]
