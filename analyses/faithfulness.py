@@ -3,7 +3,7 @@
 explanation method of a detector (docs/faithfulness.md).
 
     python analyses/faithfulness.py                      # embedded default ResNet-50, every method it supports,
-                                                         # 16 local fakes of the training family (about 6 min, 2 cores)
+                                                         # 16 local fakes of the training family
     python analyses/faithfulness.py --detector rine      # the default RINE (cp_lrp, attn_lrp, ...)
     python analyses/faithfulness.py --method lrp gradcam random --num_images 64 --gan_name pshuffle_local
     python analyses/faithfulness.py --detector resnet50 --weights resnet50.cnndet_blur_jpg_prob0.5 \\
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fill_in", nargs="+", choices=FILL_INS, default=list(FILL_INS),
                    help="fill-ins of removed patches (default: all)")
     e.add_argument("--blur_sigma", type=float, default=4.0, help="sigma of the blur fill-in (default: %(default)s)")
-    e.add_argument("--randomisation_images", type=int, default=8,
+    e.add_argument("--randomisation_images", type=int, default=4,
                    help="images of the randomisation check (0: skip it; default: %(default)s)")
     add_run_args(p, out_help="output root (default: figures/faithfulness)")
     return p

@@ -198,7 +198,8 @@ def leaderboard(ev: Evaluation) -> dict[str, dict[str, Estimate]]:
         board[m] = {c: bootstrap_ci(v, seed=ev.seed + k) for c, v in vals.items()}
     if ev.data.masks is not None:
         board["chance"] = {c: bootstrap_ci(v, seed=ev.seed) for c, v in ev.chance.items()}
-        board["chance"].update({f"srg_{f}": Estimate(0.0, 0.0, 0.0, 0) for f in ev.perturbation.fill_ins})
+        board["chance"].update({f"srg_{f}": Estimate(0.0, float("nan"), float("nan"), 1)
+                                for f in ev.perturbation.fill_ins})   # 0 by symmetry: no CI
     return board
 
 
