@@ -89,3 +89,20 @@ def test_bad_settings(tmp_path):
         LocalFakeConfig(families=("nope",))
     with pytest.raises(ValueError, match="not in the benchmark"):
         build_local_fakes(tmp_path / "x", TINY, LocalFakeConfig(families=("pshuffle",)))
+
+
+def test_make_benchmark_builds_the_local_split_beside(tmp_path):
+    """The benchmark is the same with or without --local_out; the split's generators match its manifest."""
+    from pathlib import Path
+    from helpers import run_script
+    script = Path(__file__).resolve().parents[1] / "analyses" / "make_benchmark.py"
+    args = ["--size", "32", "--train_per_class", "1", "--val_per_class", "0", "--test_per_family", "2",
+            "--dead_leaves", "0", "--families", "tconv,nearest", "--gen_steps", "2", "--gen_select_min", "none", "-q"]
+    assert run_script(script, ["--out", str(tmp_path / "a"), *args]) == 0
+    assert run_script(script, ["--out", str(tmp_path / "b"), *args, "--local_out", str(tmp_path / "loc"),
+                               "--local_families", "nearest", "--local_per_family", "3"]) == 0
+    plain, with_local = (syn.read_manifest(tmp_path / n) for n in "ab")
+    assert plain["images_sha256"] == with_local["images_sha256"]
+    local = read_local_manifest(tmp_path / "loc")
+    assert local["benchmark_images_sha256"] == plain["images_sha256"]
+    assert local["counts"] == {"nearest_local": {"0_real": 3, "1_fake": 3, MASK_DIR: 3}}
