@@ -190,10 +190,12 @@ def default_local_fakes(local=None, config: BenchmarkConfig | None = None) -> Pa
     bench = default_benchmark(config)
     root = cache_dir() / f"local-{settings_key(bench.root.name, local.to_dict())}"
     if not (root / "local_manifest.json").is_file():
-        log.info("embedded default: building the local-manipulation split into %s (once)", root)
-        with rng_untouched():
-            build_local_fakes(root, config or BenchmarkConfig(), local, bench_manifest=dict(bench.manifest),
-                              overwrite=root.exists())
+        with building(root):
+            if not (root / "local_manifest.json").is_file():
+                log.info("embedded default: building the local-manipulation split into %s (once)", root)
+                with rng_untouched():
+                    build_local_fakes(root, config or BenchmarkConfig(), local, bench_manifest=dict(bench.manifest),
+                                      overwrite=root.exists())
     return root
 
 
