@@ -9,7 +9,8 @@ explanation method of a detector (docs/faithfulness.md).
     python analyses/faithfulness.py --detector resnet50 --weights resnet50.cnndet_blur_jpg_prob0.5 \\
         --dataset_dir /data/local_fakes --gan_name inpainting --mask_dir /data/local_fakes/inpainting/masks
 
-Images: the fakes (1_fake) of one set; the embedded default uses the local-manipulation split of the
+Images: the first --num_images fakes (1_fake) of one set that the detector calls fake (--all_fakes: the
+first fakes, whatever it calls them); the embedded default uses the local-manipulation split of the
 synthetic benchmark (test/<family>_local, built once into the cache, forensics.data.local_fakes) whose
 masks say exactly which pixels a generator replaced. --mask_dir holds one mask per fake with the same
 file stem (PNG, >= 128 = manipulated; default: <dataset_dir>/<set>/masks). Every method explains
@@ -33,7 +34,7 @@ import torch
 
 from forensics import provenance
 from forensics.analysis.faithfulness import FILL_INS, PerturbationConfig
-from forensics.analysis.faithfulness.run import evaluate, load_images, write_outputs
+from forensics.analysis.faithfulness.run import called_fake, evaluate, load_images, write_outputs
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_detector_args, add_run_args, describe, embedded_default, output_name,
                                          parse_have_classes, parse_method_option, resolve_detector,
@@ -61,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--mask_dir", type=Path, default=None,
                    help=f"one mask per fake, same file stem (default: <dataset_dir>/<set>/{MASK_DIR})")
     d.add_argument("--num_images", type=int, default=DEFAULT_IMAGES,
-                   help="fakes evaluated, the first N by file name (default: %(default)s)")
+                   help="fakes evaluated: the first N by file name that the detector calls fake (default: "
+                        "%(default)s)")
+    d.add_argument("--all_fakes", action="store_true",
+                   help="evaluate the first --num_images fakes whatever the detector calls them (localisation "
+                        "still only on those called fake)")
     add_bsize_arg(d, 16)
     add_crop_arg(d)
     e = p.add_argument_group("methods and metrics")
@@ -112,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     for method, key, value in args.explainer_option:
         options.setdefault(method, {})[key] = value
     crop = args.crop or ("none" if uses_embedded_default(args) else None)
-    records = forensynths(root, gan, have_classes, 0, args.num_images)
+    records = forensynths(root, gan, have_classes, 0, args.num_images if args.all_fakes else None)
     data = load_images(detector, records, mask_dir, crop=crop, batch_size=args.bsize)
     data.summary.log(log)
+    if not args.all_fakes:
+        data = called_fake(detector, data, args.num_images, args.bsize)
     cfg = PerturbationConfig(patch=args.patch, steps=args.steps, fill_ins=tuple(args.fill_in),
                              blur_sigma=args.blur_sigma, seed=args.seed)
     ev = evaluate(detector, data, methods, options=options, perturbation=cfg,

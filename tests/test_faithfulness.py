@@ -205,3 +205,12 @@ def test_against_quantus():
     removed = rng.random((12, 12)) < 0.4
     theirs = noisy_linear_imputation(img, np.flatnonzero(removed), noise=0.0)
     np.testing.assert_allclose(linear_imputation(img, removed), theirs, atol=1e-9)
+
+
+def test_spearman_of_constant_maps():
+    from forensics.analysis.faithfulness.randomisation import spearman
+    a = np.random.default_rng(0).random((3, 4, 4))
+    flat = np.zeros((3, 4, 4))
+    np.testing.assert_allclose(spearman(a, a), 1.0)
+    np.testing.assert_array_equal(spearman(a, flat), 0.0)
+    np.testing.assert_array_equal(spearman(flat, flat), 1.0)

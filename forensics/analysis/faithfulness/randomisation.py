@@ -74,13 +74,17 @@ def randomise_(modules: Sequence[nn.Module], seed: int) -> None:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image Spearman correlation of two map stacks ``[B, H, W]`` (NaN where a map is constant)."""
+    """Per-image Spearman correlation of two map stacks ``[B, H, W]``. A constant map ranks nothing:
+    against a different map it scores 0 (e.g. Grad-CAM of a randomised network, all zero after its
+    ReLU), against an identical one 1."""
     from scipy.stats import spearmanr
-    out = np.full(len(a), np.nan)
+    out = np.zeros(len(a))
     for i in range(len(a)):
         x, y = np.ravel(a[i]), np.ravel(b[i])
         if np.ptp(x) > 0 and np.ptp(y) > 0:
             out[i] = spearmanr(x, y).statistic
+        elif np.array_equal(x, y):
+            out[i] = 1.0
     return out
 
 

@@ -1,7 +1,8 @@
 """Every metric for every method of one detector on one set of fakes with masks
 (``analyses/faithfulness.py``, docs/faithfulness.md).
 
-:func:`load_images` reads the fakes of a set and their masks; :func:`evaluate` explains them with
+:func:`load_images` reads the fakes of a set and their masks; :func:`called_fake` keeps the first
+ones the detector calls fake; :func:`evaluate` explains them with
 each method (target: fake, timed), runs the perturbation curves on all of them, the localisation
 metrics on those the detector calls fake, and the cascading randomisation on the first few;
 :func:`leaderboard` reduces the per-image values to means with bootstrap 95 % CIs; :func:`write_outputs`
@@ -90,6 +91,26 @@ def load_images(detector: Detector, records: Sequence[ImageRecord], mask_dir: st
         raise ForensicsError(f"images of several sizes {sorted(shapes)}: evaluate one size at a time")
     return ImageSet(torch.cat(images), np.stack(masks) if mask_dir is not None else None, np.concatenate(display),
                     paths, summary)
+
+
+def select(data: ImageSet, keep) -> ImageSet:
+    """The images of ``data`` at the indices (or bool mask) ``keep``."""
+    idx = np.flatnonzero(np.asarray(keep)) if np.asarray(keep).dtype == bool else np.asarray(keep, dtype=int)
+    return ImageSet(data.images[torch.as_tensor(idx, dtype=torch.long)],
+                    None if data.masks is None else data.masks[idx], data.display[idx],
+                    [data.paths[i] for i in idx], data.summary)
+
+
+def called_fake(detector: Detector, data: ImageSet, limit: int | None, batch_size: int = 16) -> ImageSet:
+    """The first ``limit`` images (all: ``None``) that ``detector`` calls fake (``logit >= 0``)."""
+    detector.eval()
+    logits = _logits(detector, data.images, batch_size).numpy()
+    idx = np.flatnonzero(logits >= 0)[:limit]
+    log.info("%d of %d images called fake by %s; evaluating %d", int((logits >= 0).sum()), len(logits),
+             detector.name, len(idx))
+    if not len(idx):
+        raise ForensicsError(f"{detector.name} calls none of the {len(logits)} images fake: nothing to explain")
+    return select(data, idx)
 
 
 @dataclass
@@ -377,5 +398,5 @@ def write_outputs(ev: Evaluation, out_dir: str | Path, formats: Sequence[str] = 
     return summary
 
 
-__all__ = ["Evaluation", "ImageSet", "MethodResult", "evaluate", "leaderboard", "load_images", "markdown",
+__all__ = ["Evaluation", "ImageSet", "MethodResult", "called_fake", "evaluate", "leaderboard", "load_images", "markdown",
            "verdicts", "write_outputs", "MASK_DIR"]
