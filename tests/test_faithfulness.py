@@ -166,8 +166,9 @@ def test_cascading_randomisation_random_control_and_restoration():
     rnd = cascading_randomisation(model, "random", x, "fake", min_groups=3)
     assert rnd.steps[0] == "trained" and len(rnd.steps) == len(names) + 1
     np.testing.assert_allclose(rnd.spearman, 1.0)
+    np.testing.assert_allclose(rnd.spearman_abs, 1.0)
     np.testing.assert_allclose(rnd.ssim, 1.0, atol=1e-6)
-    assert not model_sensitive(1.0)
+    assert not model_sensitive(1.0) and not model_sensitive(0.1, 0.9) and model_sensitive(-0.6, 0.2)
     sal = cascading_randomisation(model, "saliency", x, "fake", min_groups=3)
     assert np.all(sal.spearman[0] == 1.0) and np.nanmean(sal.spearman[-1]) < 0.5
     assert_same_snapshot(before, snapshot(model))

@@ -36,6 +36,7 @@ def test_faithfulness_cli_writes_leaderboard_and_figures(local, tmp_path, capsys
     rows = {r["method"]: r for r in csv.DictReader((run / "leaderboard.csv").open())}
     assert set(rows) >= {"random", "saliency"}
     assert float(rows["random"]["random_spearman_mean"]) == pytest.approx(1.0)   # its maps ignore the model
+    assert float(rows["random"]["random_spearman_abs_mean"]) == pytest.approx(1.0)
     assert rows["random"]["model_sensitive"] == "False"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["images"] == 3 and summary["perturbation"]["steps"] == 2

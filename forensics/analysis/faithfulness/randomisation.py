@@ -6,11 +6,13 @@ randomised. At every step the method explains the same images for the same fixed
 a freshly created explainer (same options and seed: a seeded control such as ``random`` then gives
 the same maps whatever the model), and each map is compared with the trained model's map by
 
-- Spearman's rank correlation of the pixel values (scipy.stats.spearmanr, the maps as given);
+- Spearman's rank correlation of the pixel values (scipy.stats.spearmanr), of the maps as given and of
+  their absolute values (a signed map whose sign flips with a randomised head keeps its structure: the
+  signed correlation turns negative, the absolute one stays high);
 - SSIM (scikit-image) of the maps min-max scaled to ``[0, 1]``.
 
 A method whose maps explain the model decorrelate as the model is destroyed; one whose maps stay
-the same is "not sensitive to the model" (:func:`model_sensitive`). Each parameter tensor is redrawn
+the same is "not sensitive to the model" (:func:`model_sensitive`: both correlations must fall). Each parameter tensor is redrawn
 from a normal distribution with its own mean and standard deviation (so activations keep their scale;
 BatchNorm running statistics are kept), with a generator seeded per group. The detector is restored
 bit for bit on exit (:func:`restored`), also when an error interrupts the cascade.
@@ -28,8 +30,9 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-#: A method is "sensitive to the model" when the upper end of the bootstrap CI of its mean Spearman
-#: correlation with the trained model's maps, after the whole model is randomised, is below this.
+#: A method is "sensitive to the model" when the upper ends of the bootstrap CIs of its mean Spearman
+#: correlations (signed and absolute maps) with the trained model's maps, after the whole model is
+#: randomised, are below this.
 SENSITIVE_BELOW = 0.5
 
 
@@ -102,11 +105,13 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class CascadeResult:
-    """``steps``: names (``"trained"``, then each randomised group, cumulative); ``spearman`` and
-    ``ssim`` ``[steps, B]`` against step 0; ``maps`` ``[steps, B, H, W]``."""
+    """``steps``: names (``"trained"``, then each randomised group, cumulative); ``spearman``,
+    ``spearman_abs`` (of the absolute maps) and ``ssim`` ``[steps, B]`` against step 0; ``maps``
+    ``[steps, B, H, W]``."""
 
     steps: list[str]
     spearman: np.ndarray
+    spearman_abs: np.ndarray
     ssim: np.ndarray
     maps: np.ndarray
 
@@ -133,11 +138,13 @@ def cascading_randomisation(detector: nn.Module, method: str, images: torch.Tens
             names.append(name)
             log.debug("%s: randomised down to %s", method, name)
     ref = maps[0]
-    return CascadeResult(names, np.stack([spearman(ref, m) for m in maps]), np.stack([ssim(ref, m) for m in maps]),
-                         np.stack(maps))
+    return CascadeResult(names, np.stack([spearman(ref, m) for m in maps]),
+                         np.stack([spearman(np.abs(ref), np.abs(m)) for m in maps]),
+                         np.stack([ssim(ref, m) for m in maps]), np.stack(maps))
 
 
-def model_sensitive(final_spearman_ci_hi: float, threshold: float = SENSITIVE_BELOW) -> bool:
+def model_sensitive(*final_spearman_ci_hi: float, threshold: float = SENSITIVE_BELOW) -> bool:
     """The verdict of the check: the maps of the fully randomised model are no longer like the trained
-    model's (upper CI bound of the mean Spearman correlation below ``threshold``)."""
-    return bool(np.isfinite(final_spearman_ci_hi) and final_spearman_ci_hi < threshold)
+    model's (the upper CI bound of each given mean Spearman correlation, signed and absolute, below
+    ``threshold``)."""
+    return bool(all(np.isfinite(v) and v < threshold for v in final_spearman_ci_hi))

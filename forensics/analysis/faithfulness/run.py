@@ -194,7 +194,7 @@ def columns(ev: Evaluation) -> list[str]:
     if ev.data.masks is not None:
         cols += list(LOC_METRICS)
     if ev.randomisation_images:
-        cols += ["random_spearman", "random_ssim"]
+        cols += ["random_spearman", "random_spearman_abs", "random_ssim"]
     return cols
 
 
@@ -208,6 +208,7 @@ def per_image(ev: Evaluation, method: str) -> dict[str, np.ndarray]:
     out.update(r.localisation)
     if r.cascade is not None:
         out["random_spearman"], out["random_ssim"] = r.cascade.spearman[-1], r.cascade.ssim[-1]
+        out["random_spearman_abs"] = r.cascade.spearman_abs[-1]
     return out
 
 
@@ -234,7 +235,7 @@ def verdicts(ev: Evaluation, board: Mapping[str, Mapping[str, Estimate]]) -> dic
         for c, level in chance.items():
             v[f"{c}_above_chance"] = bool(row[c].lo > level) if c in row else None
         if "random_spearman" in row:
-            v["model_sensitive"] = model_sensitive(row["random_spearman"].hi)
+            v["model_sensitive"] = model_sensitive(row["random_spearman"].hi, row["random_spearman_abs"].hi)
         out[m] = v
     return out
 
@@ -290,22 +291,22 @@ def curve_figure(ev: Evaluation, fill: str):
 
 def randomisation_figure(ev: Evaluation):
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(9, 3.8))
-    axes = fig.subplots(1, 2, sharey=True)
+    fig = Figure(figsize=(13, 3.9))
+    axes = fig.subplots(1, 3, sharey=True)
     names = None
     for (m, r), col in zip(ev.methods.items(), _colours(len(ev.methods))):
         c = r.cascade
         names = c.steps
-        for ax, vals in zip(axes, (c.spearman, c.ssim)):
+        for ax, vals in zip(axes, (c.spearman, c.spearman_abs, c.ssim)):
             ax.plot(range(len(names)), np.nanmean(vals, 1), marker="o", ms=3, color=col,
                     lw=2.2 if m == "random" else 1.3, ls="--" if m == "random" else "-", label=m)
-    for ax, title in zip(axes, ("Spearman rank correlation", "SSIM")):
+    for ax, title in zip(axes, ("Spearman", "Spearman of |map|", "SSIM")):
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
         ax.set_title(f"{title} with the trained model's map", fontsize=9)
         ax.axhline(0, color="grey", lw=0.6)
         ax.grid(alpha=0.3)
     axes[0].set_xlabel("randomised cumulatively down to")
-    axes[1].legend(fontsize=7, loc="best")
+    axes[2].legend(fontsize=7, loc="best")
     fig.suptitle(f"{ev.detector}: cascading parameter randomisation, {ev.randomisation_images} images", fontsize=9)
     fig.tight_layout()
     return fig
@@ -376,10 +377,11 @@ def write_outputs(ev: Evaluation, out_dir: str | Path, formats: Sequence[str] = 
     if ev.randomisation_images:
         files += plots.save_figure(randomisation_figure(ev), out_dir / "randomisation", formats=formats, dpi=150)
         steps = ev.methods[names[0]].cascade.steps
-        rrows = [["method", "step", "randomised_down_to", "spearman_mean", "ssim_mean"]]
+        rrows = [["method", "step", "randomised_down_to", "spearman_mean", "spearman_abs_mean", "ssim_mean"]]
         for m in names:
             c = ev.methods[m].cascade
-            rrows += [[m, k, s, f"{np.nanmean(c.spearman[k]):.6g}", f"{np.nanmean(c.ssim[k]):.6g}"]
+            rrows += [[m, k, s, f"{np.nanmean(c.spearman[k]):.6g}", f"{np.nanmean(c.spearman_abs[k]):.6g}",
+                       f"{np.nanmean(c.ssim[k]):.6g}"]
                       for k, s in enumerate(steps)]
         files.append(atomic_write_text(out_dir / "randomisation.csv", _csv(rrows)))
     summary = {"detector": ev.detector, "images": len(ev.data.paths), "called_fake": int(ev.called_fake.sum()),
