@@ -30,21 +30,12 @@ from forensics.analysis.heatmaps import explain_records, write_outputs
 from forensics import provenance
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, output_name,
-                                         resolve_set)
+                                         parse_method_option, resolve_set)
 from forensics.cli.options import add_crop_arg
-from forensics.cli.predict import parse_option
 from forensics.data import forensynths
 from forensics.explain import TARGET_NAMES, list_explainers
 
 log = logging.getLogger("forensics.explain")
-
-
-def parse_method_option(text: str) -> tuple[str, str, object]:
-    """``METHOD:KEY=VALUE`` -> (method, key, value)."""
-    method, sep, rest = text.partition(":")
-    if not sep or not method:
-        raise argparse.ArgumentTypeError(f"expected METHOD:KEY=VALUE, got {text!r}")
-    return (method, *parse_option(rest))
 
 
 def build_parser() -> argparse.ArgumentParser:

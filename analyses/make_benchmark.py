@@ -9,6 +9,11 @@ architectural families, trained at build time on CPU. Train/val hold the fakes o
 (``--train_family``, default ``tconv``); ``test/<family>/`` exists for every family. See
 ``forensics.data.synthetic`` for the design and ``OUT/manifest.json`` for what was built.
 Deterministic for a seed (same platform, torch version and ``--threads``).
+
+``--local_out DIR`` also builds the local-manipulation split of this benchmark into DIR
+(``DIR/test/<family>_local/{0_real,1_fake,masks}``: a soft-blended region of a real crop replaced by a
+generator's output, the binary mask beside each fake; ``forensics.data.local_fakes``,
+docs/faithfulness.md); the benchmark's own images are unchanged by it.
 """
 from __future__ import annotations
 
@@ -18,10 +23,12 @@ from pathlib import Path
 
 from forensics.cli import run
 from forensics.cli.options import add_option
+from forensics.data.local_fakes import LocalFakeConfig, build_local_fakes
 from forensics.data.synthetic import (FAMILIES, BenchmarkConfig, ColourFingerprint,
                                       build_benchmark)
 
 _D = BenchmarkConfig()
+_L = LocalFakeConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(g, "--colour_families", "--colour-families", default="",
                help="comma-separated other families that also get the colour fingerprint (default none)")
     p.add_argument("--threads", type=int, default=_D.threads, help="torch threads during the build (default %(default)s)")
+    g = p.add_argument_group("local-manipulation split (with masks)")
+    g.add_argument("--local_out", type=Path, default=None, help="also build it into this folder (default: not built)")
+    g.add_argument("--local_families", default=",".join(_L.families),
+                   help="comma-separated generator families of the split (default %(default)s)")
+    g.add_argument("--local_per_family", type=int, default=_L.per_family,
+                   help="fakes (and reals) per family (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
     return p
 
@@ -81,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    build_benchmark(a.out, config_from_args(a), overwrite=a.overwrite)
+    cfg = config_from_args(a)
+    manifest = build_benchmark(a.out, cfg, overwrite=a.overwrite)
+    if a.local_out is not None:
+        local = LocalFakeConfig(families=tuple(x.strip() for x in a.local_families.split(",") if x.strip()),
+                                per_family=a.local_per_family, seed=a.seed)
+        build_local_fakes(a.local_out, cfg, local, bench_manifest=manifest, overwrite=a.overwrite)
     return 0
 
 

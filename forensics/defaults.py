@@ -182,6 +182,23 @@ def default_benchmark(config: BenchmarkConfig | None = None) -> DefaultBenchmark
     return DefaultBenchmark(root, read_manifest(root))
 
 
+def default_local_fakes(local=None, config: BenchmarkConfig | None = None) -> Path:
+    """The local-manipulation split (:mod:`forensics.data.local_fakes`, images + masks) of the default
+    benchmark, built once into the cache beside it; the benchmark's own splits are untouched."""
+    from .data.local_fakes import LocalFakeConfig, build_local_fakes
+    local = local or LocalFakeConfig()
+    bench = default_benchmark(config)
+    root = cache_dir() / f"local-{settings_key(bench.root.name, local.to_dict())}"
+    if not (root / "local_manifest.json").is_file():
+        with building(root):
+            if not (root / "local_manifest.json").is_file():
+                log.info("embedded default: building the local-manipulation split into %s (once)", root)
+                with rng_untouched():
+                    build_local_fakes(root, config or BenchmarkConfig(), local, bench_manifest=dict(bench.manifest),
+                                      overwrite=root.exists())
+    return root
+
+
 def recipe_for(name: str, seed: int | None = None):
     """The recipe of default detector ``name``, trained with another ``seed`` (``None``: the default's).
     Seed 0 is the default recipe itself (same cache entry)."""

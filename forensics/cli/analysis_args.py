@@ -30,6 +30,14 @@ def parse_have_classes(text: str) -> bool | None:
     return _BOOLS[key]
 
 
+def parse_method_option(text: str) -> tuple[str, str, object]:
+    """``METHOD:KEY=VALUE`` (an explainer's option, ``-x``) -> (method, key, value)."""
+    method, sep, rest = text.partition(":")
+    if not sep or not method:
+        raise argparse.ArgumentTypeError(f"expected METHOD:KEY=VALUE, got {text!r}")
+    return (method, *parse_option(rest))
+
+
 def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     from ..detectors import list_detectors
     g = parser.add_argument_group("detector")
