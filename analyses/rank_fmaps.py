@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from forensics import provenance
-from forensics.analysis.ffrs import CROP_POLICIES, compute_ffrs, ffrs_transform, write_outputs
+from forensics.analysis.ffrs import CROP_POLICIES, compute_ffrs, ffrs_transform
+from forensics.analysis.ffrs_outputs import write_outputs
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, describe,
                                          output_name, resolve_set)

@@ -3,7 +3,7 @@ an FF-RS ranking and measure how much a detector's AP and calibrated accuracies 
 
 Feature-map sets (docs/dropout.md), from the FF-RS ranking of the fakes (the ``*-fake.csv``):
 
-- top-k = the k highest omega; low-k = the k lowest (:func:`forensics.analysis.ffrs.topk`/``lowk``);
+- top-k = the k highest omega; low-k = the k lowest (:func:`forensics.analysis.fmap_ranking.topk`/``lowk``);
 - random-k = k maps drawn outside the top-k, ``replicas`` times (default 5), from
   ``numpy.random.default_rng(seed)`` (:func:`random_k`). ``random_mode="without_replacement"``
   (default) draws k distinct maps uniformly from the maps outside the top-k. ``"reference"``
@@ -67,7 +67,7 @@ from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
 from ..metrics import accuracies, binary_metrics
 from .evaluate import calibrated_threshold, eval_transform
 from .dropout_sets import RANDOM_MODES, FeatureMapSets, feature_map_sets, random_k, replica_name
-from .ffrs import Ranking, topk
+from .fmap_ranking import Ranking, topk
 from .inference import Predictions
 
 log = logging.getLogger(__name__)
