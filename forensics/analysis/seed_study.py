@@ -93,7 +93,7 @@ class SeedRun:
 
 
 def _rgb_gray(run: SeedRun, name: str, part: str) -> list[dict]:
-    from .evaluate import compare_rgb_gray
+    from .color_comparison import compare_rgb_gray
     cmp = compare_rgb_gray(run.detector(name), run.test_sets(), crop="none", batch_size=run.batch_size)
     return run.rows(name, part, [(s, f"ap_{mode}", getattr(cmp, attr).rows[s]["ap"])
                                  for s in cmp.rgb.rows for mode, attr in (("rgb", "rgb"), ("gray", "gray"))])
