@@ -43,7 +43,7 @@ from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..detectors import Detector, get_config, list_detectors
 from ..io import atomic_write_csv, atomic_write_json, atomic_write_text, json_safe
 from ..plots import save_figure
-from .color_comparison import ColourComparison, compare_rgb_gray
+from .color_comparison import ColorComparison, compare_rgb_gray
 from .evaluate import MEAN
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class ColorAblationStudy:
     """RGB vs colour-ablated runs of one detector (``comparison``; fractions) and the box-plot
     filter ``min_p``. ``label`` names the detector in titles and tables."""
 
-    comparison: ColourComparison
+    comparison: ColorComparison
     label: str
     min_p: float = MIN_P
     settings: dict[str, Any] = field(default_factory=dict)

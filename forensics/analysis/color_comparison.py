@@ -1,6 +1,6 @@
 """RGB vs colour-ablated evaluation of the same sets (T-FF's colour ablation, Chandrasegaran et al., ECCV 2022;
 docs/colour.md): :func:`compare_rgb_gray` runs :func:`forensics.analysis.evaluate.evaluate_sets` twice and reads
-the ablated accuracies at the RGB thresholds; :class:`ColourComparison` holds and writes the pair."""
+the ablated accuracies at the RGB thresholds; :class:`ColorComparison` holds and writes the pair."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ from .evaluate import MEAN, EvalResult, evaluate_sets, format_percent
 
 
 @dataclass
-class ColourComparison:
+class ColorComparison:
     """RGB vs colour-ablated runs of the same sets (T-FF; docs/colour.md; ``gray`` holds the ablated run,
     grayscale by default, any :mod:`forensics.data.color` ablation otherwise); the ablated
     accuracies are read at the RGB thresholds. ``ap_drop`` = RGB AP - ablated AP (fractions).
@@ -69,7 +69,7 @@ class ColourComparison:
 
 def compare_rgb_gray(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *, calibrate: bool = True,
                      ablation: str = DEFAULT_ABLATION, rgb: EvalResult | None = None,
-                     **options: Any) -> ColourComparison:
+                     **options: Any) -> ColorComparison:
     """Evaluate ``sets`` on RGB and on grayscale images (T-FF; docs/colour.md): thresholds (with
     ``calibrate``, the default there) are G-mean calibrated on the RGB predictions of each set and
     reused for grayscale. ``ablation``: another colour ablation of :mod:`forensics.data.color`
@@ -82,4 +82,8 @@ def compare_rgb_gray(detector: Detector, sets: Mapping[str, Sequence[ImageRecord
         raise ValueError("calibrate=True needs an RGB run made with calibrate=True")
     gray = evaluate_sets(detector, sets, ablation=ablation, thresholds=rgb.thresholds if calibrate else None,
                          **options)
-    return ColourComparison(rgb, gray, ablation)
+    return ColorComparison(rgb, gray, ablation)
+
+
+#: Former spelling (identifiers spell "color", as ``forensics.data.color.ColorAblation``).
+ColourComparison = ColorComparison

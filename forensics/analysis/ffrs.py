@@ -288,7 +288,7 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
 
 
 # ---------------------------------------------------------------------------- input transforms
-CROP_POLICIES = ("random_resized", "center", "none")
+FFRS_CROPS = ("random_resized", "center", "none")
 
 
 def ffrs_transform(detector: Detector, crop: str = "random_resized", size: int | None = None):
@@ -296,8 +296,8 @@ def ffrs_transform(detector: Detector, crop: str = "random_resized", size: int |
     a CenterCrop, or full resolution (``none``), followed by the detector's normalisation."""
     if crop == "random_resized":
         return reference_transform(detector, size)
-    if crop not in CROP_POLICIES:
-        raise ValueError(f"crop must be one of {CROP_POLICIES}, got {crop!r}")
+    if crop not in FFRS_CROPS:
+        raise ValueError(f"crop must be one of {FFRS_CROPS}, got {crop!r}")
     return detector.transform(crop=crop, crop_size=size)
 
 # ---------------------------------------------------------------------------- outputs (re-exported lazily)
