@@ -50,7 +50,6 @@ Deliberate differences from the reference, named:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -64,8 +63,8 @@ from ..data import ImageRecord, RunSummary
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
 from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
-from ..metrics import accuracies, binary_metrics
-from .evaluate import calibrated_threshold, eval_transform
+from ..metrics import binary_metrics
+from .evaluate import calibrated_threshold, eval_transform, threshold_accuracies
 from .dropout_sets import RANDOM_MODES, FeatureMapSets, feature_map_sets, random_k, replica_name
 from .fmap_ranking import Ranking, topk
 from .inference import Predictions
@@ -141,8 +140,7 @@ def variant_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float, inc
     accuracies at it (``*_cal``; NaN when the threshold is NaN)."""
     m = binary_metrics(labels, probs, threshold=0.5)
     row = {"ap": m["ap"], "acc": m["acc"], "r_acc": m["r_acc"], "f_acc": m["f_acc"], "threshold": float(threshold)}
-    cal = (accuracies(labels, probs, threshold, inclusive) if math.isfinite(threshold)
-           else dict.fromkeys(_CAL, float("nan")))
+    cal = threshold_accuracies(labels, probs, threshold, inclusive)
     row.update({f"{key}_cal": cal[key] for key in _CAL})
     return row
 

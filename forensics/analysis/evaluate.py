@@ -99,11 +99,18 @@ def set_metrics(predictions: Predictions, threshold: float | None = None, inclus
     row = {k: m[k] for k in METRIC_COLUMNS}
     row.update(n_real=m["n_real"], n_fake=m["n_fake"], n_skipped=len(predictions.summary.skipped))
     if threshold is not None:
-        cal = (accuracies(y, p, threshold, inclusive) if math.isfinite(threshold)
-               else dict.fromkeys(("acc", "r_acc", "f_acc"), float("nan")))
         row["threshold"] = float(threshold)
-        row.update({f"{k}_cal": v for k, v in cal.items()})
+        row.update({f"{k}_cal": v for k, v in threshold_accuracies(y, p, threshold, inclusive).items()})
     return row
+
+
+def threshold_accuracies(labels: np.ndarray, probs: np.ndarray, threshold: float, inclusive: bool = False
+                         ) -> dict[str, float]:
+    """``acc``, ``r_acc``, ``f_acc`` at ``threshold`` (:func:`forensics.metrics.accuracies`); all NaN when the
+    threshold is NaN (a set without a calibrated threshold). Shared by the evaluation and the dropout rows."""
+    if not math.isfinite(threshold):
+        return dict.fromkeys(("acc", "r_acc", "f_acc"), float("nan"))
+    return accuracies(labels, probs, threshold, inclusive)
 
 
 def calibrated_threshold(name: str, labels: np.ndarray, probs: np.ndarray) -> float:
