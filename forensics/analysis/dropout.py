@@ -56,7 +56,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import distributed, provenance
 from ..data import ImageRecord, RunSummary
@@ -103,11 +102,10 @@ def score_variants(detector: Detector, records: Sequence[ImageRecord], variants:
     device = detector.device
     was_training = detector.training
     detector.eval()
-    bar = tqdm(total=len(shard.indices), initial=shard.done, desc=desc or f"dropout {detector.name}", unit="img",
-               disable=not progress or not run.is_main)
     try:
         with torch.inference_mode():
-            for batch in shard.batches(transform or detector.transform(), batch_size, num_workers=num_workers):
+            for batch in shard.batches(transform or detector.transform(), batch_size, num_workers=num_workers,
+                                       progress=(desc or f"dropout {detector.name}") if progress else None):
                 if batch.images is not None and len(batch.indices):
                     images = batch.images.to(device)
                     logits = shard.state["logits"]
@@ -116,9 +114,7 @@ def score_variants(detector: Detector, records: Sequence[ImageRecord], variants:
                         with detector.mask(keys, point=point):
                             logits[name].append(detector(images).float().cpu())
                     shard.state["indices"].extend(batch.indices)
-                bar.update(len(batch.indices) + len(batch.skipped))
     finally:
-        bar.close()
         detector.train(was_training)
     summary = shard.finish()
     empty = np.zeros(0, dtype=np.float32)

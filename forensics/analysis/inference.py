@@ -65,15 +65,12 @@ def predict_records(detector: Detector, records: Sequence[ImageRecord], *, batch
     run = distributed.current()
     shard = run.shard(records, block=batch_size, state={"indices": [], "logits": []},
                       label=desc or f"predict {detector.name}")
-    bar = tqdm(total=len(shard.indices), initial=shard.done, desc=desc or f"predict {detector.name}", unit="img",
-               disable=not progress or not run.is_main)
     with torch.inference_mode():
-        for batch in shard.batches(transform, batch_size, num_workers=num_workers):
+        for batch in shard.batches(transform, batch_size, num_workers=num_workers,
+                                   progress=(desc or f"predict {detector.name}") if progress else None):
             if batch.images is not None and len(batch.indices):
                 shard.state["logits"].append(score(batch.images.to(device)).float().cpu())
                 shard.state["indices"].extend(batch.indices)
-            bar.update(len(batch.indices) + len(batch.skipped))
-    bar.close()
     summary = shard.finish()
     logits = shard.state["logits"]
     out = torch.cat(logits).numpy() if logits else np.zeros(0, dtype=np.float32)

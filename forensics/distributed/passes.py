@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
 from ..data import ImageRecord, RunSummary, iter_batches
 from ..data.images import DEFAULT_MAX_PIXELS
@@ -97,9 +98,20 @@ class ShardPass:
 
     # -- iteration
     def batches(self, transform: Callable | None, batch_size: int, num_workers: int = 0,
-                max_pixels: int | None = DEFAULT_MAX_PIXELS, **loader_kwargs: Any) -> Iterator:
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: str | None = None, leave: bool = True,
+                **loader_kwargs: Any) -> Iterator:
         """This rank's remaining batches (``batch.indices`` global), each added to :attr:`summary`; a
-        checkpoint every ``every`` batches once the caller has processed the batch."""
+        checkpoint every ``every`` batches once the caller has processed the batch. ``progress``: the
+        description of a tqdm bar over this rank's images (rank 0 only; ``None``: no bar), advanced by
+        each batch's images, readable or not, once the caller has processed it."""
+        with tqdm(total=len(self.indices), initial=self.done, desc=progress, unit="img", leave=leave,
+                  disable=progress is None or not self.run.is_main) as bar:
+            for batch in self._batches(transform, batch_size, num_workers, max_pixels, **loader_kwargs):
+                yield batch
+                bar.update(len(batch) + len(batch.skipped))
+
+    def _batches(self, transform: Callable | None, batch_size: int, num_workers: int,
+                 max_pixels: int | None, **loader_kwargs: Any) -> Iterator:
         if self.complete:
             return
         start = self.done
