@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from forensics.analysis.evaluate import CROP_MODES, compare_rgb_gray, evaluate_perturbations, evaluate_sets
+from forensics.analysis.color_comparison import compare_rgb_gray
+from forensics.analysis.evaluate import CROP_MODES, evaluate_sets
+from forensics.analysis.perturbation_study import evaluate_perturbations
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, embedded_default,
                                          output_name, resolve_detector, uses_embedded_default)

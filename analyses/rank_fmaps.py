@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from forensics import provenance
-from forensics.analysis.ffrs import CROP_POLICIES, compute_ffrs, ffrs_transform, write_outputs
+from forensics.analysis.ffrs import FFRS_CROPS, compute_ffrs, ffrs_transform
+from forensics.analysis.ffrs_outputs import write_outputs
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, describe,
                                          output_name, resolve_set)
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p, gan_default=None, bsize=16, per_label=True)
     g = p.add_argument_group("FF-RS")
     add_crop_arg(g, "input crop: the reference's RandomResizedCrop(scale 0.99-1) (default), center, none",
-                 default="random_resized", extra=CROP_POLICIES,
+                 default="random_resized", extra=FFRS_CROPS,
                  size_help="crop size (default: the detector's, 224; the embedded default: the benchmark's 64)")
     g.add_argument("--conf_fake", type=float, default=0.9, help="keep fakes with p >= this (default: 0.9)")
     g.add_argument("--conf_real", type=float, default=0.1, help="keep reals with p <= this (default: 0.1)")

@@ -29,7 +29,8 @@ import argparse
 from pathlib import Path
 
 from forensics.analysis.dropout import RANDOM_MODES, dropout_analysis, feature_map_sets, sweep_k
-from forensics.analysis.ffrs import REFERENCE_K, default_k, embedded_ranking_csv, read_csv
+from forensics.analysis.ffrs_outputs import REFERENCE_K, default_k, embedded_ranking_csv
+from forensics.analysis.fmap_ranking import read_ranking_csv
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          describe, embedded_default, output_name, resolve_detector,
@@ -87,7 +88,7 @@ def sensitivity(args: argparse.Namespace, run) -> int:
         fixed = args.fixed_threshold_sets or [bench.train_family]
         csv_path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=output_name(args, detector),
                                                          seed=args.seed, batch_size=args.bsize)
-        ranking = read_csv(csv_path)
+        ranking = read_ranking_csv(csv_path)
         k = args.topk if args.topk is not None else default_k(len(ranking))
     else:
         if args.dataset_dir is None or not args.gan_name or args.fmap_csv is None:
@@ -96,7 +97,7 @@ def sensitivity(args: argparse.Namespace, run) -> int:
         sets = load_sets(args.dataset_dir, args.gan_name, have_classes=args.have_classes,
                          num_instances=args.num_instances)
         fixed = args.fixed_threshold_sets or ["progan"]
-        csv_path, ranking = args.fmap_csv, read_csv(args.fmap_csv)
+        csv_path, ranking = args.fmap_csv, read_ranking_csv(args.fmap_csv)
         k = args.topk if args.topk is not None else REFERENCE_K
     detector.check_keys(key for key, _ in ranking)
     fmap_sets = feature_map_sets(ranking, k, replicas=args.replicas, seed=args.seed, random_mode=args.random_mode)

@@ -1,4 +1,5 @@
-"""Feature-map dropout sensitivity (forensics.analysis.dropout, analyses/sensitivity.py; tff.md §6)."""
+"""Feature-map dropout sensitivity (forensics.analysis.dropout, analyses/sensitivity.py; docs/dropout.md, after
+Chandrasegaran et al., ECCV 2022)."""
 from __future__ import annotations
 
 import json

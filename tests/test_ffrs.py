@@ -1,6 +1,7 @@
-"""FF-RS (forensics.analysis.ffrs): streaming omega against the reference's keep-everything
-computation, batch-size invariance, the confidence filter, the shipped T-FF CSVs (tff.md §5.4),
-CSV round trip, key compatibility with our detectors."""
+"""FF-RS (forensics.analysis.ffrs, docs/ffrs.md): streaming omega against T-FF's keep-everything
+computation, batch-size invariance, the confidence filter, the CSVs released with T-FF (Chandrasegaran
+et al., ECCV 2022; checked when the released files are present), CSV round trip, key compatibility with
+our detectors."""
 from __future__ import annotations
 
 import copy
@@ -32,7 +33,7 @@ def calibrated(name: str, seed: int = 0) -> Detector:
 
 
 def reference_omega(relevances: list[torch.Tensor]) -> torch.Tensor:
-    """The reference's strategy (tff.md §5.1-5.2): keep every sample's relevance, normalise each by
+    """T-FF's strategy (docs/ffrs.md, "The statistic"): keep every sample's relevance, normalise each by
     its absolute sum, average over samples, sum over space."""
     r = torch.cat(relevances)
     r_hat = r.clamp_min(0) / r.abs().sum(dim=(1, 2, 3), keepdim=True)
@@ -195,7 +196,7 @@ def test_accumulator_rejects_incomplete_results():
         acc.omega(1)
 
 
-# ---------------------------------------------------------------------------- (d) shipped CSVs, tff.md §5.4
+# ---------------------------------------------------------------------------- (d) the CSVs released with T-FF
 TOP10 = {
     "resnet50": [("layer1.0.conv1", 63, 64, 0.129363), ("layer1.0.conv1", 47, 64, 0.111426),
                  ("layer1.0.conv1", 0, 64, 0.111144), ("layer1.1.conv1", 57, 64, 0.098399),
@@ -208,7 +209,7 @@ TOP10 = {
              ("_blocks.0._depthwise_conv", 11, 32, 0.094849), ("_blocks.0._project_conv", 14, 16, 0.084995),
              ("_blocks.1._project_conv", 18, 24, 0.077720), ("_blocks.0._project_conv", 10, 16, 0.077154)],
 }
-TOPK = {  # layer: channels in rank order; layers ordered by their best rank (tff.md §5.4)
+TOPK = {  # layer: channels in rank order; layers ordered by their best rank (released CSVs)
     "resnet50": (114, {
         "layer1.0.conv1": [63, 47, 0, 59, 11, 4, 30, 36, 17],
         "layer1.1.conv1": [57, 54, 36, 44, 27, 61, 21, 52],

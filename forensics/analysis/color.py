@@ -3,7 +3,7 @@
 :func:`color_ablation` runs a detector on every test set twice, on RGB images and on colour-ablated
 ones (grayscale by default: ITU-R 601-2 luma x3 inserted before the detector's normalisation; other
 ablations of :mod:`forensics.data.color` by name), through
-:func:`forensics.analysis.evaluate.compare_rgb_gray`. Per set (docs/colour.md): AP; real / fake /
+:func:`forensics.analysis.color_comparison.compare_rgb_gray`. Per set (docs/colour.md): AP; real / fake /
 overall accuracy at 0.5; the G-mean threshold calibrated on the **RGB** predictions of that set
 (every set, ProGAN included, as T-FF) and the accuracies of both runs at it; mean and std of
 P(fake) for reals and fakes.
@@ -43,7 +43,8 @@ from ..data.color import DEFAULT_ABLATION, ColorAblation
 from ..detectors import Detector, get_config, list_detectors
 from ..io import atomic_write_csv, atomic_write_json, atomic_write_text, json_safe
 from ..plots import save_figure
-from .evaluate import MEAN, ColourComparison, compare_rgb_gray
+from .color_comparison import ColorComparison, compare_rgb_gray
+from .evaluate import MEAN
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class ColorAblationStudy:
     """RGB vs colour-ablated runs of one detector (``comparison``; fractions) and the box-plot
     filter ``min_p``. ``label`` names the detector in titles and tables."""
 
-    comparison: ColourComparison
+    comparison: ColorComparison
     label: str
     min_p: float = MIN_P
     settings: dict[str, Any] = field(default_factory=dict)

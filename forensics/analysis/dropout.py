@@ -3,7 +3,7 @@ an FF-RS ranking and measure how much a detector's AP and calibrated accuracies 
 
 Feature-map sets (docs/dropout.md), from the FF-RS ranking of the fakes (the ``*-fake.csv``):
 
-- top-k = the k highest omega; low-k = the k lowest (:func:`forensics.analysis.ffrs.topk`/``lowk``);
+- top-k = the k highest omega; low-k = the k lowest (:func:`forensics.analysis.fmap_ranking.topk`/``lowk``);
 - random-k = k maps drawn outside the top-k, ``replicas`` times (default 5), from
   ``numpy.random.default_rng(seed)`` (:func:`random_k`). ``random_mode="without_replacement"``
   (default) draws k distinct maps uniformly from the maps outside the top-k. ``"reference"``
@@ -50,24 +50,22 @@ Deliberate differences from the reference, named:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import distributed, provenance
 from ..data import ImageRecord, RunSummary
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
 from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
-from ..metrics import accuracies, binary_metrics
-from .evaluate import calibrated_threshold, eval_transform
+from ..metrics import binary_metrics
+from .evaluate import calibrated_threshold, eval_transform, threshold_accuracies
 from .dropout_sets import RANDOM_MODES, FeatureMapSets, feature_map_sets, random_k, replica_name
-from .ffrs import Ranking, topk
+from .fmap_ranking import Ranking, topk
 from .inference import Predictions
 
 log = logging.getLogger(__name__)
@@ -104,11 +102,10 @@ def score_variants(detector: Detector, records: Sequence[ImageRecord], variants:
     device = detector.device
     was_training = detector.training
     detector.eval()
-    bar = tqdm(total=len(shard.indices), initial=shard.done, desc=desc or f"dropout {detector.name}", unit="img",
-               disable=not progress or not run.is_main)
     try:
         with torch.inference_mode():
-            for batch in shard.batches(transform or detector.transform(), batch_size, num_workers=num_workers):
+            for batch in shard.batches(transform or detector.transform(), batch_size, num_workers=num_workers,
+                                       progress=(desc or f"dropout {detector.name}") if progress else None):
                 if batch.images is not None and len(batch.indices):
                     images = batch.images.to(device)
                     logits = shard.state["logits"]
@@ -117,9 +114,7 @@ def score_variants(detector: Detector, records: Sequence[ImageRecord], variants:
                         with detector.mask(keys, point=point):
                             logits[name].append(detector(images).float().cpu())
                     shard.state["indices"].extend(batch.indices)
-                bar.update(len(batch.indices) + len(batch.skipped))
     finally:
-        bar.close()
         detector.train(was_training)
     summary = shard.finish()
     empty = np.zeros(0, dtype=np.float32)
@@ -141,8 +136,7 @@ def variant_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float, inc
     accuracies at it (``*_cal``; NaN when the threshold is NaN)."""
     m = binary_metrics(labels, probs, threshold=0.5)
     row = {"ap": m["ap"], "acc": m["acc"], "r_acc": m["r_acc"], "f_acc": m["f_acc"], "threshold": float(threshold)}
-    cal = (accuracies(labels, probs, threshold, inclusive) if math.isfinite(threshold)
-           else dict.fromkeys(_CAL, float("nan")))
+    cal = threshold_accuracies(labels, probs, threshold, inclusive)
     row.update({f"{key}_cal": cal[key] for key in _CAL})
     return row
 

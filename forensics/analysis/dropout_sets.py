@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..detectors import FeatureMapKey
-from .ffrs import Ranking, lowk, topk
+from .fmap_ranking import Ranking, lowk, topk
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class FeatureMapSets:
 def feature_map_sets(ranking: Ranking, k: int, *, replicas: int = 5, seed: int = 0,
                      random_mode: str = "without_replacement", stable: bool = True) -> FeatureMapSets:
     """Top-k, low-k and ``replicas`` random-k sets of ``ranking`` (the FF-RS fake ranking, e.g.
-    :func:`forensics.analysis.ffrs.read_csv`; docs/dropout.md). The pool of random-k is every map of the
-    ranking, in its order. ``stable``: tie order of the re-sort (see :func:`~forensics.analysis.ffrs.topk`).
+    :func:`forensics.analysis.fmap_ranking.read_ranking_csv`; docs/dropout.md). The pool of random-k is every map of the
+    ranking, in its order. ``stable``: tie order of the re-sort (see :func:`~forensics.analysis.fmap_ranking.topk`).
     Needs ``2 k <= number of maps`` so that top-k, low-k and random-k can be disjoint from top-k."""
     n = len(ranking)
     if k < 0 or 2 * k > n:

@@ -23,6 +23,10 @@ Deliberate differences, named:
 - The mean row is :func:`forensics.metrics.mean_row` (NaN-skipping); its counts are totals.
 - Unreadable files are skipped and counted per set (``n_skipped``), never scored.
 - The detector is built once for all sets (CNNDetection's ``eval.py`` rebuilds it per set).
+
+This module scores sets (:func:`evaluate_sets`, :class:`EvalResult`); the RGB vs grayscale comparison lives in
+:mod:`forensics.analysis.color_comparison`, the perturbation studies in :mod:`forensics.analysis.perturbation_study`
+(both importable from here too).
 """
 from __future__ import annotations
 
@@ -30,18 +34,18 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .. import provenance
 from ..data import ImageRecord
-from ..data.color import DEFAULT_ABLATION, ColorAblation
-from ..data.perturb import Perturbation, PerturbedTransform, Protocol, get_protocol, sweep
+from ..data.color import ColorAblation
+from ..data.perturb import Perturbation, PerturbedTransform, Protocol, get_protocol
 from ..detectors import Detector
 from ..detectors.preprocess import CropAveraging, build_ten_crop_transform
 from ..errors import DatasetLayoutError, ForensicsError
-from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
+from ..io import atomic_write_csv, atomic_write_json, json_safe
 from ..metrics import accuracies, binary_metrics, gmean_threshold, mean_row
 from .inference import Predictions, predict_records
 
@@ -95,11 +99,18 @@ def set_metrics(predictions: Predictions, threshold: float | None = None, inclus
     row = {k: m[k] for k in METRIC_COLUMNS}
     row.update(n_real=m["n_real"], n_fake=m["n_fake"], n_skipped=len(predictions.summary.skipped))
     if threshold is not None:
-        cal = (accuracies(y, p, threshold, inclusive) if math.isfinite(threshold)
-               else dict.fromkeys(("acc", "r_acc", "f_acc"), float("nan")))
         row["threshold"] = float(threshold)
-        row.update({f"{k}_cal": v for k, v in cal.items()})
+        row.update({f"{k}_cal": v for k, v in threshold_accuracies(y, p, threshold, inclusive).items()})
     return row
+
+
+def threshold_accuracies(labels: np.ndarray, probs: np.ndarray, threshold: float, inclusive: bool = False
+                         ) -> dict[str, float]:
+    """``acc``, ``r_acc``, ``f_acc`` at ``threshold`` (:func:`forensics.metrics.accuracies`); all NaN when the
+    threshold is NaN (a set without a calibrated threshold). Shared by the evaluation and the dropout rows."""
+    if not math.isfinite(threshold):
+        return dict.fromkeys(("acc", "r_acc", "f_acc"), float("nan"))
+    return accuracies(labels, probs, threshold, inclusive)
 
 
 def calibrated_threshold(name: str, labels: np.ndarray, probs: np.ndarray) -> float:
@@ -217,7 +228,8 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
     unperturbed run) adds the accuracies at those thresholds; ``calibrate=True`` without
     ``thresholds`` calibrates each set on this run's own predictions (G-mean, T-FF; docs/evaluation.md), which is
     refused for a grayscale or perturbed run: their threshold must come from the RGB/unperturbed
-    predictions of the same set (:func:`compare_rgb_gray`, :func:`evaluate_perturbations`).
+    predictions of the same set (:func:`~forensics.analysis.color_comparison.compare_rgb_gray`,
+    :func:`~forensics.analysis.perturbation_study.evaluate_perturbations`).
     """
     if not sets:
         raise ValueError("no test sets given")
@@ -274,185 +286,17 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
     return EvalResult(rows, used, settings, preds)
 
 
-# ---------------------------------------------------------------------------- colour ablation
-@dataclass
-class ColourComparison:
-    """RGB vs colour-ablated runs of the same sets (T-FF; docs/colour.md; ``gray`` holds the ablated run,
-    grayscale by default, any :mod:`forensics.data.color` ablation otherwise); the ablated
-    accuracies are read at the RGB thresholds. ``ap_drop`` = RGB AP - ablated AP (fractions).
-    Columns are suffixed ``_gray`` for grayscale and ``_<ablation>`` for another ablation."""
-
-    rgb: EvalResult
-    gray: EvalResult
-    ablation: str = DEFAULT_ABLATION
-
-    @property
-    def suffix(self) -> str:
-        return "gray" if self.ablation == "grayscale" else self.ablation
-
-    def to_frame(self):
-        import pandas as pd
-        rgb, gray, sfx = self.rgb.to_frame(), self.gray.to_frame(), self.suffix
-        frame = pd.DataFrame({"ap_rgb": rgb["ap"], f"ap_{sfx}": gray["ap"], "ap_drop": rgb["ap"] - gray["ap"],
-                              "acc_rgb": rgb["acc"], f"acc_{sfx}": gray["acc"]})
-        for col in ("r_acc_cal", "f_acc_cal", "acc_cal"):
-            if col in rgb.columns:
-                frame[f"{col}_rgb"], frame[f"{col}_{sfx}"] = rgb[col], gray[col]
-        if "threshold" in rgb.columns:
-            frame["threshold"] = rgb["threshold"]
-        return frame
-
-    def eval_results(self) -> list[EvalResult]:
-        return [self.rgb, self.gray]
-
-    @property
-    def ap_drop(self) -> dict[str, float]:
-        return self.to_frame()["ap_drop"].to_dict()
-
-    def format(self) -> str:
-        """``{set}: AP {rgb:.1f} -> {gray:.1f} (drop {drop:.1f})`` per set and for the mean, in %."""
-        frame = self.to_frame()
-        ablated = frame[f"ap_{self.suffix}"]
-        return "\n".join(f"{'Mean' if name == MEAN else name}: AP {100 * r.ap_rgb:.1f} -> {100 * ablated[name]:.1f} "
-                          f"(drop {100 * r.ap_drop:.1f})" for name, r in frame.iterrows())
-
-    def format_table(self) -> str:
-        return format_percent(self.to_frame())
-
-    def write(self, out_dir: str | Path, stem: str) -> dict[str, Path]:
-        """``<stem>-rgb.*``, ``<stem>-gray.*`` (``<stem>-<ablation>.*`` for another ablation; as
-        :meth:`EvalResult.write`) and ``<stem>-ap-drop.csv``."""
-        paths = {f"rgb_{k}": v for k, v in self.rgb.write(out_dir, f"{stem}-rgb").items()}
-        paths.update({f"gray_{k}": v for k, v in self.gray.write(out_dir, f"{stem}-{self.suffix}").items()})
-        paths["csv"] = atomic_write_csv(Path(out_dir) / f"{stem}-ap-drop.csv", self.to_frame())
-        return paths
+# ---------------------------------------------------------------------------- studies built on evaluate_sets
+_MOVED = {"ColorComparison": "color_comparison", "ColourComparison": "color_comparison",
+          "compare_rgb_gray": "color_comparison",
+          "CLEAN": "perturbation_study", "PerturbationStudy": "perturbation_study",
+          "evaluate_perturbations": "perturbation_study", "evaluate_sweep": "perturbation_study"}
 
 
-def compare_rgb_gray(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *, calibrate: bool = True,
-                     ablation: str = DEFAULT_ABLATION, rgb: EvalResult | None = None,
-                     **options: Any) -> ColourComparison:
-    """Evaluate ``sets`` on RGB and on grayscale images (T-FF; docs/colour.md): thresholds (with
-    ``calibrate``, the default there) are G-mean calibrated on the RGB predictions of each set and
-    reused for grayscale. ``ablation``: another colour ablation of :mod:`forensics.data.color`
-    instead of grayscale; ``rgb``: an RGB run of the same sets already computed (reused). ``options``
-    go to :func:`evaluate_sets` (crop, batch_size, ...). The colour analysis built on this is
-    :mod:`forensics.analysis.color`."""
-    if rgb is None:
-        rgb = evaluate_sets(detector, sets, calibrate=calibrate, **options)
-    elif calibrate and not rgb.thresholds:
-        raise ValueError("calibrate=True needs an RGB run made with calibrate=True")
-    gray = evaluate_sets(detector, sets, ablation=ablation, thresholds=rgb.thresholds if calibrate else None,
-                         **options)
-    return ColourComparison(rgb, gray, ablation)
-
-
-# ---------------------------------------------------------------------------- perturbations
-CLEAN = "clean"
-
-
-@dataclass
-class PerturbationStudy:
-    """A clean baseline and one run per perturbation, on the same sets (thresholds, when
-    calibrated, from the baseline)."""
-
-    baseline: EvalResult
-    runs: list[tuple[Perturbation, EvalResult]]
-
-    def conditions(self) -> list[tuple[str, Perturbation | None, EvalResult]]:
-        return [(CLEAN, None, self.baseline)] + [(p.label(), p, r) for p, r in self.runs]
-
-    def eval_results(self) -> list[EvalResult]:
-        return [result for _, _, result in self.conditions()]
-
-    def to_frame(self):
-        """Long format: one row per (condition, set) incl. each condition's mean row; ``level`` is
-        NaN for the clean baseline and for randomly drawn levels."""
-        import pandas as pd
-        frames = []
-        for label, pert, result in self.conditions():
-            level = pert.level if pert is not None and pert.level is not None else float("nan")
-            frames.append(result.to_frame().reset_index().assign(
-                condition=label, kind=pert.kind if pert is not None else CLEAN, level=float(level)))
-        frame = pd.concat(frames, ignore_index=True)
-        first = ["condition", "kind", "level", "set"]
-        return frame[first + [c for c in frame.columns if c not in first]]
-
-    def table(self, metric: str = "ap"):
-        """Conditions x sets (plus ``mean``) of one metric (fractions): the k-vs-AP-style table."""
-        import pandas as pd
-        table = pd.DataFrame({label: result.to_frame()[metric] for label, _, result in self.conditions()}).T
-        table.index.name = "condition"
-        return table
-
-    def format(self, metric: str = "ap") -> str:
-        return format_percent(self.table(metric))
-
-    def plot(self, path: str | Path, metric: str = "ap") -> list[Path]:
-        """Line plot of ``metric`` (%) against the level, one thin line per set and a thick mean,
-        the clean baseline's mean dashed; written as ``<path>.png`` and ``<path>.pdf`` (atomic).
-        Only fixed-level runs of one kind are plotted."""
-        from matplotlib.figure import Figure
-        runs = [(p, r) for p, r in self.runs if p.level is not None]
-        kinds = {p.kind for p, _ in runs}
-        if len(kinds) != 1:
-            raise ValueError(f"plot needs fixed-level runs of one kind, got {sorted(kinds) or 'none'}")
-        runs.sort(key=lambda pr: pr[0].level)
-        levels = [p.level for p, _ in runs]
-        fig = Figure(figsize=(6, 4), constrained_layout=True)
-        ax = fig.add_subplot()
-        for name in self.baseline.rows:
-            ax.plot(levels, [100 * r.rows[name][metric] for _, r in runs], marker="o", lw=1, alpha=0.6, label=name)
-        ax.plot(levels, [100 * r.mean[metric] for _, r in runs], marker="s", lw=2.5, color="black", label="mean")
-        ax.axhline(100 * self.baseline.mean[metric], ls="--", color="gray", label="clean mean")
-        ax.set_xlabel(f"{runs[0][0].kind} {runs[0][0].parameter}")
-        ax.set_ylabel(f"{metric.upper()} (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        out = []
-        for suffix in (".png", ".pdf"):
-            target = Path(str(path) + suffix)
-            with atomic_path(target) as tmp:
-                fig.savefig(tmp, dpi=150)
-            out.append(target)
-        return out
-
-    def write(self, out_dir: str | Path, stem: str, plot: bool = True) -> dict[str, Path]:
-        """``<stem>.csv`` (long), ``<stem>-ap.csv`` (table), ``<stem>.json`` and, with ``plot`` and
-        fixed levels of one kind, ``<stem>-ap.png/.pdf``."""
-        out = Path(out_dir)
-        paths = {"csv": atomic_write_csv(out / f"{stem}.csv", self.to_frame(), index=False),
-                 "table": atomic_write_csv(out / f"{stem}-ap.csv", self.table("ap"))}
-        atomic_write_json(out / f"{stem}.json", json_safe(
-            {label: result.to_dict() for label, _, result in self.conditions()}))
-        paths["json"] = out / f"{stem}.json"
-        fixed = {p.kind for p, _ in self.runs if p.level is not None}
-        if plot and len(fixed) == 1:
-            paths["png"], paths["pdf"] = self.plot(out / f"{stem}-ap")
-        return paths
-
-
-def evaluate_perturbations(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
-                           perturbations: Iterable[Perturbation], *, calibrate: bool = False,
-                           baseline: EvalResult | None = None, **options: Any) -> PerturbationStudy:
-    """A clean baseline (or ``baseline``, already computed) and one :func:`evaluate_sets` run per
-    perturbation; with ``calibrate`` every run is read at the baseline's G-mean thresholds.
-    ``options`` go to :func:`evaluate_sets` (crop, protocol, seed, batch_size, ...)."""
-    clean = {k: v for k, v in options.items() if k not in ("protocol", "seed")}
-    if baseline is None:
-        baseline = evaluate_sets(detector, sets, calibrate=calibrate, **clean)
-    if calibrate and not baseline.thresholds:
-        raise ValueError("calibrate=True needs a calibrated baseline (evaluate_sets(..., calibrate=True))")
-    thresholds = baseline.thresholds if calibrate else None
-    runs = []
-    for pert in perturbations:
-        log.info("perturbation %s", pert.label())
-        runs.append((pert, evaluate_sets(detector, sets, perturbation=pert, thresholds=thresholds, **options)))
-    return PerturbationStudy(baseline, runs)
-
-
-def evaluate_sweep(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], kind: str,
-                   levels: Sequence[float] | None = None, *, reference_bugs: bool = False,
-                   **options: Any) -> PerturbationStudy:
-    """:func:`evaluate_perturbations` over the fixed levels of ``kind`` (default: its standard
-    levels, :data:`forensics.data.perturb.SWEEP_LEVELS`)."""
-    return evaluate_perturbations(detector, sets, sweep(kind, levels, reference_bugs=reference_bugs), **options)
+def __getattr__(name: str):
+    """The colour comparison (:mod:`forensics.analysis.color_comparison`) and the perturbation studies
+    (:mod:`forensics.analysis.perturbation_study`) build on this module; importing them from here still works."""
+    if name in _MOVED:
+        import importlib
+        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

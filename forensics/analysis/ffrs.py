@@ -1,74 +1,76 @@
-"""FF-RS (omega), T-FF's forensic feature relevance statistic (tff.md §5), computed streaming.
+"""FF-RS (omega), the forensic feature relevance statistic of T-FF (Chandrasegaran et al., ECCV 2022;
+docs/ffrs.md), computed streaming.
 
 For each kept image i, feature layer l and its LRP relevance R_i^l (``[C, H, W]``, at the folded
 conv output, :mod:`forensics.explain.lrp`):
 
-1. ``R^_i^l = max(R_i^l, 0) / sum_{c,h,w} |R_i^l|`` (no epsilon; the reference's "scheme 2");
+1. ``R^_i^l = max(R_i^l, 0) / sum_{c,h,w} |R_i^l|`` (no epsilon);
 2. ``omega_{l,c} = sum_{h,w} mean_i R^_i^l[c, h, w]``;
 3. all feature maps of all layers are ranked together by omega, descending, with a STABLE sort
-   (ties keep network order, as the reference's Python sort).
+   (ties keep network order, as the authors' code).
 
 Streaming: ``sum_{h,w}`` commutes with ``mean_i``, so :class:`FFRSAccumulator` keeps, per label
 and layer, only a running ``[C]`` sum of ``sum_{h,w} R^_i`` (float64) and the image count; memory
-does not grow with the number of images (the reference keeps every relevance tensor, §5.2).
+does not grow with the number of images (the authors' code keeps every relevance tensor).
 
-Images kept (§5.2): fakes with ``p >= conf_fake`` (0.9), reals with ``p <= conf_real`` (0.1), ``p``
-from the same forward pass the LRP uses (the canonised model, as the reference's LRP-wrapped
-model). Reals and fakes are accumulated separately; reals are explained with the -1 start of the
-reference unless ``sign="correct"``.
+Images kept: fakes with ``p >= conf_fake`` (0.9), reals with ``p <= conf_real`` (0.1), ``p``
+from the same forward pass the LRP uses (the canonised model, as the authors' LRP-wrapped
+model). Reals and fakes are accumulated separately; reals are explained with T-FF's -1 start
+unless ``sign="correct"``.
 
-Deliberate differences from the reference:
+This module holds the maths, the accumulator and the driver; the rankings, their CSV and plot live in
+:mod:`forensics.analysis.fmap_ranking`, the run's output files and the embedded default's ranking in
+:mod:`forensics.analysis.ffrs_outputs` (both re-exported here).
+
+Deliberate differences from the authors' code (docs/ffrs.md, "Differences from the reference code"):
 
 - A sample whose relevance in a layer is zero everywhere (``sum |R| == 0``) contributes 0 to that
-  layer (it still counts in the mean); the reference would divide 0 by 0 and turn the layer's
+  layer (it still counts in the mean); the authors' code would divide 0 by 0 and turn the layer's
   omega into NaN.
-- Accumulation is in float64 (the reference: float32 tensors); the ranking and the CSV use the
-  float32-rounded omega, as the reference writes float32 values, so ties are float32 ties.
-- :func:`topk`/:func:`lowk` re-sort with a stable sort; the reference's consumer re-sorts with
+- Accumulation is in float64 (there: float32 tensors); the ranking and the CSV use the
+  float32-rounded omega, as T-FF writes float32 values, so ties are float32 ties.
+- :func:`topk`/:func:`lowk` re-sort with a stable sort; T-FF's consumer re-sorts with
   pandas' default (unstable quicksort), which may order tied maps differently (``stable=False``
-  uses pandas, but its tie order also depends on the pandas/numpy versions). For the shipped R50
-  CSV this changes nothing that matters: its low-114 maps all have omega = 0 (§5.4).
-- The default transform is the reference's RandomResizedCrop (§3.4), random and unseeded as
+  uses pandas, but its tie order also depends on the pandas/numpy versions). For the released
+  ResNet-50 CSV this changes nothing that matters: its low-114 maps all have omega = 0.
+- The default transform is T-FF's RandomResizedCrop (scale 0.99-1), random and unseeded as
   there; seed torch's RNG (with ``num_workers=0``) for repeatable runs.
 
 Numerics: omega does not depend on the batch size beyond floating-point noise (every rule is per
 sample). In float32 that noise is amplified where the epsilon rule meets a residual sum that nearly
 cancels: on a tiny random-weight R50 single omegas moved by ~2e-5 between batch sizes 1 and 16
-(oneDNN picks batch-size-dependent conv kernels); library-notes measured < 3e-5 relative on the
-real R50. On GPU keep TF32 off (the explainer does, ``reference_precision=True``).
+(oneDNN picks batch-size-dependent conv kernels); on a trained ResNet-50 the change stayed below
+3e-5 relative. On GPU keep TF32 off (the explainer does, ``reference_precision=True``).
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import distributed, provenance
-from ..data import ImageRecord, RunSummary, forensynths
+from .. import distributed
+from ..data import ImageRecord, RunSummary
 from ..detectors import Detector, FeatureMapKey
-from ..errors import ForensicsError
-from ..io import atomic_path, atomic_write_text
 from ..explain.lrp import LRPExplainer, LRPResult
+from .fmap_ranking import (CSV_HEADER, Ranking, layer_share, lowk, omega_curve, plot_omega,  # noqa: F401 (re-exported)
+                           read_ranking_csv, sort_ranking, topk, write_ranking_csv)
 
 log = logging.getLogger(__name__)
 
-CSV_HEADER = ("key", "mean_relevance")
 LABELS = {0: "real", 1: "fake"}
 
-Ranking = list[tuple[FeatureMapKey, float]]
+#: Former names of the ranking CSV's writer and reader (one meaning each: a feature-map ranking).
+write_csv = write_ranking_csv
+read_csv = read_ranking_csv
 
 
 # ---------------------------------------------------------------------------- per-batch pieces
 def channel_shares(relevance: torch.Tensor) -> torch.Tensor:
     """``sum_{h,w} max(R, 0) / sum_{c,h,w} |R|`` per sample and channel: ``[B, C, ...]`` -> ``[B, C]``
-    float64 (tff.md §5.1 step 1 followed by the spatial sum). Samples with ``sum |R| == 0`` give 0.
+    float64 (step 1 above followed by the spatial sum). Samples with ``sum |R| == 0`` give 0.
 
     The spatial sums run in ``R``'s dtype (their terms are all non-negative, so float32's pairwise
     summation keeps them within ~1e-7 relative) and everything after them in float64; summing in
@@ -84,7 +86,7 @@ def channel_shares(relevance: torch.Tensor) -> torch.Tensor:
 
 def confidence_mask(probs: torch.Tensor, labels: torch.Tensor, conf_real: float = 0.1,
                     conf_fake: float = 0.9) -> torch.Tensor:
-    """Which samples FF-RS keeps (tff.md §5.2): fakes (label 1) with ``p >= conf_fake`` and reals
+    """Which samples FF-RS keeps: fakes (label 1) with ``p >= conf_fake`` and reals
     (label 0) with ``p <= conf_real``."""
     check_thresholds(conf_real, conf_fake)
     labels = labels.to(probs.device)
@@ -181,7 +183,7 @@ class FFRSAccumulator:
         return {name: s / n for name, s in self.sums[label].items()}
 
     def ranking(self, label: int) -> Ranking:
-        """Every feature map with its omega (float32-rounded, as the reference), sorted descending;
+        """Every feature map with its omega (float32-rounded, as T-FF's CSVs), sorted descending;
         stable, so ties keep network order."""
         items: Ranking = []
         for name, values in self.omega(label).items():
@@ -207,15 +209,15 @@ class FFRSResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able metadata (not the rankings: write those with :func:`write_csv`)."""
+        """JSON-able metadata (not the rankings: write those with :func:`write_ranking_csv`)."""
         return {"detector": self.detector, "counts": self.counts, "settings": self.settings,
                 "summary": self.summary.to_dict()}
 
 
 def reference_transform(detector: Detector, size: int | None = None):
-    """T-FF's FF-RS input transform (tff.md §3.4): ``RandomResizedCrop(size, scale=(0.99, 1),
+    """T-FF's FF-RS input transform (docs/ffrs.md): ``RandomResizedCrop(size, scale=(0.99, 1),
     ratio=(0.99, 1), bilinear)`` (a near-full image rescaled to ``size``, default the detector's
-    crop size, 224), ToTensor, the detector's normalisation. Random and unseeded, as the reference."""
+    crop size, 224), ToTensor, the detector's normalisation. Random and unseeded, as T-FF."""
     from torchvision import transforms as T
     pre = detector.config.preprocessing
     return T.Compose([
@@ -229,7 +231,7 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
                  sign: str = "reference", device: str | torch.device | None = None, num_workers: int = 0,
                  bn_identity: bool = False, progress: bool = True) -> FFRSResult:
     """FF-RS of ``detector`` over labelled ``records`` (e.g. ``forensynths(root, 'progan_val',
-    num_real=50, num_fake=50)``), streaming (tff.md §5).
+    num_real=50, num_fake=50)``), streaming (docs/ffrs.md).
 
     ``transform``: PIL -> normalised tensor (default :func:`reference_transform`). ``device``: moves
     the detector there first (default: where it is). ``sign``/``bn_identity``: see
@@ -285,161 +287,27 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
                   "bn_identity": bn_identity, "transform": repr(transform)})
 
 
-# ---------------------------------------------------------------------------- rankings
-def sort_ranking(ranking: Iterable[tuple[FeatureMapKey, float]], stable: bool = True) -> Ranking:
-    """Sort by omega, descending. ``stable=True``: ties keep their order (Python's sort, as the
-    reference writes its CSVs); ``False``: pandas' default ``sort_values`` (quicksort), as the
-    reference's consumers re-sort (tie order then depends on the pandas/numpy versions)."""
-    items = list(ranking)
-    if stable:
-        return sorted(items, key=lambda kv: kv[1], reverse=True)
-    import pandas as pd
-    frame = pd.DataFrame({"i": range(len(items)), "v": [v for _, v in items]})
-    return [items[i] for i in frame.sort_values("v", ascending=False)["i"]]
-
-
-def topk(ranking: Ranking, k: int, stable: bool = True) -> list[FeatureMapKey]:
-    """The k most relevant maps (the first k after re-sorting, as ``get_all_channels``; k=0 -> [])."""
-    return [key for key, _ in sort_ranking(ranking, stable)[:k]] if k > 0 else []
-
-
-def lowk(ranking: Ranking, k: int, stable: bool = True) -> list[FeatureMapKey]:
-    """The k least relevant maps (the last k after re-sorting; k=0 -> [])."""
-    return [key for key, _ in sort_ranking(ranking, stable)[-k:]] if k > 0 else []
-
-
-def layer_share(keys: Iterable[FeatureMapKey | str]) -> dict[str, int]:
-    """How many of ``keys`` (e.g. a top-k) each layer holds, layers in first-seen (= best rank) order."""
-    out: dict[str, int] = {}
-    for key in keys:
-        layer = FeatureMapKey.parse(key).layer
-        out[layer] = out.get(layer, 0) + 1
-    return out
-
-
-def omega_curve(ranking: Ranking) -> tuple[np.ndarray, np.ndarray]:
-    """Plot data of the README's omega figure: (sorted feature-map index, omega sorted descending)."""
-    values = np.array([v for _, v in sort_ranking(ranking)], dtype=np.float64)
-    return np.arange(len(values)), values
-
-
-def plot_omega(ranking: Ranking, path: str | Path, title: str | None = None) -> Path:
-    """Save the omega-vs-sorted-index figure (atomic write; the format follows ``path``'s suffix)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    x, y = omega_curve(ranking)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    try:
-        ax.plot(x, y)
-        ax.set_xlabel(f"sorted feature map index ({len(x)} in total)")
-        ax.set_ylabel("FF-RS (ω)")
-        if title:
-            ax.set_title(title)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return Path(path)
-
-
-# ---------------------------------------------------------------------------- CSV
-def write_csv(path: str | Path, ranking: Ranking) -> Path:
-    """Write a ranking in the reference format (tff.md §5.3): header ``key,mean_relevance``, one row
-    per feature map sorted by omega descending (stable), ``key`` as ``layer.#c(T=n)``, omega as a
-    Python float repr. Atomic."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for key, value in sort_ranking(ranking):
-        writer.writerow((str(key), repr(float(value))))
-    return atomic_write_text(path, buf.getvalue())
-
-
-def read_csv(path: str | Path) -> Ranking:
-    """Read a ranking CSV (ours or the reference's ``fmap_relevances/...csv``) in file order."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = tuple(next(reader, ()))
-        if header != CSV_HEADER:
-            raise ValueError(f"{path}: expected header {','.join(CSV_HEADER)}, got {','.join(header)!r}")
-        return [(FeatureMapKey.parse(key), float(value)) for key, value in reader]
-
-
-# ---------------------------------------------------------------------------- run outputs
-CROP_POLICIES = ("random_resized", "center", "none")
+# ---------------------------------------------------------------------------- input transforms
+FFRS_CROPS = ("random_resized", "center", "none")
 
 
 def ffrs_transform(detector: Detector, crop: str = "random_resized", size: int | None = None):
-    """Input transform of an FF-RS run: the reference's near-full RandomResizedCrop (default),
+    """Input transform of an FF-RS run: T-FF's near-full RandomResizedCrop (default),
     a CenterCrop, or full resolution (``none``), followed by the detector's normalisation."""
     if crop == "random_resized":
         return reference_transform(detector, size)
-    if crop not in CROP_POLICIES:
-        raise ValueError(f"crop must be one of {CROP_POLICIES}, got {crop!r}")
+    if crop not in FFRS_CROPS:
+        raise ValueError(f"crop must be one of {FFRS_CROPS}, got {crop!r}")
     return detector.transform(crop=crop, crop_size=size)
 
-
-def write_outputs(result: FFRSResult, out_dir: str | Path, gan: str, topk_k: int,
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Write the reference's CSVs (``<gan>-real.csv``, ``<gan>-fake.csv``), the omega plot of the
-    fake ranking (PNG and PDF) and ``summary.json`` (images used/filtered/skipped, the per-layer
-    share of the top-k, the settings) into ``out_dir``; every file atomically."""
-    out_dir = Path(out_dir)
-    paths: dict[str, Path] = {}
-    for side, ranking in result.rankings.items():
-        paths[f"csv_{side}"] = write_csv(out_dir / f"{gan}-{side}.csv", ranking)
-    summary: dict[str, Any] = {**result.to_dict(), "gan_name": gan, "topk": topk_k, **(extra or {})}
-    fake = result.rankings.get("fake")
-    if fake:
-        keys = topk(fake, topk_k)
-        summary["topk_layer_share"] = layer_share(keys)
-        summary["topk_keys"] = [str(k) for k in keys]
-        summary["num_feature_maps"] = len(fake)
-        summary["num_zero_omega"] = int(sum(1 for _, v in fake if v == 0))
-        title = f"FF-RS (ω) of {result.detector} over {result.counts['fake']['used']} {gan} fakes"
-        for suffix in ("png", "pdf"):
-            paths[f"plot_{suffix}"] = plot_omega(fake, out_dir / f"{gan}-omega.{suffix}", title=title)
-    from ..io import atomic_write_json
-    paths["summary"] = atomic_write_json(out_dir / "summary.json", summary)
-    return paths
+# ---------------------------------------------------------------------------- outputs (re-exported lazily)
+_OUTPUT_NAMES = ("write_outputs", "embedded_ranking_csv", "default_k", "REFERENCE_K", "RANK_FMAPS_ROOT")
 
 
-# ---------------------------------------------------------------------------- embedded default
-#: Where ``analyses/rank_fmaps.py`` writes its output (relative to the working directory).
-RANK_FMAPS_ROOT = Path("figures/rank_fmaps")
-#: The reference's R50 k (tff.md §6.1); the embedded default uses ``min(REFERENCE_K, 1% of the maps)``.
-REFERENCE_K = 114
-
-
-def default_k(num_maps: int) -> int:
-    """k of the embedded default: ``min(114, 1 % of the feature maps)`` (at least 1)."""
-    return min(REFERENCE_K, max(1, num_maps // 100))
-
-
-def embedded_ranking_csv(detector: Detector, bench, name: str | None = None, seed: int = 0, batch_size: int = 16,
-                         root: str | Path = RANK_FMAPS_ROOT) -> Path:
-    """The fake FF-RS CSV of an embedded-default detector, ``<root>/<name>/val_default/val-fake.csv``
-    as ``python analyses/rank_fmaps.py`` writes it (``name``: the default recipe, e.g. ``resnet50_cr``;
-    default the detector's name). Computed with rank_fmaps' default settings (the benchmark's val
-    split, RandomResizedCrop to the image size, torch seeded with ``seed``) and written there when
-    missing; reused otherwise."""
-    path = Path(root) / (name or detector.name) / "val_default" / "val-fake.csv"
-    if path.is_file():
-        return path
-    log.info("%s does not exist: computing FF-RS of %s on the benchmark's val split and writing it there "
-             "(as `python analyses/rank_fmaps.py` would)", path, name or detector.name)
-    torch.manual_seed(seed)
-    size = int(bench.manifest["image_size"])
-    records = forensynths(bench.root, "val", have_classes=True)
-    result = compute_ffrs(detector, records,
-                          transform=ffrs_transform(detector, "random_resized", size), batch_size=batch_size)
-    run = distributed.current()
-    if run.is_main:
-        write_outputs(result, path.parent, "val", REFERENCE_K, extra={
-            "weights": detector.weights_source, "provenance": provenance.collect(detector, files=records)})
-    run.barrier()
-    if not path.is_file():
-        raise ForensicsError(f"FF-RS kept no fake image of the benchmark's val split; {path} was not written")
-    return path
+def __getattr__(name: str):
+    """``write_outputs``, ``embedded_ranking_csv``, ``default_k``, ``REFERENCE_K`` and ``RANK_FMAPS_ROOT`` live in
+    :mod:`forensics.analysis.ffrs_outputs` (which builds on this module); importing them from here still works."""
+    if name in _OUTPUT_NAMES:
+        from . import ffrs_outputs
+        return getattr(ffrs_outputs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

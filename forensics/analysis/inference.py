@@ -1,6 +1,6 @@
 """Run a detector over a list of image records: batched, any device, bad files listed not dropped.
 
-:func:`predict_records` scores images; :func:`record_activations` records reduced feature-map
+:func:`predict_records` scores images; :func:`collect_activations` records reduced feature-map
 activations (e.g. spatial maxima) in the same way."""
 from __future__ import annotations
 
@@ -65,15 +65,12 @@ def predict_records(detector: Detector, records: Sequence[ImageRecord], *, batch
     run = distributed.current()
     shard = run.shard(records, block=batch_size, state={"indices": [], "logits": []},
                       label=desc or f"predict {detector.name}")
-    bar = tqdm(total=len(shard.indices), initial=shard.done, desc=desc or f"predict {detector.name}", unit="img",
-               disable=not progress or not run.is_main)
     with torch.inference_mode():
-        for batch in shard.batches(transform, batch_size, num_workers=num_workers):
+        for batch in shard.batches(transform, batch_size, num_workers=num_workers,
+                                   progress=(desc or f"predict {detector.name}") if progress else None):
             if batch.images is not None and len(batch.indices):
                 shard.state["logits"].append(score(batch.images.to(device)).float().cpu())
                 shard.state["indices"].extend(batch.indices)
-            bar.update(len(batch.indices) + len(batch.skipped))
-    bar.close()
     summary = shard.finish()
     logits = shard.state["logits"]
     out = torch.cat(logits).numpy() if logits else np.zeros(0, dtype=np.float32)
@@ -99,12 +96,13 @@ class Activations:
         return self.values[:, [str(k) for k in self.keys].index(str(key))]
 
 
-def record_activations(detector: Detector, records: Sequence[ImageRecord], keys: Sequence, *,
-                       point: str = "pre_bn", reduce: str | Callable = "spatial_max", batch_size: int = 32,
-                       transform: Callable | None = None, num_workers: int = 0, progress: bool = True,
-                       desc: str | None = None) -> Activations:
+def collect_activations(detector: Detector, records: Sequence[ImageRecord], keys: Sequence, *,
+                        point: str = "pre_bn", reduce: str | Callable = "spatial_max", batch_size: int = 32,
+                        transform: Callable | None = None, num_workers: int = 0, progress: bool = True,
+                        desc: str | None = None) -> Activations:
     """One pass of ``records`` through ``detector`` recording every key of ``keys`` at ``point``
     reduced by ``reduce`` (default the spatial max, T-FF's ``AdaptiveMaxPool2d(1)``; docs/patches.md).
+    (Not :func:`forensics.detectors.probes.record_activations`, the hook context this pass uses per batch.)
     All keys are recorded in the same pass (the reference reloads the model and reruns the data per
     key). Unreadable files are skipped and listed in ``summary``."""
     keys = detector.check_keys(keys)

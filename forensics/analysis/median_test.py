@@ -39,7 +39,7 @@ from ..detectors import Detector, FeatureMapKey
 from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
 from ..plots import save_figure
 from .color import ablation_label
-from .inference import Activations, record_activations
+from .inference import Activations, collect_activations
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +206,12 @@ def median_test_analysis(detector: Detector, records: Sequence[ImageRecord], key
     gray = ablation == "grayscale"
     common = dict(point=point, reduce="spatial_max", batch_size=batch_size, num_workers=num_workers,
                   progress=progress)
-    rgb = record_activations(detector, records, keys, transform=detector.transform(crop=crop),
-                             desc=f"{detector.name} RGB", **common)
+    rgb = collect_activations(detector, records, keys, transform=detector.transform(crop=crop),
+                              desc=f"{detector.name} RGB", **common)
     rgb.summary.log(log)
     abl_transform = detector.transform(crop=crop, grayscale=gray, pixel_op=None if gray else op)
-    abl = record_activations(detector, records, keys, transform=abl_transform,
-                             desc=f"{detector.name} {ablation}", **common)
+    abl = collect_activations(detector, records, keys, transform=abl_transform,
+                              desc=f"{detector.name} {ablation}", **common)
     settings = {"detector": detector.name, "weights": detector.weights_source,
                 "provenance": provenance.collect(detector, files=records), "point": point,
                 "ablation": ablation, "crop": crop, "n_records": len(records)}

@@ -48,7 +48,7 @@ from ..detectors import Detector, FeatureMapKey
 from ..explain.unit import unit_relevance_fn
 from ..io import atomic_path, atomic_write_csv, atomic_write_json
 from ..plots import image_grid, positive_heatmap
-from .inference import record_activations
+from .inference import collect_activations
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ def max_activation_rankings(detector: Detector, records: Sequence[ImageRecord], 
     of its activation at ``point`` (docs/patches.md); full resolution unless ``transform`` is given.
     Ties keep the input order (stable sort)."""
     keys = detector.check_keys(keys)
-    acts = record_activations(detector, records, keys, point=point, reduce="spatial_max", batch_size=batch_size,
-                              transform=transform or detector.transform(crop="none"), num_workers=num_workers,
-                              progress=progress, desc=f"max activations {detector.name}")
+    acts = collect_activations(detector, records, keys, point=point, reduce="spatial_max", batch_size=batch_size,
+                               transform=transform or detector.transform(crop="none"), num_workers=num_workers,
+                               progress=progress, desc=f"max activations {detector.name}")
     acts.summary.log(log)
     rows = {}
     for j, k in enumerate(keys):

@@ -77,12 +77,13 @@ class SeedRun:
 
     def ranking(self, name: str = "resnet50"):
         """The detector's own FF-RS ranking (val split, seeded like ``rank_fmaps.py``), cached on disk."""
-        from .ffrs import default_k, embedded_ranking_csv, read_csv
+        from .ffrs_outputs import default_k, embedded_ranking_csv
+        from .fmap_ranking import read_ranking_csv
         key = f"ranking-{name}"
         if key not in self._cache:
             path = embedded_ranking_csv(self.detector(name), self.bench, name=f"{name}-b{self.bench_seed}-s{self.train_seed}",
                                         seed=self.train_seed, root=self.out / "rank_fmaps")
-            ranking = read_csv(path)
+            ranking = read_ranking_csv(path)
             self._cache[key] = (ranking, self.topk if self.topk is not None else default_k(len(ranking)))
         return self._cache[key]
 
@@ -92,7 +93,7 @@ class SeedRun:
 
 
 def _rgb_gray(run: SeedRun, name: str, part: str) -> list[dict]:
-    from .evaluate import compare_rgb_gray
+    from .color_comparison import compare_rgb_gray
     cmp = compare_rgb_gray(run.detector(name), run.test_sets(), crop="none", batch_size=run.batch_size)
     return run.rows(name, part, [(s, f"ap_{mode}", getattr(cmp, attr).rows[s]["ap"])
                                  for s in cmp.rgb.rows for mode, attr in (("rgb", "rgb"), ("gray", "gray"))])
@@ -119,7 +120,7 @@ def part_dropout(run: SeedRun) -> list[dict]:
 
 
 def part_median(run: SeedRun) -> list[dict]:
-    from .ffrs import topk
+    from .fmap_ranking import topk
     from .median_test import median_test_analysis
     ranking, k = run.ranking()
     fam = run.bench.train_family

@@ -210,12 +210,13 @@ def resolve_fake_sets(args: argparse.Namespace, cap: int | None = None) -> tuple
 
 def resolve_topk(args: argparse.Namespace, detector, label: str, bench) -> tuple[Path, list, int]:
     """``(csv path, top-k keys, k)`` from ``--fmap_csv/--topk`` (embedded default: the recipe's own
-    FF-RS ranking, :func:`forensics.analysis.ffrs.embedded_ranking_csv`), checked against the detector."""
-    from ..analysis.ffrs import REFERENCE_K, default_k, embedded_ranking_csv, read_csv, topk
+    FF-RS ranking, :func:`forensics.analysis.ffrs_outputs.embedded_ranking_csv`), checked against the detector."""
+    from ..analysis.ffrs_outputs import REFERENCE_K, default_k, embedded_ranking_csv
+    from ..analysis.fmap_ranking import read_ranking_csv, topk
     if args.fmap_csv is None and bench is None:
         raise SystemExit("error: --fmap_csv is required with --weights/--dataset_dir")
     path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=label, seed=args.seed)
-    ranking = read_csv(path)
+    ranking = read_ranking_csv(path)
     k = args.topk if args.topk is not None else (default_k(len(ranking)) if bench is not None else REFERENCE_K)
     keys = topk(ranking, k)
     detector.check_keys(keys)

@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import distributed
 from ..data.images import DEFAULT_MAX_PIXELS
@@ -230,11 +229,10 @@ def extract_features(model: ClipDetector | ClipVisionBackbone, records: Sequence
     shard = run.shard(records, block=batch_size, state={"features": [], "indices": [], "labels": []},
                       label=f"features ({site})")
     start = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=len(shard.indices), initial=shard.done, desc=f"features ({site})",
-                                      unit="img", disable=not progress or not run.is_main, leave=False) as bar:
+    with torch.inference_mode():
         for batch in shard.batches(build_eval_transform(pre), batch_size, num_workers=num_workers,
-                                   max_pixels=max_pixels, pin_memory=dev.type == "cuda"):
-            bar.update(len(batch) + len(batch.skipped))
+                                   max_pixels=max_pixels, progress=f"features ({site})" if progress else None,
+                                   leave=False, pin_memory=dev.type == "cuda"):
             if len(batch) == 0:
                 continue
             feats = backbone_features(backbone, batch.images.to(dev, non_blocking=True), site)
