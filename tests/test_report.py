@@ -120,7 +120,7 @@ def test_report_embeds_figures_tables_and_provenance_and_names_what_it_skipped(t
     assert "rank_fmaps/resnet50/val_default/broken.png</code>: unreadable image" in skipped
     assert "explain/resnet50</code>: 1 output file(s) (png) but no run summary" in skipped
     assert "2 run(s), 3 skipped item(s)" in page
-    assert 'href="#run-1">Colour ablation</a>' in page and 'href="#run-2">rank_fmaps: rank_fmaps/resnet50/val_default</a>' in page
+    assert 'href="#run-1">Colour ablation</a>' in page and 'href="#run-2">rank_fmaps/resnet50/val_default</a>' in page
 
 
 def test_large_runs_embed_a_few_figures_and_link_the_rest(tmp_path):

@@ -72,8 +72,9 @@ class Run:
         return Path(self.command[0]).stem if self.command else self.summary_path.stem
 
     def title(self, root: Path) -> str:
-        rel = self.folder.relative_to(root).as_posix() if self.folder != root else "."
-        return str(self.hints.get("title") or f"{self.analysis}: {rel}")
+        """The summary's hint, else the run's folder relative to ``root``."""
+        rel = self.folder.relative_to(root).as_posix() if self.folder != root else self.summary_path.name
+        return str(self.hints.get("title") or rel)
 
     def command_line(self) -> str:
         return shlex.join(self.command) if self.command else ""

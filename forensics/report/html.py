@@ -28,12 +28,12 @@ h1{margin:.8em 0 .2em}h2{border-top:2px solid #d0d7de;padding-top:.8em;margin-to
 .meta,.muted{color:#57606a;font-size:.9em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.85em}
 th,td{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f6f8fa}table.sortable th{cursor:pointer}table.sortable th:after{content:" \\2195";color:#8c959f}
+th{background:#f6f8fa;white-space:nowrap}table.sortable th{cursor:pointer}.wide{overflow-x:auto;max-width:100%}table.sortable th:after{content:" \\2195";color:#8c959f}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85em}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
 .figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0;max-width:100%}
-.figs img{max-width:100%;height:auto;border:1px solid #d0d7de}
+.figs img{max-width:100%;max-height:520px;width:auto;height:auto;border:1px solid #d0d7de}
 figcaption{font-size:.8em;color:#57606a}
 .status-done{color:#1a7f37}.status-failed{color:#cf222e;font-weight:bold}
 .skips li{color:#9a6700}dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.15em 1em;font-size:.85em}
@@ -95,8 +95,8 @@ def render_table(path: Path, page_dir: Path, max_rows: int) -> str:
              for row in shown]
     note = (f"first {len(shown)} of {len(body)} rows" if len(body) > len(shown) else f"{len(body)} rows")
     return (f'<p class="muted">Table {_link(path, page_dir)} ({note}; click a column to sort)</p>'
-            f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>'
-            + "".join(f"<tr>{line}</tr>" for line in lines) + "</tbody></table>")
+            f'<div class="wide"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(f"<tr>{line}</tr>" for line in lines) + "</tbody></table></div>")
 
 
 def render_provenance(prov: Mapping[str, Any]) -> str:
@@ -139,8 +139,9 @@ def render_run(run: Run, index: int, root: Path, page_dir: Path, options: Option
     status_class = "status-done" if run.status == "done" else "status-failed"
     parts = [f'<h2 id="run-{index}">{index}. {_e(run.title(root))} '
              f'<span class="{status_class}">[{_e(run.status)}]</span></h2>',
-             f'<p class="meta">summary {_link(run.summary_path, page_dir, run.summary_path.relative_to(root).as_posix())}'
-             + (f" &middot; detector <b>{_e(run.detector)}</b>" if run.detector else "") + "</p>"]
+             f'<p class="meta">analysis <b>{_e(run.analysis)}</b>'
+             + (f" &middot; detector <b>{_e(run.detector)}</b>" if run.detector else "")
+             + f" &middot; summary {_link(run.summary_path, page_dir, run.summary_path.relative_to(root).as_posix())}</p>"]
     if run.command_line():
         parts.append(f"<p><b>Command</b></p><pre>{_e(run.command_line())}</pre>")
     if run.weights:
@@ -158,8 +159,8 @@ def render_run(run: Run, index: int, root: Path, page_dir: Path, options: Option
             skipped.append(Skip(table, f"unreadable CSV ({exc})"))
     others = [t for t in run.tables if t != table]
     if others:
-        parts.append('<p class="muted">Other tables: ' + ", ".join(_link(t, page_dir, t.relative_to(run.folder).as_posix())
-                                                           for t in others) + "</p>")
+        links = ", ".join(_link(t, page_dir, t.relative_to(run.folder).as_posix()) for t in others)
+        parts.append(f'<details><summary class="muted">{len(others)} other table(s), linked</summary><p>{links}</p></details>')
     figures, shown = [], 0
     pending = run.ordered_figures()
     while pending and shown < options.max_figures:
@@ -192,10 +193,10 @@ def render(found: Discovery, page: Path, options: Options = Options()) -> str:
     sections = [render_run(run, i, found.root, page_dir, options, skipped) for i, run in enumerate(found.runs, 1)]
     index_rows = "".join(
         f'<tr><td class="num">{i}</td><td><a href="#run-{i}">{_e(run.title(found.root))}</a></td>'
-        f"<td>{_e(run.detector or '')}</td><td>{_e(run.status)}</td><td class=\"num\">{len(run.figures)}</td>"
+        f"<td>{_e(run.analysis)}</td><td>{_e(run.detector or '')}</td><td>{_e(run.status)}</td><td class=\"num\">{len(run.figures)}</td>"
         f"<td class=\"num\">{len(run.tables)}</td></tr>" for i, run in enumerate(found.runs, 1))
     index = ('<table class="sortable" id="index"><thead><tr>'
-             + "".join(f'<th onclick="sortTable(this)">{h}</th>' for h in ("#", "run", "detector", "status", "figures", "tables"))
+             + "".join(f'<th onclick="sortTable(this)">{h}</th>' for h in ("#", "run", "analysis", "detector", "status", "figures", "tables"))
              + f"</tr></thead><tbody>{index_rows}</tbody></table>" if found.runs
              else '<p class="status-failed">No run summary found under this folder.</p>')
     skip_html = ""
