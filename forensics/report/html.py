@@ -33,8 +33,9 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85em}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
 .figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0;max-width:100%}
-.figs img{max-width:100%;max-height:520px;width:auto;height:auto;border:1px solid #d0d7de}
+.figs img{max-width:100%;height:auto;border:1px solid #d0d7de}
 figcaption{font-size:.8em;color:#57606a}
+.run-body{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}.run-body>div{min-width:0;max-width:100%}
 .status-done{color:#1a7f37}.status-failed{color:#cf222e;font-weight:bold}
 .skips li{color:#9a6700}dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.15em 1em;font-size:.85em}
 dl.prov dt{font-weight:600}dl.prov dd{margin:0;word-break:break-all}
@@ -51,6 +52,11 @@ for(var i=0;i<imgs.length;i++){if(imgs[i].complete&&imgs[i].naturalWidth>0){ok++
 document.documentElement.setAttribute('data-images-total',imgs.length);
 document.documentElement.setAttribute('data-images-decoded',ok);});
 """
+
+
+#: The box (width, height in CSS pixels) a figure is displayed in, so that a figure and its run's key
+#: table sit side by side on a laptop screen; a click opens the file itself.
+DISPLAY_BOX = (640, 440)
 
 
 @dataclass(frozen=True)
@@ -151,19 +157,31 @@ def render_run(run: Run, index: int, root: Path, page_dir: Path, options: Option
         names = ", ".join(str(i.get("path", "?")) for i in inputs[:5])
         parts.append(f'<p class="status-failed">{len(inputs)} input(s) skipped by the run: {_e(names)}'
                      f"{' ...' if len(inputs) > 5 else ''}</p>")
+    figures_html, table_html = render_figures(run, page_dir, options, skipped), []
     table = run.key_table()
     if table is not None:
         try:
-            parts.append(render_table(table, page_dir, options.max_rows))
+            table_html.append(render_table(table, page_dir, options.max_rows))
         except (OSError, csv.Error) as exc:
             skipped.append(Skip(table, f"unreadable CSV ({exc})"))
     others = [t for t in run.tables if t != table]
     if others:
         links = ", ".join(_link(t, page_dir, t.relative_to(run.folder).as_posix()) for t in others)
-        parts.append(f'<details><summary class="muted">{len(others)} other table(s), linked</summary><p>{links}</p></details>')
-    figures, shown = [], 0
+        table_html.append(f'<details><summary class="muted">{len(others)} other table(s), linked</summary><p>{links}</p></details>')
+    # figures, then the key table beside them where the page is wide enough
+    blocks = [b for b in (figures_html, "".join(table_html)) if b]
+    if blocks:
+        parts.append('<div class="run-body">' + "".join(f"<div>{b}</div>" for b in blocks) + "</div>")
+    parts.append("<details><summary><b>Provenance</b></summary>" + render_provenance(run.provenance) + "</details>")
+    return "\n".join(parts)
+
+
+def render_figures(run: Run, page_dir: Path, options: Options, skipped: list[Skip]) -> str:
+    """Up to ``options.max_figures`` decodable figures embedded (undecodable ones go to ``skipped``), the
+    rest linked."""
+    figures: list[str] = []
     pending = run.ordered_figures()
-    while pending and shown < options.max_figures:
+    while pending and len(figures) < options.max_figures:
         path = pending.pop(0)
         try:
             img = embed(path, options.max_side)
@@ -172,17 +190,16 @@ def render_run(run: Run, index: int, root: Path, page_dir: Path, options: Option
             continue
         pdf = path.with_suffix(".pdf")
         caption = path.relative_to(run.folder).as_posix() + (" (thumbnail)" if img.shrunk else "")
-        figures.append(f'<figure><a href="{_e(_rel(path, page_dir))}"><img src="{img.uri}" width="{img.width}" '
-                       f'height="{img.height}" alt="{_e(path.name)}"></a><figcaption>{_e(caption)}'
+        scale = min(1.0, DISPLAY_BOX[0] / img.width, DISPLAY_BOX[1] / img.height)
+        figures.append(f'<figure><a href="{_e(_rel(path, page_dir))}"><img src="{img.uri}" '
+                       f'width="{round(img.width * scale)}" height="{round(img.height * scale)}" '
+                       f'alt="{_e(path.name)}"></a><figcaption>{_e(caption)}'
                        + (f" &middot; {_link(pdf, page_dir, 'PDF')}" if pdf in run.links else "") + "</figcaption></figure>")
-        shown += 1
-    if figures:
-        parts.append('<div class="figs">' + "".join(figures) + "</div>")
+    html_ = '<div class="figs">' + "".join(figures) + "</div>" if figures else ""
     if pending:
-        parts.append(f'<details><summary class="muted">{len(pending)} more figure(s), linked</summary><p>'
-                     + ", ".join(_link(p, page_dir, p.relative_to(run.folder).as_posix()) for p in pending) + "</p></details>")
-    parts.append("<details><summary><b>Provenance</b></summary>" + render_provenance(run.provenance) + "</details>")
-    return "\n".join(parts)
+        html_ += (f'<details><summary class="muted">{len(pending)} more figure(s), linked</summary><p>'
+                  + ", ".join(_link(p, page_dir, p.relative_to(run.folder).as_posix()) for p in pending) + "</p></details>")
+    return html_
 
 
 def render(found: Discovery, page: Path, options: Options = Options()) -> str:
