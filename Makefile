@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 
-.PHONY: venv lock test test-fast demo bench seeds clean
+.PHONY: venv lock test test-fast demo report bench seeds clean
 
 $(STAMP): requirements.txt $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	@if [ -f analyses/rank_fmaps.py ]; then $(PY) analyses/rank_fmaps.py; \
 	else $(PY) -m forensics weights list; fi
+
+## One self-contained HTML page of every run under figures/ (figures/report.html; docs/report.md).
+report: $(STAMP)
+	$(PY) -m forensics report figures
 
 ## The README's result tables over seeds (benchmark seeds 0 1 x training seeds 0 1 2): hours on 2 CPU cores,
 ## resumable (figures/seed_study/runs/); PARTS="properties dropout" picks parts.
