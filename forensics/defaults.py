@@ -168,10 +168,26 @@ def building(entry: Path) -> Iterator[None]:
         lock.release()
 
 
+def _benchmark_root(config: BenchmarkConfig) -> Path:
+    return cache_dir() / f"benchmark-{settings_key(config.to_dict())}"
+
+
+def _detector_dir(name: str, config: BenchmarkConfig | None, recipe) -> Path:
+    root = _benchmark_root(config or BenchmarkConfig())
+    return cache_dir() / "detectors" / f"{name}-{settings_key(root.name, dataclasses.asdict(recipe))}"
+
+
+def is_cached(name: str = "resnet50", config: BenchmarkConfig | None = None, seed: int | None = None) -> bool:
+    """Whether default detector ``name`` (and its benchmark) is already in the cache, i.e. whether
+    :func:`default_detector` will load it rather than build and train it (which takes minutes)."""
+    return (_benchmark_root(config or BenchmarkConfig()) / "manifest.json").is_file() and \
+        (_detector_dir(name, config, recipe_for(name, seed)) / DONE).is_file()
+
+
 def default_benchmark(config: BenchmarkConfig | None = None) -> DefaultBenchmark:
     """The benchmark for ``config`` (default settings when ``None``), built once into the cache."""
     config = config or BenchmarkConfig()
-    root = cache_dir() / f"benchmark-{settings_key(config.to_dict())}"
+    root = _benchmark_root(config)
     if not (root / "manifest.json").is_file():
         with building(root):
             if not (root / "manifest.json").is_file():
@@ -212,7 +228,7 @@ def default_checkpoint(name: str = "resnet50", config: BenchmarkConfig | None = 
     training seed, see :func:`recipe_for`), trained once."""
     recipe = recipe or recipe_for(name, seed)
     bench = default_benchmark(config)
-    run_dir = cache_dir() / "detectors" / f"{name}-{settings_key(bench.root.name, dataclasses.asdict(recipe))}"
+    run_dir = _detector_dir(name, config, recipe)
     done = run_dir / DONE
     if not done.is_file():
         with building(run_dir):

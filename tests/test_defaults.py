@@ -29,11 +29,13 @@ def test_default_benchmark_and_detector_are_cached(tmp_path, monkeypatch, caplog
     np.random.seed(123)
     random.seed(123)
     with single_thread():
+        assert not defaults.is_cached("resnet50", TINY)
         bench = defaults.default_benchmark(TINY)
+        assert not defaults.is_cached("resnet50", TINY)  # the benchmark alone is not the detector
         assert bench.root.parent == tmp_path and bench.train_family == "tconv"
         assert sorted(p.name for p in bench.test_root.iterdir()) == ["nearest", "tconv"]
         ckpt = defaults.default_checkpoint("resnet50", TINY)
-        assert ckpt.is_file()
+        assert ckpt.is_file() and defaults.is_cached("resnet50", TINY)
         # building and training seeded and drew from the global streams; the caller's are restored
         drawn = torch.rand(3), np.random.rand(3), random.random()
         assert torch.equal(drawn[0], expected[0]) and np.array_equal(drawn[1], expected[1])
