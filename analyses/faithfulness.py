@@ -48,7 +48,8 @@ from forensics.explain import list_explainers
 log = logging.getLogger("forensics.faithfulness")
 
 #: Images of the default run: 16 fakes, 2 of them in the randomisation check, keep every ResNet-50 method
-#: within 10 minutes on 2 CPU cores (about 500 s of CPU time; bench/README.md).
+#: within 10 minutes on 2 CPU cores (586 s of CPU time, 2.3 GB peak RSS, measured on a busy machine;
+#: bench/README.md).
 DEFAULT_IMAGES = 16
 DEFAULT_RANDOMISATION_IMAGES = 2
 
