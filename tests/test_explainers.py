@@ -115,6 +115,22 @@ def test_stochastic_methods_follow_their_seed(models):
         assert torch.equal(a, b) and not torch.equal(a, c), method
 
 
+def test_memory_bounds_chunk_without_changing_the_maps(models):
+    """integrated gradients' ``internal_batch_size`` only chunks the interpolated images; GradientSHAP's
+    chunks the images (each chunk gets the per-image answer for its own noise draws)."""
+    model, x = models["resnet50"], images("resnet50", n=3)
+    ig = [create_explainer("integrated_gradients", model, n_steps=8, internal_batch_size=b).attribute(x, "fake").pixel
+          for b in (None, 5)]
+    # equal up to float rounding (a random deep net amplifies the batch-size-dependent conv rounding)
+    torch.testing.assert_close(ig[0], ig[1], rtol=0, atol=1e-2 * float(ig[0].abs().max()))
+    torch.testing.assert_close(ig[0].sum((1, 2)), ig[1].sum((1, 2)), rtol=1e-3, atol=1e-3)
+    whole = create_explainer("gradient_shap", model, n_samples=4, internal_batch_size=None).attribute(x, "fake")
+    chunked = create_explainer("gradient_shap", model, n_samples=4, internal_batch_size=4).attribute(x, "fake")
+    first = create_explainer("gradient_shap", model, n_samples=4, internal_batch_size=None).attribute(x[:1], "fake")
+    assert chunked.pixel.shape == whole.pixel.shape
+    torch.testing.assert_close(chunked.pixel[:1], first.pixel)  # chunk 1 = image 0 alone, same seed
+
+
 def test_resolve_target():
     logits = torch.tensor([2.0, -1.0, 0.0])
     assert resolve_target("fake", logits).tolist() == [1, 1, 1]

@@ -13,7 +13,7 @@ from forensics.analysis.faithfulness.perturbation import (gaussian_blur, linear_
 from torch import nn
 
 from forensics.detectors import Detector, DetectorConfig, FeatureLayer, Preprocessing
-from helpers import assert_same_snapshot, snapshot, tiny
+from helpers import assert_same_snapshot, snapshot, tiny, tiny_rine
 
 
 # ---------------------------------------------------------------------------- localisation
@@ -155,6 +155,16 @@ class SmallCNN(Detector):
 def test_cascade_groups_of_resnet50_head_first():
     names = [n for n, _ in cascade_groups(tiny("resnet50"))]
     assert names == ["net.fc", "net.layer4", "net.layer3", "net.layer2", "net.layer1", "net.bn1", "net.conv1"]
+
+
+def test_cascade_groups_of_rine_walk_down_the_vit_blocks():
+    model = tiny_rine()
+    groups = cascade_groups(model)
+    names = [n for n, _ in groups]
+    blocks = [f"clip.visual.transformer.resblocks.{i}" for i in reversed(range(model.clip.blocks))]
+    assert names == ["rine_head.head", "rine_head.proj2", "rine_head.proj1", "rine_head", *blocks, "clip.visual"]
+    owned = [id(p) for _, ms in groups for m in ms for p in m.parameters(recurse=False)]
+    assert sorted(owned) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
 
 
 def test_cascading_randomisation_random_control_and_restoration():

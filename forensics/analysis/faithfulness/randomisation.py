@@ -51,18 +51,33 @@ def restored(model: nn.Module) -> Iterator[nn.Module]:
 def cascade_groups(model: nn.Module, min_groups: int = 4) -> list[tuple[str, list[nn.Module]]]:
     """Groups of parameterised modules, head first: the modules owning parameters, grouped by the
     first ``d`` components of their names, with the smallest ``d`` giving at least ``min_groups``
-    groups (ResNet-50: ``fc, layer4, layer3, layer2, layer1, bn1, conv1``); frozen parameters count."""
+    groups besides the blocks below (ResNet-50: ``fc, layer4, layer3, layer2, layer1, bn1, conv1``);
+    frozen parameters count. A module inside an ``nn.ModuleList`` of blocks (a transformer's
+    ``resblocks``) is grouped by its block instead, so the cascade walks down a ViT block by block, last
+    block first, and randomises the rest of the backbone (embeddings, input norm) last (default RINE:
+    ``rine_head.head, rine_head.proj2, rine_head.proj1, rine_head, clip.visual.transformer.resblocks.5,
+    ..., resblocks.0, clip.visual``)."""
     owners = [(n, m) for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
     if not owners:
         raise ValueError("the model has no parameters to randomise")
     depth = max(len(n.split(".")) for n, _ in owners)
+    blocks = {n: _block_of(model, n) for n, _ in owners}
     for d in range(1, depth + 1):
         groups: dict[str, list[nn.Module]] = {}
         for n, m in owners:
-            groups.setdefault(".".join(n.split(".")[:d]), []).append(m)
-        if len(groups) >= min_groups or d == depth:
+            groups.setdefault(blocks[n] or ".".join(n.split(".")[:d]), []).append(m)
+        if len(groups.keys() - set(blocks.values())) >= min_groups or d == depth:
             break
     return list(reversed(groups.items()))
+
+
+def _block_of(model: nn.Module, name: str) -> str | None:
+    """The name of the ``nn.ModuleList`` element that module ``name`` lies in (``a.b.3``), else ``None``."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        if isinstance(model.get_submodule(".".join(parts[:i])), nn.ModuleList):
+            return ".".join(parts[:i + 1])
+    return None
 
 
 @torch.no_grad()

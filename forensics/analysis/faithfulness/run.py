@@ -291,7 +291,7 @@ def curve_figure(ev: Evaluation, fill: str):
 
 def randomisation_figure(ev: Evaluation):
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(13, 3.9))
+    fig = Figure(figsize=(14.5, 3.9))
     axes = fig.subplots(1, 3, sharey=True)
     names = None
     for (m, r), col in zip(ev.methods.items(), _colours(len(ev.methods))):
@@ -306,7 +306,7 @@ def randomisation_figure(ev: Evaluation):
         ax.axhline(0, color="grey", lw=0.6)
         ax.grid(alpha=0.3)
     axes[0].set_xlabel("randomised cumulatively down to")
-    axes[2].legend(fontsize=7, loc="best")
+    axes[2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the panels, not over them
     fig.suptitle(f"{ev.detector}: cascading parameter randomisation, {ev.randomisation_images} images", fontsize=9)
     fig.tight_layout()
     return fig
