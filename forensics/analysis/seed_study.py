@@ -232,9 +232,10 @@ def property_checks(frame, train_family: str) -> "Any":
 
 
 def _fmt(row, scale: float) -> str:
+    digits = 1 if scale != 1.0 else 2   # percentages with one decimal, correlations and counts with two
     if row["n"] == 1:
-        return f"{scale * row['mean']:.1f}"
-    return f"{scale * row['mean']:.1f} [{scale * row['min']:.1f}, {scale * row['max']:.1f}]"
+        return f"{scale * row['mean']:.{digits}f}"
+    return f"{scale * row['mean']:.{digits}f} [{scale * row['min']:.{digits}f}, {scale * row['max']:.{digits}f}]"
 
 
 def markdown(summary, checks) -> str:
@@ -243,7 +244,8 @@ def markdown(summary, checks) -> str:
     lines = []
     for (part, det), block in summary.groupby(["part", "detector"], sort=False):
         sets = list(dict.fromkeys(block["set"]))
-        lines += [f"**{part}** ({det}; mean [min, max] over {int(block['n'].max())} runs)", "",
+        runs = int(block["n"].max())
+        lines += [f"**{part}** ({det}; mean [min, max] over {runs} run{'s' if runs > 1 else ''})", "",
                   "| metric | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
         for metric, rows in block.groupby("metric", sort=False):
             scale = 100.0 if metric.startswith(("ap", "fake_acc")) else 1.0
