@@ -29,8 +29,8 @@ import torch
 from forensics.analysis.heatmaps import explain_records, write_outputs
 from forensics import provenance
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, describe, output_name,
-                                         parse_method_option, resolve_set)
+from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, chosen_methods, describe,
+                                         output_name, parse_method_option, resolve_set)
 from forensics.cli.options import add_crop_arg
 from forensics.data import forensynths
 from forensics.explain import TARGET_NAMES, list_explainers
@@ -65,14 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(available))
         return 0
-    methods = args.method or available
-    missing = [m for m in methods if m not in available]
-    if missing:
-        raise SystemExit(f"error: {', '.join(missing)} not defined on {detector.name}; available: "
-                         f"{', '.join(available)}")
-    options: dict[str, dict] = {}
-    for method, key, value in args.explainer_option:
-        options.setdefault(method, {})[key] = value
+    methods, options = chosen_methods(detector.name, available, args.method, args.explainer_option)
     crop = args.crop or ("none" if bench is not None else None)
     records = forensynths(root, gan, have_classes, args.num_real, args.num_fake)
     out = (args.out or Path("figures/explain")) / output_name(args, detector) / gan / args.target

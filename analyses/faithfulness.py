@@ -37,8 +37,8 @@ from forensics import provenance
 from forensics.analysis.faithfulness import FILL_INS, PerturbationConfig
 from forensics.analysis.faithfulness.run import called_fake, evaluate, load_images, write_outputs
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_detector_args, add_run_args, describe, embedded_default, output_name,
-                                         parse_have_classes, parse_method_option, resolve_detector,
+from forensics.cli.analysis_args import (add_detector_args, add_run_args, chosen_methods, describe, embedded_default,
+                                         output_name, parse_have_classes, parse_method_option, resolve_detector,
                                          uses_embedded_default)
 from forensics.cli.options import add_bsize_arg, add_crop_arg
 from forensics.data import forensynths
@@ -112,14 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     detector, root, gan, have_classes, mask_dir = resolve_data(args)
     available = list_explainers(detector)
-    methods = args.method or available
-    missing = [m for m in methods if m not in available]
-    if missing:
-        raise SystemExit(f"error: {', '.join(missing)} not defined on {detector.name}; available: "
-                         f"{', '.join(available)}")
-    options: dict[str, dict] = {}
-    for method, key, value in args.explainer_option:
-        options.setdefault(method, {})[key] = value
+    methods, options = chosen_methods(detector.name, available, args.method, args.explainer_option)
     crop = args.crop or ("none" if uses_embedded_default(args) else None)
     records = forensynths(root, gan, have_classes, 0, args.num_images if args.all_fakes else None)
     data = load_images(detector, records, mask_dir, crop=crop, batch_size=args.bsize)

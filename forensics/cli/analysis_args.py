@@ -38,6 +38,21 @@ def parse_method_option(text: str) -> tuple[str, str, object]:
     return (method, *parse_option(rest))
 
 
+def chosen_methods(detector_name: str, available: list[str], requested: list[str] | None,
+                   method_options: list[tuple[str, str, object]]) -> tuple[list[str], dict[str, dict]]:
+    """The explainer methods a CLI runs (``requested``, default every one ``available`` on the detector;
+    an unavailable one exits naming the choices) and their ``-x METHOD:KEY=VALUE`` options per method."""
+    methods = requested or available
+    missing = [m for m in methods if m not in available]
+    if missing:
+        raise SystemExit(f"error: {', '.join(missing)} not defined on {detector_name}; available: "
+                         f"{', '.join(available)}")
+    options: dict[str, dict] = {}
+    for method, key, value in method_options:
+        options.setdefault(method, {})[key] = value
+    return methods, options
+
+
 def add_detector_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     from ..detectors import list_detectors
     g = parser.add_argument_group("detector")
