@@ -32,7 +32,7 @@ import dataclasses
 from pathlib import Path
 
 from forensics.attribution import DEFAULT_SPLIT, load_split, run_attribution
-from forensics.attribution.run import EMBEDDED_BACKBONE, EMBEDDED_PER_CLASS, embedded_default
+from forensics.attribution.run import EMBEDDED_BACKBONE, EMBEDDED_C_STEP, EMBEDDED_PER_CLASS, embedded_default
 from forensics.attribution.classifiers import PROBES, KNNProbe
 from forensics.attribution.features import NORMS, SITES, attribution_preprocessing
 from forensics.attribution.openset import SELECT
@@ -48,7 +48,6 @@ EXPLICIT_WEIGHTS = "clip.vit_l14_openai"
 REFERENCE_SAMPLES_PER_CLASS = 4000
 RANDOM = "random"
 REFERENCE_C_STEP = 45
-EMBEDDED_C_STEP = 12
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

@@ -9,11 +9,14 @@ Each (benchmark seed, training seed) run builds the benchmark with that seed and
 it needs with that training seed (seed 0 = the embedded default; all cached under $FORENSICS_CACHE), then runs
 the parts: properties (AP RGB / grayscale of the default ResNet-50), robust (the colour-robust ResNet-50,
 800 steps), dropout (own FF-RS ranking, top-k / random-k / low-k masked), median (Mood's median test share),
-color (median P(fake) drop under grayscale), rine (default RINE AP and TIE-vs-LRP Spearman). A run's rows are
-written as soon as each part finishes (OUT/runs/b<B>-s<S>.csv): a killed study resumes where it stopped.
+color (median P(fake) drop under grayscale), rine (default RINE AP and TIE-vs-LRP Spearman), attribution
+(analyses/attribution.py's embedded default: open-set metrics per CLIP block, partition and probes drawn with
+the training seed; the CLIP stand-in stays fixed like released weights). A run's rows are written as soon
+as each part finishes (OUT/runs/b<B>-s<S>.csv): a killed study resumes where it stopped.
 
 Cost on 2 CPU cores, per run: properties ~7 min (5 min of training), robust ~15 min, dropout ~8 min,
-median and color ~2 min each, rine ~3 min. Writes OUT/seeds.csv (every run's rows), summary.csv
+median and color ~2 min each, rine ~3 min, attribution ~2 min plus a feature extraction once per benchmark
+seed (~7 min; the features are cached). Writes OUT/seeds.csv (every run's rows), summary.csv
 (mean, sd, min, max, n), properties.csv (properties a, b, c per run), summary.md (the README's tables) and
 seed_study.json (settings, seconds per part, benchmark images_sha256 and checkpoint hashes per run, provenance).
 Library: forensics.analysis.seed_study.

@@ -88,3 +88,29 @@ def test_dropout_and_median_parts_run_on_a_ranking(tmp_path, monkeypatch):
 def test_unknown_part_is_refused(tmp_path):
     with pytest.raises(KeyError, match="unknown part"):
         seed_study.run_study([0], [0], ["nope"], tmp_path)
+
+
+def test_attribution_part_reports_every_block_and_the_chosen_one(tmp_path, monkeypatch):
+    """The attribution part runs analyses/attribution.py's embedded default on the run's benchmark (here the
+    tiny benchmark and the 4-block tiny CLIP stand-in), its partition and probes drawn from the training seed."""
+    from forensics.attribution import run as attribution_run
+    monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(attribution_run, "EMBEDDED_BACKBONE", "forensics-tiny-vit")
+    monkeypatch.setattr(attribution_run, "EMBEDDED_C_STEP", 3)
+    split = tmp_path / "split.json"
+    split.write_text('{"layout": "families", "known": ["tconv"], "unknown": ["nearest"]}')
+    monkeypatch.setattr(attribution_run, "DEFAULT_SPLIT", str(split))
+    config = dataclasses.replace(TINY, test_per_family=10)
+    with single_thread():
+        frame = seed_study.run_study([0], [0, 1], ["attribution"], tmp_path / "study", bench_config=config)
+    got = frame.set_index(["train_seed", "set", "metric"])["value"]
+    blocks = {s for _, s, _ in got.index if s.startswith("block ")}
+    assert blocks == {f"block {b}" for b in range(4)}
+    for seed in (0, 1):
+        best = int(got[(seed, "best block", "block")])
+        for m in seed_study.ATTRIBUTION_METRICS:
+            assert 0 <= got[(seed, f"block {best}", m)] <= 1
+            assert got[(seed, "best block", m)] == got[(seed, f"block {best}", m)]
+    assert set(frame["detector"]) == {"forensics-tiny-vit"}
+    table = seed_study.markdown(seed_study.summarise(frame), seed_study.property_checks(frame, "tconv"))
+    assert "**attribution** (forensics-tiny-vit; mean [min, max] over 2 runs)" in table

@@ -16,7 +16,10 @@ computes the *parts* asked for, each a function registered in :data:`PARTS` that
   (the colour-conditional share, uncorrected and Benjamini-Hochberg);
 - ``color``: colour ablation, the drop of the median P(fake) of the training family's fakes under grayscale;
 - ``rine``: the default RINE (its head trained with seed S): AP per family, and Spearman's rho between TIE
-  importance and the LRP block share of its fakes.
+  importance and the LRP block share of its fakes;
+- ``attribution``: open-set attribution on the benchmark's test families (the embedded default of
+  ``analyses/attribution.py``: its fixed random CLIP stand-in; the partition and the probes drawn with seed S):
+  accuracy, macro-F1, AUROC, TNR at 95 % TPR and OSCR per block and at the block chosen on validation.
 
 Each run's rows are written to ``runs/b<B>-s<S>.csv`` as soon as it finishes, so a long study resumes
 where it stopped; :func:`summarise` aggregates them, :func:`property_checks` states per run whether the
@@ -155,10 +158,31 @@ def part_rine(run: SeedRun) -> list[dict]:
     return run.rows("rine", "rine", [(s, "ap", res.rows[s]["ap"]) for s in res.rows] + rho)
 
 
+#: Open-set attribution metrics kept per block (test split, fractions).
+ATTRIBUTION_METRICS = ("accuracy", "macro_f1", "auroc", "tnr_at_tpr95", "oscr")
+
+
+def part_attribution(run: SeedRun) -> list[dict]:
+    """Open-set attribution as ``analyses/attribution.py`` runs it on the embedded default (the seeded random
+    CLIP stand-in, fixed like released weights; logistic-regression probes per block), on this run's
+    benchmark, with the train/val/test partition and the probes drawn from the training seed."""
+    from ..attribution.openset import best_block
+    from ..attribution.run import EMBEDDED_C_STEP, embedded_default, run_attribution
+    backbone, root, spec, per_class, pre = embedded_default(config=run.bench_config)
+    report = run_attribution(backbone, root, spec, blocks="all", max_per_class=per_class, seed=run.train_seed,
+                             preprocessing=pre, grid_options={"c_step": EMBEDDED_C_STEP},
+                             probe_options={"seed": run.train_seed}, progress=False)
+    best = best_block(report.results, report.select)
+    return run.rows(backbone.model_name, "attribution",
+                    [(f"block {r.block}", m, r.test.metrics[m]) for r in report.results for m in ATTRIBUTION_METRICS]
+                    + [("best block", m, best.test.metrics[m]) for m in ATTRIBUTION_METRICS]
+                    + [("best block", "block", best.block)])
+
+
 #: The parts a study can run, in order (name -> function of a :class:`SeedRun`).
 PARTS: dict[str, Callable[[SeedRun], list[dict]]] = {
     "properties": part_properties, "robust": part_robust, "dropout": part_dropout, "median": part_median,
-    "color": part_color, "rine": part_rine}
+    "color": part_color, "rine": part_rine, "attribution": part_attribution}
 
 
 def run_study(bench_seeds: Sequence[int], train_seeds: Sequence[int], parts: Sequence[str], out: str | Path, *,
@@ -231,6 +255,10 @@ def property_checks(frame, train_family: str) -> "Any":
     return pd.DataFrame(rows)
 
 
+#: Metrics stored as fractions and shown in % (AP, accuracies, the attribution metrics).
+PERCENT_METRICS = ("ap", "fake_acc", *ATTRIBUTION_METRICS)
+
+
 def _fmt(row, scale: float) -> str:
     digits = 1 if scale != 1.0 else 2   # percentages with one decimal, correlations and counts with two
     if row["n"] == 1:
@@ -248,7 +276,7 @@ def markdown(summary, checks) -> str:
         lines += [f"**{part}** ({det}; mean [min, max] over {runs} run{'s' if runs > 1 else ''})", "",
                   "| metric | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
         for metric, rows in block.groupby("metric", sort=False):
-            scale = 100.0 if metric.startswith(("ap", "fake_acc")) else 1.0
+            scale = 100.0 if metric.startswith(PERCENT_METRICS) else 1.0
             cells = {r["set"]: _fmt(r, scale) for _, r in rows.iterrows()}
             lines.append(f"| {metric} | " + " | ".join(cells.get(s, "") for s in sets) + " |")
         lines.append("")

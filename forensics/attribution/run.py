@@ -62,6 +62,8 @@ def run_attribution(model, root: str | Path, spec: SplitSpec, blocks: str | Sequ
 EMBEDDED_BACKBONE = "forensics-small-vit"
 #: Images per class of the embedded default (the benchmark has 400 fakes per family).
 EMBEDDED_PER_CLASS = 400
+#: The embedded default's C grid: ``c_step`` values over 10^-6..10^5 (one per decade; the reference sweeps 45).
+EMBEDDED_C_STEP = 12
 
 
 def embedded_preprocessing(model, image_size: int, norm: str = "clip") -> Preprocessing:
@@ -73,12 +75,12 @@ def embedded_preprocessing(model, image_size: int, norm: str = "clip") -> Prepro
     return attribution_preprocessing(model, resize=size if size > image_size else None, norm=norm)
 
 
-def embedded_default(backbone_name: str | None = None, split: str | None = None, backbone=None):
+def embedded_default(backbone_name: str | None = None, split: str | None = None, backbone=None, config=None):
     """``(backbone, data root, split spec, images per class, preprocessing)`` of the embedded default:
-    the synthetic benchmark's test families and ``default_clip_backbone(backbone_name or
-    EMBEDDED_BACKBONE)`` (or the given ``backbone``); logs one line."""
+    the synthetic benchmark's test families (benchmark ``config``, default settings when ``None``) and
+    ``default_clip_backbone(backbone_name or EMBEDDED_BACKBONE)`` (or the given ``backbone``); logs one line."""
     from ..defaults import default_benchmark, default_clip_backbone
-    bench = default_benchmark()
+    bench = default_benchmark(config)
     backbone = backbone or default_clip_backbone(backbone_name or EMBEDDED_BACKBONE)
     spec = load_split(split or DEFAULT_SPLIT)
     pre = embedded_preprocessing(backbone, int(bench.manifest["image_size"]))
