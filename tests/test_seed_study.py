@@ -34,6 +34,10 @@ def test_property_checks_on_known_numbers():
     summary = seed_study.summarise(pd.DataFrame(rows))
     row = summary[(summary.detector == "resnet50") & (summary.set == "tconv") & (summary.metric == "ap_rgb")].iloc[0]
     assert (row["mean"], row["min"], row["max"], row["n"]) == (pytest.approx(0.94), 0.90, 0.98, 2)
+    drop = summary[(summary.detector == "resnet50") & (summary.set == "tconv") & (summary.metric == "ap_gray_drop")]
+    # the per-run difference (0.08 and 0.03), not the difference of the ranges
+    assert (drop.iloc[0]["mean"], drop.iloc[0]["min"], drop.iloc[0]["max"]) == (
+        pytest.approx(0.055), pytest.approx(0.03), pytest.approx(0.08))
     text = seed_study.markdown(summary, seed_study.property_checks(pd.DataFrame(rows), "tconv"))
     assert "94.0 [90.0, 98.0]" in text and "| 0 | 1 | 0.900 |" in text
 

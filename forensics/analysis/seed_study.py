@@ -226,9 +226,35 @@ def run_study(bench_seeds: Sequence[int], train_seeds: Sequence[int], parts: Seq
     return frame
 
 
+#: Per-run differences summarised beside the measured metrics: part -> (new metric, minuend, subtrahend),
+#: e.g. what grayscale costs, or what masking the top-k maps costs, in each run (the range of a difference
+#: is not the difference of the ranges).
+DIFFERENCES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "properties": (("ap_gray_drop", "ap_rgb", "ap_gray"),),
+    "robust": (("ap_gray_drop", "ap_rgb", "ap_gray"),),
+    "dropout": (("ap_drop_topk", "ap_original", "ap_topk"), ("ap_drop_randomk", "ap_original", "ap_randomk"),
+                ("ap_drop_lowk", "ap_original", "ap_lowk"),
+                ("fake_acc_shift_topk", "fake_acc_topk", "fake_acc_original")),
+}
+
+
+def with_differences(frame):
+    """``frame`` plus the :data:`DIFFERENCES` rows of every run that has both operands."""
+    import pandas as pd
+    keys = ["bench_seed", "train_seed", "detector", "part", "set"]
+    extra = []
+    for part, diffs in DIFFERENCES.items():
+        wide = frame[frame["part"] == part].pivot_table(index=keys, columns="metric", values="value")
+        for name, a, b in diffs:
+            if a in wide.columns and b in wide.columns:
+                extra.append((wide[a] - wide[b]).dropna().rename("value").reset_index().assign(metric=name))
+    return pd.concat([frame, *extra], ignore_index=True)[list(COLUMNS)] if extra else frame
+
+
 def summarise(frame):
-    """Mean, sd, min, max and the number of runs per (detector, part, set, metric)."""
-    g = frame.groupby(["detector", "part", "set", "metric"], sort=False)["value"]
+    """Mean, sd, min, max and the number of runs per (detector, part, set, metric), the per-run
+    :data:`DIFFERENCES` included."""
+    g = with_differences(frame).groupby(["detector", "part", "set", "metric"], sort=False)["value"]
     summary = g.agg(mean="mean", sd="std", min="min", max="max", n="count").reset_index()
     return summary
 
