@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,12 @@ def test_study_runs_every_seed_resumes_and_writes(tmp_path, monkeypatch):
     again = seed_study.run_study([0], [0, 1], ["properties"], out, batch_size=4, bench_config=TINY)
     pd.testing.assert_frame_equal(again.reset_index(drop=True),
                                   frame[frame.part == "properties"].reset_index(drop=True), check_dtype=False)
-    paths = seed_study.write(frame, out, "tconv", settings={"test": True})
+    assert again.attrs["sources"] == ckpts and again.attrs["timings"] == []  # read back runs are still described
+    seed_study.write(frame, out, "tconv")
+    paths = seed_study.write(again, out, "tconv", settings={"test": True})
+    study = json.loads((out / "seed_study.json").read_text())
+    order = lambda t: (t["bench_seed"], t["train_seed"], t["part"])  # noqa: E731
+    assert study["timings"] == sorted(frame.attrs["timings"], key=order) and set(study["runs"]) == {"b0-s0", "b0-s1"}
     assert {p.name for p in paths.values()} == {"seeds.csv", "summary.csv", "properties.csv", "summary.md",
                                                  "seed_study.json"}
     checks = pd.read_csv(out / "properties.csv")

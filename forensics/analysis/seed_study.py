@@ -185,6 +185,17 @@ PARTS: dict[str, Callable[[SeedRun], list[dict]]] = {
     "color": part_color, "rine": part_rine, "attribution": part_attribution}
 
 
+def _sources(run: SeedRun, names: Iterable[str]) -> dict | None:
+    """The run's benchmark (``images_sha256``) and the checkpoints of its default detectors ``names``, when
+    they are in the cache (a run read back from its CSV is described too); ``None`` when one is missing."""
+    from ..defaults import DEFAULT_RECIPES, is_cached
+    names = [n for n in names if n in DEFAULT_RECIPES]
+    if not all(is_cached(n, run.bench_config, seed=run.train_seed) for n in names):
+        return None
+    return provenance.collect(roots=[run.bench.root])["data"] | {
+        "checkpoints": {n: provenance.checkpoints(run.detector(n)) for n in names}}
+
+
 def run_study(bench_seeds: Sequence[int], train_seeds: Sequence[int], parts: Sequence[str], out: str | Path, *,
               batch_size: int = 32, replicas: int = 5, topk: int | None = None, bench_config: Any = None,
               progress: Callable[[str], None] | None = None):
@@ -217,9 +228,9 @@ def run_study(bench_seeds: Sequence[int], train_seeds: Sequence[int], parts: Seq
                 with atomic_path(path) as tmp:  # each finished part is kept: a killed study resumes here
                     done.to_csv(tmp, index=False)
             frames.append(done[done["part"].isin(parts)])
-            if todo:  # what this process computed: the benchmark and the checkpoints it used
-                sources[f"b{b}-s{s}"] = provenance.collect(roots=[run.bench.root])["data"] | {
-                    "checkpoints": {n: provenance.checkpoints(d) for n, d in run._detectors.items()}}
+            source = _sources(run, done["detector"].unique())
+            if source is not None:
+                sources[f"b{b}-s{s}"] = source
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     frame = frame.astype({"bench_seed": int, "train_seed": int, "value": float})
     frame.attrs.update(timings=timings, sources=sources)
@@ -317,6 +328,16 @@ def markdown(summary, checks) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _merged_timings(path: Path, new: list[dict]) -> list[dict]:
+    """The seconds per (run, part) of an earlier study in ``path``, updated with this process's ``new`` ones
+    (a resumed study computes only the missing parts, and its timings would otherwise replace the rest)."""
+    import json
+    old = json.loads(path.read_text()).get("timings", []) if path.is_file() else []
+    key = lambda t: (t["bench_seed"], t["train_seed"], t["part"])  # noqa: E731
+    merged = {key(t): t for t in old} | {key(t): t for t in new}
+    return sorted(merged.values(), key=key)
+
+
 def write(frame, out: str | Path, train_family: str, settings: dict | None = None) -> dict[str, Path]:
     """``seeds.csv`` (every run's rows), ``summary.csv``, ``properties.csv``, ``summary.md`` and
     ``seed_study.json`` (settings, timings, provenance) under ``out``; atomic."""
@@ -329,6 +350,6 @@ def write(frame, out: str | Path, train_family: str, settings: dict | None = Non
         paths[name] = out / f"{name}.csv"
     paths["markdown"] = atomic_write_text(out / "summary.md", markdown(summary, checks))
     paths["json"] = atomic_write_json(out / "seed_study.json", {
-        "settings": settings or {}, "timings": frame.attrs.get("timings", []),
+        "settings": settings or {}, "timings": _merged_timings(out / "seed_study.json", frame.attrs.get("timings", [])),
         "runs": frame.attrs.get("sources", {}), "provenance": provenance.collect()})
     return paths
