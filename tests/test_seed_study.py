@@ -124,3 +124,4 @@ def test_attribution_part_reports_every_block_and_the_chosen_one(tmp_path, monke
     assert set(frame["detector"]) == {"forensics-tiny-vit"}
     table = seed_study.markdown(seed_study.summarise(frame), seed_study.property_checks(frame, "tconv"))
     assert "**attribution** (forensics-tiny-vit; mean [min, max] over 2 runs)" in table
+    assert "properties per run" not in table  # no properties part: no per-run property rows

@@ -282,6 +282,8 @@ def property_checks(frame, train_family: str) -> "Any":
         unseen = [get("resnet50", f, "ap_rgb") for f in {f for d, f in ap.index if d == "resnet50"} - {train_family}]
         drop = base - get("resnet50", train_family, "ap_gray")
         robust_drop = get("resnet50_cr", train_family, "ap_rgb") - get("resnet50_cr", train_family, "ap_gray")
+        if np.isnan(base) and np.isnan(robust_drop):
+            continue  # neither the properties nor the robust part in this study
         rows.append({
             "bench_seed": b, "train_seed": s, "ap_train": base, "gray_drop": drop, "robust_gray_drop": robust_drop,
             "a": base >= A_MIN_AP if not np.isnan(base) else np.nan,
@@ -323,7 +325,7 @@ def markdown(summary, checks) -> str:
                   "| benchmark seed | training seed | AP train | gray drop | CR gray drop | a | b | c | c (robust) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for _, r in checks.iterrows():
-            lines.append(f"| {r['bench_seed']} | {r['train_seed']} | {r['ap_train']:.3f} | {r['gray_drop']:.3f} | "
+            lines.append(f"| {int(r['bench_seed'])} | {int(r['train_seed'])} | {r['ap_train']:.3f} | {r['gray_drop']:.3f} | "
                          f"{r['robust_gray_drop']:.3f} | {r['a']} | {r['b']} | {r['c_baseline']} | {r['c_robust']} |")
     return "\n".join(lines) + "\n"
 
