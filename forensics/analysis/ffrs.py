@@ -61,11 +61,6 @@ log = logging.getLogger(__name__)
 
 LABELS = {0: "real", 1: "fake"}
 
-#: Former names of the ranking CSV's writer and reader (one meaning each: a feature-map ranking).
-write_csv = write_ranking_csv
-read_csv = read_ranking_csv
-
-
 # ---------------------------------------------------------------------------- per-batch pieces
 def channel_shares(relevance: torch.Tensor) -> torch.Tensor:
     """``sum_{h,w} max(R, 0) / sum_{c,h,w} |R|`` per sample and channel: ``[B, C, ...]`` -> ``[B, C]``
