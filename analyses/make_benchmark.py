@@ -24,7 +24,7 @@ from pathlib import Path
 from forensics.cli import run
 from forensics.cli.options import add_option
 from forensics.data.local_fakes import LocalFakeConfig, build_local_fakes
-from forensics.data.synthetic import (FAMILIES, BenchmarkConfig, ColourFingerprint,
+from forensics.data.synthetic import (FAMILIES, BenchmarkConfig, ColorFingerprint,
                                       build_benchmark)
 
 _D = BenchmarkConfig()
@@ -54,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(g, "--gen_width", "--gen-width", type=int, default=_D.gen_width, help="generator channels (default %(default)s)")
     add_option(g, "--gen_hf_weight", "--gen-hf-weight", type=float, default=_D.gen_hf_weight,
                help="weight of the Laplacian L1 term in generator training (default %(default)s)")
-    add_option(g, "--chroma_block", "--chroma-block", type=float, default=_D.colour.chroma_block,
+    add_option(g, "--chroma_block", "--chroma-block", type=float, default=_D.color.chroma_block,
                help="colour fingerprint of the training family: share of half-resolution chroma "
                     "(default %(default)s; 0 = none)")
-    g.add_argument("--saturation", type=float, default=_D.colour.saturation,
+    g.add_argument("--saturation", type=float, default=_D.color.saturation,
                    help="colour fingerprint of the training family: chroma gain (default %(default)s; 1 = none)")
     add_option(g, "--calibrate_saturation", "--calibrate-saturation", action="store_true",
                help="treat --saturation as the target output/input chroma ratio on the probe set "
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(g, "--gen_select_min", "--gen-select-min", default=str(_D.gen_select_min),
                help="tconv/tconv3: keep the snapshot (0.8..1.4 x --gen_steps) nearest to --gen_steps whose probe "
                     "Nyquist ratio is >= this (default %(default)s; 'none': plain --gen_steps)")
-    add_option(g, "--colour_families", "--colour-families", default="",
+    add_option(g, "--color_families", "--colour_families", "--colour-families", "--color-families", default="",
                help="comma-separated other families that also get the colour fingerprint (default none)")
     p.add_argument("--threads", type=int, default=_D.threads, help="torch threads during the build (default %(default)s)")
     g = p.add_argument_group("local-manipulation split (with masks)")
@@ -84,10 +84,10 @@ def config_from_args(a: argparse.Namespace) -> BenchmarkConfig:
         seed=a.seed, image_size=a.size, train_per_class=a.train_per_class, val_per_class=a.val_per_class,
         test_per_family=a.test_per_family, dead_leaves=a.dead_leaves, families=split(a.families),
         train_family=a.train_family, gen_steps=a.gen_steps, gen_width=a.gen_width, gen_hf_weight=a.gen_hf_weight,
-        colour=ColourFingerprint(chroma_block=a.chroma_block, saturation=a.saturation,
-                                 calibrate=a.calibrate_saturation),
+        color=ColorFingerprint(chroma_block=a.chroma_block, saturation=a.saturation,
+                               calibrate=a.calibrate_saturation),
         gen_select_min=None if a.gen_select_min.strip().lower() == "none" else float(a.gen_select_min),
-        colour_families=split(a.colour_families), threads=a.threads)
+        color_families=split(a.color_families), threads=a.threads)
 
 
 def main(argv: list[str] | None = None) -> int:

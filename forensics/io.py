@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -43,6 +44,31 @@ def atomic_path(path: PathLike, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike, overwrite: bool = False, hint: str = "overwrite=True") -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path`` to build into; if the block succeeds it takes
+    ``path``'s place (an existing ``path`` is first moved aside, then removed), otherwise it is removed and
+    ``path`` is left as it was. An existing ``path`` without ``overwrite`` raises ``FileExistsError``
+    (naming ``hint``, how to allow it) before anything is built."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass {hint} to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

@@ -164,6 +164,8 @@ def test_scripts_accept_the_old_spellings(script_parsers):
     bench = script_parsers["make_benchmark"]
     args = bench.parse_args(["--out", "x", "--train-family", "nearest", "--gen-steps", "3", "--calibrate-saturation"])
     assert (args.train_family, args.gen_steps, args.calibrate_saturation) == ("nearest", 3, True)
+    for spelling in ("--color_families", "--colour_families", "--colour-families"):
+        assert bench.parse_args(["--out", "x", spelling, "nearest"]).color_families == "nearest"
     assert script_parsers["attribution"].parse_args(["--max_per_class", "9"]).max_per_class == 9
 
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from forensics import distributed
-from forensics.analysis.ffrs import read_csv
+from forensics.analysis.fmap_ranking import read_ranking_csv
 from forensics.data import ImageRecord
 from helpers import calibrated, run_script, save_cnndet_checkpoint, single_thread
 
@@ -166,7 +166,7 @@ def test_ffrs_two_ranks_equal_one_rank(setup, monkeypatch):
     assert s2["distributed"]["world_size"] == 2 and s2["distributed"]["images_per_rank"] == [4, 3]
     assert s1["distributed"]["images_per_rank"] == [7]
     side = "fake" if s1["counts"]["fake"]["used"] else "real"
-    r1, r2 = read_csv(one / f"val-{side}.csv"), dict((str(k), v) for k, v in read_csv(two / f"val-{side}.csv"))
+    r1, r2 = read_ranking_csv(one / f"val-{side}.csv"), dict((str(k), v) for k, v in read_ranking_csv(two / f"val-{side}.csv"))
     top = r1[:1000]
     a = np.array([v for _, v in top])
     b = np.array([r2[str(k)] for k, _ in top])

@@ -15,7 +15,7 @@ from PIL import Image
 
 from forensics.analysis.dropout import (ORIGINAL, dropout_analysis, feature_map_sets, random_k, score_variants,
                                         sweep_k, variant_metrics)
-from forensics.analysis.ffrs import write_csv
+from forensics.analysis.fmap_ranking import write_ranking_csv
 from forensics.data import load_sets
 from forensics.detectors import FeatureMapKey
 from forensics.metrics import accuracies, gmean_threshold
@@ -212,7 +212,7 @@ def test_cli_end_to_end(data_root, tmp_path, capsys):
     from helpers import calibrated
     model = calibrated("resnet50", size=SIZE)
     ckpt = save_cnndet_checkpoint(tmp_path / "r50.pth", model)
-    csv_path = write_csv(tmp_path / "progan_val-fake.csv", detector_ranking(model, seed=1))
+    csv_path = write_ranking_csv(tmp_path / "progan_val-fake.csv", detector_ranking(model, seed=1))
     out = tmp_path / "out"
     saved = sys.argv
     sys.argv = [str(SCRIPT), "--arch", "resnet50", "--weights", str(ckpt), "--dataset_dir", str(data_root),

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from forensics.analysis.ffrs import (FFRSAccumulator, channel_shares, compute_ffrs, confidence_mask, layer_share,
-                                     lowk, omega_curve, plot_omega, read_csv, sort_ranking, topk, write_csv)
+                                     lowk, omega_curve, plot_omega, sort_ranking, topk)
+from forensics.analysis.fmap_ranking import read_ranking_csv, write_ranking_csv
 from forensics.data import ImageRecord
 from forensics.detectors import Detector, FeatureMapKey, create
 from forensics.explain import LRPExplainer, LRPResult, explain_lrp
@@ -252,7 +253,7 @@ REAL_TOP1 = {"resnet50": ("layer2.3.conv2", 92, 0.0789), "efb0": ("_blocks.10._p
 
 @functools.cache
 def shipped(arch: str, side: str = "fake"):
-    return read_csv(SHIPPED[arch] / f"progan_val-{side}.csv")
+    return read_ranking_csv(SHIPPED[arch] / f"progan_val-{side}.csv")
 
 
 def as_row(key: FeatureMapKey, value: float) -> tuple:
@@ -315,8 +316,8 @@ def small_ranking() -> list:
 
 def test_csv_round_trip_exact(tmp_path):
     ranking = small_ranking()
-    path = write_csv(tmp_path / "sub" / "fake.csv", ranking)
-    back = read_csv(path)
+    path = write_ranking_csv(tmp_path / "sub" / "fake.csv", ranking)
+    back = read_ranking_csv(path)
     assert back == sort_ranking(ranking)
     assert [str(k) for k, _ in back][:3] == ["layer1.0.conv1.#0(T=6)", "layer1.0.conv1.#2(T=6)",
                                              "layer1.0.conv1.#5(T=6)"]  # stable: tie keeps network order
@@ -326,21 +327,21 @@ def test_csv_round_trip_exact(tmp_path):
 
 
 def test_csv_write_is_atomic(tmp_path):
-    path = write_csv(tmp_path / "fake.csv", small_ranking())
+    path = write_ranking_csv(tmp_path / "fake.csv", small_ranking())
     before = path.read_bytes()
     broken = small_ranking() + [(FeatureMapKey("x", 0, 1), "not a number")]
     with pytest.raises((TypeError, ValueError)):
-        write_csv(path, broken)
+        write_ranking_csv(path, broken)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["fake.csv"]
     (tmp_path / "bad.csv").write_text("name,value\na,1\n")
     with pytest.raises(ValueError, match="header"):
-        read_csv(tmp_path / "bad.csv")
+        read_ranking_csv(tmp_path / "bad.csv")
 
 
 @needs_ref
 def test_csv_writer_reproduces_shipped_file_bytes(tmp_path):
     src = SHIPPED["resnet50"] / "progan_val-fake.csv"
-    out = write_csv(tmp_path / "again.csv", shipped("resnet50"))
+    out = write_ranking_csv(tmp_path / "again.csv", shipped("resnet50"))
     assert out.read_bytes() == src.read_bytes()
 
 

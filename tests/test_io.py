@@ -1,4 +1,4 @@
-"""forensics.io's table writers: atomic_write_csv (one CSV writer for data frames) and json_safe."""
+"""forensics.io: atomic_write_csv (one CSV writer for data frames), json_safe and atomic_dir (build a folder, then swap it in)."""
 from __future__ import annotations
 
 import json
@@ -24,3 +24,26 @@ def test_json_safe_turns_non_finite_floats_into_null(tmp_path):
     assert json_safe(data) == {"a": None, "b": [1.0, None, {"c": None}], "d": [2, "x"]}
     path = atomic_write_json(tmp_path / "x.json", json_safe(data))
     assert json.loads(path.read_text())["b"][1] is None
+
+
+def test_atomic_dir_replaces_on_success_and_keeps_the_old_folder_on_error(tmp_path):
+    import pytest
+
+    from forensics.io import atomic_dir
+    out = tmp_path / "built"
+    with atomic_dir(out) as tmp:
+        assert tmp.parent == tmp_path and tmp != out and not out.exists()
+        (tmp / "a.txt").write_text("one")
+    assert (out / "a.txt").read_text() == "one"
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        with atomic_dir(out):
+            raise AssertionError("not reached")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out, overwrite=True) as tmp:
+            (tmp / "b.txt").write_text("two")
+            raise RuntimeError("build failed")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["built"]  # no temporary or moved-aside folder left

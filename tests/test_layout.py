@@ -95,18 +95,18 @@ MOVED = {  # old module: {name: new module}
     "forensics.analysis.ffrs": {
         "sort_ranking": "fmap_ranking", "topk": "fmap_ranking", "lowk": "fmap_ranking", "layer_share": "fmap_ranking",
         "omega_curve": "fmap_ranking", "plot_omega": "fmap_ranking", "CSV_HEADER": "fmap_ranking",
-        "write_csv": "fmap_ranking:write_ranking_csv", "read_csv": "fmap_ranking:read_ranking_csv",
+        "write_ranking_csv": "fmap_ranking", "read_ranking_csv": "fmap_ranking",
         "write_outputs": "ffrs_outputs", "embedded_ranking_csv": "ffrs_outputs", "default_k": "ffrs_outputs",
         "REFERENCE_K": "ffrs_outputs", "RANK_FMAPS_ROOT": "ffrs_outputs"},
     "forensics.analysis.evaluate": {
-        "compare_rgb_gray": "color_comparison", "ColourComparison": "color_comparison:ColorComparison",
+        "compare_rgb_gray": "color_comparison", "ColorComparison": "color_comparison",
         "PerturbationStudy": "perturbation_study", "evaluate_perturbations": "perturbation_study",
         "evaluate_sweep": "perturbation_study", "CLEAN": "perturbation_study"},
     "forensics.data.synthetic": {
         "BenchmarkConfig": "config", "FAMILIES": "config", "REAL_DIR": "config", "FAKE_DIR": "config",
         "config_from_dict": "config", "_rng": "seeding", "_torch_seed": "seeding", "deterministic_torch": "seeding",
         "load_sources": "sources", "sample_crops": "sources", "class_name": "sources", "_split_count": "sources",
-        "to_uint8": "fingerprints:signed_to_uint8", "to_tensor": "fingerprints:uint8_to_signed",
+        "signed_to_uint8": "fingerprints", "uint8_to_signed": "fingerprints",
         "apply_colour_fingerprint": "fingerprints", "build_generators": "generators", "generate": "generators",
         "_write_pngs": "build", "build_benchmark": "build", "read_manifest": "build"},
     "forensics.distributed": {

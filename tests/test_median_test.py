@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from forensics.analysis.color import color_ablation
-from forensics.analysis.ffrs import write_csv
+from forensics.analysis.fmap_ranking import write_ranking_csv
 from forensics.analysis.median_test import (bh_adjust, color_conditional_percentage, median_test_analysis,
                                             mood_median_test)
 from forensics.data import forensynths, load_sets
@@ -90,7 +90,7 @@ def test_median_test_and_color_ablation_through_every_detector(name, data, tmp_p
 def test_cli(data, tmp_path, capsys):
     det = tiny("resnet50")
     weights = save_cnndet_checkpoint(tmp_path / "w.pth", det)
-    csv = write_csv(tmp_path / "fake.csv", [(k, 1.0 / (i + 1)) for i, k in enumerate(det.feature_keys()[:4])])
+    csv = write_ranking_csv(tmp_path / "fake.csv", [(k, 1.0 / (i + 1)) for i, k in enumerate(det.feature_keys()[:4])])
     argv = ["--arch", "resnet50", "--weights", str(weights), "--dataset_dir", str(data), "--gan_name", "gan",
             "--fmap_csv", str(csv), "--topk", "3", "--bsize", "6", "--device", "cpu", "--no_per_map_plots",
             "--out", str(tmp_path / "out")]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from forensics.analysis.ffrs import write_csv
+from forensics.analysis.fmap_ranking import write_ranking_csv
 from forensics.analysis.patches import (binarize, collage_figure, collage_files, collage_tile, extract_patches,
                                         max_activation_rankings, patch_rank, tight_box, write_patches)
 from forensics.data import forensynths
@@ -148,7 +148,7 @@ def test_collage_order_and_tiles(tmp_path):
 def test_cli(fakes, tmp_path, capsys):
     det = tiny("resnet50")
     weights = save_cnndet_checkpoint(tmp_path / "w.pth", det)
-    csv = write_csv(tmp_path / "fake.csv", [(k, 1.0 / (i + 1)) for i, k in enumerate(det.feature_keys()[:3])])
+    csv = write_ranking_csv(tmp_path / "fake.csv", [(k, 1.0 / (i + 1)) for i, k in enumerate(det.feature_keys()[:3])])
     argv = ["--arch", "resnet50", "--weights", str(weights), "--dataset_dir", str(fakes), "--gan_name", "gan",
             "--fmap_csv", str(csv), "--topk", "2", "--num_instances", "2", "--collage_n", "2", "--bsize", "5",
             "--device", "cpu", "--out", str(tmp_path / "out")]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from forensics.analysis.ffrs import read_csv
+from forensics.analysis.fmap_ranking import read_ranking_csv
 from forensics.io import sha256_file
 from helpers import calibrated, run_script as run_helper, save_cnndet_checkpoint, single_thread
 
@@ -43,7 +43,7 @@ def test_rank_fmaps_writes_reference_outputs(tmp_path, capsys):
     used = {k: v["used"] for k, v in summary["counts"].items()}
     assert used["real"] + used["fake"] > 0
     side = "fake" if used["fake"] else "real"
-    ranking = read_csv(out / f"val-{side}.csv")
+    ranking = read_ranking_csv(out / f"val-{side}.csv")
     assert len(ranking) == 26560
     values = [v for _, v in ranking]
     assert values == sorted(values, reverse=True) and min(values) >= 0

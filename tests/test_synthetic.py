@@ -40,3 +40,27 @@ def test_train_and_test_regions_are_disjoint():
     train_cols, test_cols = set(range(b0, b1)), set(range(d0, d1))
     assert not train_cols & test_cols and min(test_cols) - max(train_cols) > 8 - 1
     assert np.isclose((d1 - d0) / 500, 0.3, atol=0.03)
+
+
+def test_color_spelling_keeps_serialized_names_and_cache_key():
+    """Public names spell "color"; to_dict keeps the manifest's keys ("colour", "colour_families"), so the
+    default benchmark's cache key is unchanged; config_from_dict reads both spellings; old names warn."""
+    import pytest
+
+    from forensics import defaults
+    from forensics.data.synthetic import ColorFingerprint, ColourFingerprint, DEFAULT_COLOR, config_from_dict
+
+    assert defaults.settings_key(BenchmarkConfig().to_dict()) == "8c78fd12b822"
+    cfg = BenchmarkConfig(color=ColorFingerprint(0.5, 1.1), color_families=("nearest",))
+    d = cfg.to_dict()
+    assert d["colour"] == {"chroma_block": 0.5, "saturation": 1.1, "calibrate": False}
+    assert d["colour_families"] == ["nearest"] and "color" not in d and "color_families" not in d
+    assert config_from_dict(d) == cfg
+    renamed = {{"colour": "color", "colour_families": "color_families"}.get(k, k): v for k, v in d.items()}
+    assert config_from_dict(renamed) == cfg
+    assert cfg.family_color("nearest") == cfg.color and cfg.family_color("bilinear") == ColorFingerprint()
+    assert ColourFingerprint is ColorFingerprint and BenchmarkConfig().color == DEFAULT_COLOR
+    with pytest.warns(DeprecationWarning):
+        assert cfg.colour == cfg.color
+    with pytest.warns(DeprecationWarning):
+        assert cfg.colour_families == ("nearest",)

@@ -84,6 +84,3 @@ def compare_rgb_gray(detector: Detector, sets: Mapping[str, Sequence[ImageRecord
                          **options)
     return ColorComparison(rgb, gray, ablation)
 
-
-#: Former spelling (identifiers spell "color", as ``forensics.data.color.ColorAblation``).
-ColourComparison = ColorComparison

@@ -287,8 +287,7 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
 
 
 # ---------------------------------------------------------------------------- studies built on evaluate_sets
-_MOVED = {"ColorComparison": "color_comparison", "ColourComparison": "color_comparison",
-          "compare_rgb_gray": "color_comparison",
+_MOVED = {"ColorComparison": "color_comparison", "compare_rgb_gray": "color_comparison",
           "CLEAN": "perturbation_study", "PerturbationStudy": "perturbation_study",
           "evaluate_perturbations": "perturbation_study", "evaluate_sweep": "perturbation_study"}
 

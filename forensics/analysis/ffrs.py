@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import distributed
 from ..data import ImageRecord, RunSummary
@@ -61,11 +60,6 @@ from .fmap_ranking import (CSV_HEADER, Ranking, layer_share, lowk, omega_curve, 
 log = logging.getLogger(__name__)
 
 LABELS = {0: "real", 1: "fake"}
-
-#: Former names of the ranking CSV's writer and reader (one meaning each: a feature-map ranking).
-write_csv = write_ranking_csv
-read_csv = read_ranking_csv
-
 
 # ---------------------------------------------------------------------------- per-batch pieces
 def channel_shares(relevance: torch.Tensor) -> torch.Tensor:
@@ -259,17 +253,14 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
     shard = run.shard(records, block=batch_size, state=acc.state_dict(), label=f"FF-RS {detector.name}")
     acc.load_state_dict(shard.state)
     shard.state = acc.state_dict()  # the accumulator's own tensors, updated in place between checkpoints
-    bar = tqdm(total=len(shard.indices), initial=shard.done, desc=f"FF-RS {detector.name}", unit="img",
-               disable=not progress or not run.is_main)
     with LRPExplainer(detector, bn_identity=bn_identity) as lrp:
-        for batch in shard.batches(transform, batch_size, num_workers=num_workers):
+        for batch in shard.batches(transform, batch_size, num_workers=num_workers,
+                                   progress=f"FF-RS {detector.name}" if progress else None):
             if len(batch):
                 result = lrp.explain_reduced(batch.images, channel_shares, batch.labels, layers=None, sign=sign)
                 keep = confidence_mask(result.probs, batch.labels, conf_real, conf_fake)
                 acc.add_shares(result.layer_relevance, batch.labels, keep)
                 shard.state = acc.state_dict()
-            bar.update(len(batch) + len(batch.skipped))
-    bar.close()
     summary = shard.finish()
     acc.load_state_dict(run.all_reduce(acc.state_dict()))
     summary.log(log)

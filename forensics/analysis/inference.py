@@ -1,7 +1,8 @@
 """Run a detector over a list of image records: batched, any device, bad files listed not dropped.
 
 :func:`predict_records` scores images; :func:`collect_activations` records reduced feature-map
-activations (e.g. spatial maxima) in the same way."""
+activations (e.g. spatial maxima) in the same way; both through the shared batch loop
+:func:`forensics.distributed.collect_rows` (sharded under ``torchrun``)."""
 from __future__ import annotations
 
 import logging
@@ -10,10 +11,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import distributed
-from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
+from ..data import ImageRecord, RunSummary
 from ..detectors import Detector
 
 log = logging.getLogger(__name__)
@@ -59,25 +59,16 @@ def predict_records(detector: Detector, records: Sequence[ImageRecord], *, batch
     in the returned summary. Inside a :func:`forensics.distributed.session` (``torchrun``) the records are
     sharded over the ranks and the logits gathered back in input order (docs/distributed.md)."""
     records = list(records)
-    transform = transform or detector.transform()
     device = detector.device
     score = model if model is not None else detector
-    run = distributed.current()
-    shard = run.shard(records, block=batch_size, state={"indices": [], "logits": []},
-                      label=desc or f"predict {detector.name}")
+    label = desc or f"predict {detector.name}"
     with torch.inference_mode():
-        for batch in shard.batches(transform, batch_size, num_workers=num_workers,
-                                   progress=(desc or f"predict {detector.name}") if progress else None):
-            if batch.images is not None and len(batch.indices):
-                shard.state["logits"].append(score(batch.images.to(device)).float().cpu())
-                shard.state["indices"].extend(batch.indices)
-    summary = shard.finish()
-    logits = shard.state["logits"]
-    out = torch.cat(logits).numpy() if logits else np.zeros(0, dtype=np.float32)
-    indices = shard.state["indices"]
-    if run.sharded:
-        indices, rows = run.gather_rows(indices, list(out))
-        out = np.array(rows, dtype=np.float32).reshape(len(rows), *out.shape[1:])
+        indices, rows, summary = distributed.collect_rows(
+            records, lambda batch: {"logits": score(batch.images.to(device)).float()}, ("logits",),
+            transform=transform or detector.transform(), batch_size=batch_size, num_workers=num_workers,
+            label=label, progress=label if progress else None)
+    logits = rows["logits"]
+    out = logits.numpy() if logits is not None else np.zeros(0, dtype=np.float32)
     return Predictions([records[i] for i in indices], out, summary)
 
 
@@ -106,21 +97,16 @@ def collect_activations(detector: Detector, records: Sequence[ImageRecord], keys
     All keys are recorded in the same pass (the reference reloads the model and reruns the data per
     key). Unreadable files are skipped and listed in ``summary``."""
     keys = detector.check_keys(keys)
-    transform = transform or detector.transform()
-    dataset = ImageDataset(list(records), transform)
-    summary = RunSummary()
-    used: list[ImageRecord] = []
-    chunks: list[np.ndarray] = []
-    bar = tqdm(total=len(dataset), desc=desc or f"activations {detector.name}", unit="img", disable=not progress)
+    records = list(records)
+
+    def step(batch):
+        detector(batch.images.to(detector.device))
+        return {"values": torch.stack([rec.key(k).reshape(len(batch.indices)) for k in keys], dim=1).double()}
+
+    label = desc or f"activations {detector.name}"
     with torch.inference_mode(), detector.record(keys, point=point, reduce=reduce) as rec:
-        for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
-            summary.add(batch)
-            if batch.images is not None and len(batch.indices):
-                detector(batch.images.to(detector.device))
-                chunks.append(torch.stack([rec.key(k).reshape(len(batch.indices)) for k in keys], dim=1)
-                              .double().cpu().numpy())
-                used.extend(dataset.records[i] for i in batch.indices)
-            bar.update(len(batch.indices) + len(batch.skipped))
-    bar.close()
-    values = np.concatenate(chunks) if chunks else np.zeros((0, len(keys)))
-    return Activations(used, list(keys), values, summary)
+        indices, rows, summary = distributed.collect_rows(
+            records, step, ("values",), transform=transform or detector.transform(), batch_size=batch_size,
+            num_workers=num_workers, label=label, progress=label if progress else None)
+    values = rows["values"].numpy() if rows["values"] is not None else np.zeros((0, len(keys)))
+    return Activations([records[i] for i in indices], list(keys), values, summary)

@@ -29,6 +29,14 @@ Deliberate differences from the reference, each with an option reproducing it:
   (``order="lexicographic"``, docs/patches.md).
 - The reference's collage hard-codes 27 maps and 5 patches; both are arguments here.
 - The max-activation ranking accepts a final batch of one image (the reference's squeeze breaks it).
+
+The ranking pass goes through the shared batch loop (:func:`~forensics.analysis.inference.collect_activations`,
+i.e. :func:`forensics.distributed.collect_rows`). The patch pass does not: it is one small pass per map over
+that map's top ``num_instances`` images (in ranking order, not a data set's), and what it keeps per image
+(the de-normalised image and its heatmap, at the image's own size) is neither a fixed-shape row that
+:func:`~forensics.distributed.collect_rows` could gather nor a tensor state a ``--resume`` checkpoint could
+hold; sharding twenty images per map over ranks would buy nothing. It uses :func:`iter_batches` directly
+and logs each skipped file with its map.
 """
 from __future__ import annotations
 
@@ -39,12 +47,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector, FeatureMapKey
+from ..explain.figures import to_uint8
 from ..explain.unit import unit_relevance_fn
 from ..io import atomic_path, atomic_write_csv, atomic_write_json
 from ..plots import image_grid, positive_heatmap
@@ -79,14 +87,6 @@ def tight_box(mask: np.ndarray, reference: bool = False) -> tuple[int, int, int,
     if reference:
         bottom, right = max(bottom - 1, top + 1), max(right - 1, left + 1)
     return top, bottom, left, right
-
-
-def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """A normalised ``[C, H, W]`` tensor back to uint8 RGB ``[H, W, 3]`` (x * std + mean, x255, rounded)."""
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device)[:, None, None]
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device)[:, None, None]
-    img = ((x * s + m).clamp(0, 1) * 255.0).round().to(torch.uint8)
-    return img.permute(1, 2, 0).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------- rankings
@@ -191,8 +191,9 @@ def extract_patches(detector: Detector, ranking: ActivationRanking, *, keys: Seq
             if batch.images is None or not len(batch):
                 continue
             res = fn(detector, batch.images, key, **relevance_options)
+            images = to_uint8(batch.images, pre.mean, pre.std)
             for j, i in enumerate(batch.indices):
-                image = denormalize(batch.images[j], pre.mean, pre.std)
+                image = images[j]
                 heat = positive_heatmap(res.pixel[j].double().cpu().numpy())
                 box = tight_box(binarize(heat, percentile), reference=reference_box)
                 patches.append(Patch(str(key), i + 1, str(top[i][0].path), top[i][1], float(res.value[j]), box,

@@ -28,10 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
-from .. import plots
-from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
+from .. import distributed, plots
+from ..data import ImageDataset, ImageRecord, RunSummary
 from ..detectors import Detector
 from ..explain.lrp import LRPExplainer
 from ..io import atomic_path, atomic_write_json
@@ -86,29 +84,27 @@ def collect_block_relevance(detector: Detector, records: Sequence[ImageRecord], 
     if any(r.label not in (0, 1) for r in records):
         raise ValueError("TIE vs LRP needs labelled records (0 real / 1 fake)")
     layers = [fl.name for fl in detector.feature_layers()]
-    dataset = ImageDataset(list(records), transform or detector.transform())
-    summary = RunSummary()
-    rel, logits, labels, used = [], [], [], []
-    bar = tqdm(total=len(dataset), desc=f"LRP blocks {detector.name}", unit="img", disable=not progress)
+    records = list(records)
+
+    def step(batch):
+        include = torch.ones(len(batch), dtype=torch.bool) if include_wrong else None
+        res = lrp.explain(batch.images, batch.labels, include=include, layers=layers, sign=sign)
+        return {"relevance": block_relevance(res.layer_relevance, layers).double(), "logits": res.logits.double(),
+                "labels": batch.labels}
+
     with LRPExplainer(detector) as lrp:
-        for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
-            summary.add(batch)
-            if len(batch):
-                include = torch.ones(len(batch), dtype=torch.bool) if include_wrong else None
-                res = lrp.explain(batch.images, batch.labels, include=include, layers=layers, sign=sign)
-                rel.append(block_relevance(res.layer_relevance, layers).double().cpu().numpy())
-                logits.append(res.logits.double().cpu().numpy())
-                labels.append(batch.labels.cpu().numpy())
-                used.extend(dataset.records[i] for i in batch.indices)
-            bar.update(len(batch) + len(batch.skipped))
-    bar.close()
+        indices, rows, summary = distributed.collect_rows(
+            records, step, ("relevance", "logits", "labels"), transform=transform or detector.transform(),
+            batch_size=batch_size, num_workers=num_workers, label=f"LRP blocks {detector.name}",
+            progress=f"LRP blocks {detector.name}" if progress else None)
     summary.log(log)
-    if not used:
+    if not indices:
         raise ValueError("no readable image to explain")
-    logits_np, labels_np = np.concatenate(logits), np.concatenate(labels).astype(int)
+    logits_np, labels_np = rows["logits"].numpy(), rows["labels"].numpy().astype(int)
     correct = (logits_np >= 0) == (labels_np == 1)  # p >= 0.5 is fake, as the LRP start filter
     included = np.ones_like(correct) if include_wrong else correct
-    return BlockRelevance(np.concatenate(rel), logits_np, labels_np, included.astype(bool), used, summary)
+    return BlockRelevance(rows["relevance"].numpy(), logits_np, labels_np, included.astype(bool),
+                          [records[i] for i in indices], summary)
 
 
 def _corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

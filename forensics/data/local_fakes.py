@@ -28,8 +28,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..io import atomic_dir
 from . import synthetic as syn
 
 log = logging.getLogger(__name__)
@@ -149,23 +148,13 @@ def build_local_fakes(out: PathLike, bench_cfg: syn.BenchmarkConfig = syn.Benchm
     (atomically) and return its manifest. ``bench_manifest``: that benchmark's manifest, whose
     generator probe measurements must match the regenerated generators (else a ``RuntimeError``)."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
     say = progress or (lambda msg: log.info("%s", msg))
     t0 = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite) as tmp:
         with syn.deterministic_torch(bench_cfg.threads):
             manifest = _build_into(tmp, bench_cfg, cfg, bench_manifest, say)
         manifest["build_seconds"] = round(time.perf_counter() - t0, 1)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     say(f"local fakes written to {out} in {manifest['build_seconds']} s")
     return manifest
 

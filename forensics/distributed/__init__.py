@@ -5,8 +5,8 @@ Launch any pass-based analysis with ``torchrun`` (one node or many, e.g.
 ``torchrun --nproc_per_node 2 analyses/rank_fmaps.py ...``): :func:`session` reads the launcher's
 environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), joins the process group (gloo on CPU, NCCL when
 the run's device is CUDA, each rank on ``cuda:LOCAL_RANK``) and makes a :class:`Run` current. The
-library's loops (FF-RS, prediction, evaluation, dropout, the feature cache) open a :class:`ShardPass`
-with :func:`current`, which
+library's loops (FF-RS, prediction, evaluation, dropout, the feature cache, activations, TIE vs LRP) open a
+:class:`ShardPass` with :func:`current` (most through :func:`collect_rows`, the shared batch loop), which
 
 - shards the file list deterministically: contiguous runs of whole batches (:func:`shard_range`),
   every image exactly once, uneven tails left uneven (no duplicate padding, unlike
@@ -36,7 +36,7 @@ and touches no process group: the single-process path is unchanged.
 The package, one concept per module: :mod:`.launch` (the launcher's environment, the per-process device),
 :mod:`.sharding` (shards, per-image seeds), :mod:`.checkpoints` (``--resume`` settings and what a checkpoint
 is tied to), :mod:`.passes` (:class:`ShardPass`), :mod:`.run` (:class:`Run`, its collectives, :func:`session`,
-:func:`current`). Every name is importable from ``forensics.distributed``.
+:func:`current`), :mod:`.rows` (:func:`collect_rows`). Every name is importable from ``forensics.distributed``.
 """
 from __future__ import annotations
 
@@ -44,9 +44,10 @@ from .checkpoints import (CHECKPOINT_VERSION, DEFAULT_EVERY, Checkpointing, Resu
                           files_digest, pass_key, settings_digest)
 from .launch import LAUNCH_ENV, LaunchEnv, launch_env, local_device
 from .passes import ShardPass
+from .rows import collect_rows
 from .run import Run, current, session
 from .sharding import _ShardDataset, image_seed, shard_indices, shard_range  # noqa: F401 (_ShardDataset: tests)
 
 __all__ = ["CHECKPOINT_VERSION", "DEFAULT_EVERY", "LAUNCH_ENV", "Checkpointing", "LaunchEnv", "ResumeMismatch", "Run",
-           "ShardPass", "current", "files_digest", "image_seed", "launch_env", "local_device", "pass_key", "session",
-           "settings_digest", "shard_indices", "shard_range"]
+           "ShardPass", "collect_rows", "current", "files_digest", "image_seed", "launch_env", "local_device",
+           "pass_key", "session", "settings_digest", "shard_indices", "shard_range"]

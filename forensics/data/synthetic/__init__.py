@@ -39,7 +39,7 @@ snapshots every 10 steps from 80 to 140 (0.8 to 1.4 x ``gen_steps``) by :func:`n
 probe set and keeps the one nearest to step 100 whose ratio is at least ``gen_select_min``
 (see :class:`BenchmarkConfig`).
 
-The training family's colour fingerprint (:class:`ColourFingerprint`) is a chroma-only change in
+The training family's colour fingerprint (:class:`ColorFingerprint`) is a chroma-only change in
 ITU-R 601 YCbCr, i.e. invisible in the ``L = 0.299 R + 0.587 G + 0.114 B`` grayscale used by
 T-FF's colour ablation up to 8-bit rounding and clipping (mean |dL| 0.13 levels, mean |dRGB| 2.1
 levels on test crops): 60% of the chroma is decoded at half resolution (2x2 blocks, as in
@@ -70,24 +70,20 @@ from __future__ import annotations
 
 from .build import _write_pngs, build_benchmark, read_manifest  # noqa: F401 (_write_pngs and the private helpers
 # below are shared with forensics.data.local_fakes)
-from .config import (BENCHMARK_VERSION, DEFAULT_COLOUR, DEFAULT_TRAIN_FAMILY, FAKE_DIR, FAMILIES, PHOTO_SOURCES,
-                     REAL_DIR, BenchmarkConfig, ColourFingerprint, FamilySpec, PathLike, config_from_dict)
-from .fingerprints import (apply_colour_fingerprint, chroma_magnitude, nyquist_ratio, nyquist_share, rgb_to_ycbcr,
-                           signed_to_uint8, uint8_to_signed, ycbcr_to_rgb)
+from .config import (BENCHMARK_VERSION, DEFAULT_COLOR, DEFAULT_COLOUR, DEFAULT_TRAIN_FAMILY, FAKE_DIR, FAMILIES,  # noqa: F401
+                     PHOTO_SOURCES, REAL_DIR, BenchmarkConfig, ColorFingerprint, ColourFingerprint, FamilySpec,
+                     PathLike, config_from_dict)  # DEFAULT_COLOUR, ColourFingerprint: deprecated spellings
+from .fingerprints import (apply_color_fingerprint, apply_colour_fingerprint, chroma_magnitude,  # noqa: F401
+                           nyquist_ratio, nyquist_share, rgb_to_ycbcr, signed_to_uint8, uint8_to_signed, ycbcr_to_rgb)
 from .generators import Generator, build_generators, generate, selection_steps, train_generator
 from .seeding import _rng, _torch_seed, deterministic_torch
 from .sources import (Source, _split_count, class_name, dead_leaves, load_photo, load_sources, sample_crop, sample_crops,
                       split_regions)
 
-#: Former names of :func:`uint8_to_signed` / :func:`signed_to_uint8` ("to_uint8" also names the
-#: de-normalisation in :mod:`forensics.explain.figures`, a different operation).
-to_tensor = uint8_to_signed
-to_uint8 = signed_to_uint8
-
 __all__ = [
-    "BENCHMARK_VERSION", "DEFAULT_COLOUR", "DEFAULT_TRAIN_FAMILY", "FAKE_DIR", "FAMILIES", "PHOTO_SOURCES", "REAL_DIR",
-    "BenchmarkConfig", "ColourFingerprint", "FamilySpec", "Generator", "PathLike", "Source",
-    "apply_colour_fingerprint", "build_benchmark", "build_generators", "chroma_magnitude", "class_name",
+    "BENCHMARK_VERSION", "DEFAULT_COLOR", "DEFAULT_TRAIN_FAMILY", "FAKE_DIR", "FAMILIES", "PHOTO_SOURCES", "REAL_DIR",
+    "BenchmarkConfig", "ColorFingerprint", "FamilySpec", "Generator", "PathLike", "Source",
+    "apply_color_fingerprint", "build_benchmark", "build_generators", "chroma_magnitude", "class_name",
     "config_from_dict", "dead_leaves", "deterministic_torch", "generate", "load_photo", "load_sources",
     "nyquist_ratio", "nyquist_share", "read_manifest", "rgb_to_ycbcr", "sample_crop", "sample_crops",
     "selection_steps", "signed_to_uint8", "split_regions", "train_generator", "uint8_to_signed", "ycbcr_to_rgb",

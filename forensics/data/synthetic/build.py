@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ...io import atomic_dir
 from .config import BENCHMARK_VERSION, FAKE_DIR, REAL_DIR, BenchmarkConfig, PathLike
 from .generators import build_generators, generate
 from .seeding import _rng, _torch_seed, deterministic_torch
@@ -41,27 +39,13 @@ def build_benchmark(out: PathLike, cfg: BenchmarkConfig = BenchmarkConfig(), ove
                     progress: Callable[[str], None] | None = None) -> dict:
     """Build the benchmark into ``out`` (atomically) and return its manifest (also ``out/manifest.json``)."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     say = progress or (lambda msg: log.info("%s", msg))
     t_start = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite, hint="overwrite=True (--overwrite)") as tmp:
         with deterministic_torch(cfg.threads):
             manifest = _build_into(tmp, cfg, say)
         manifest["build_seconds"] = round(time.perf_counter() - t_start, 1)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     say(f"benchmark written to {out} in {manifest['build_seconds']} s")
     return manifest
 

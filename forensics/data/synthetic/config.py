@@ -1,10 +1,17 @@
 """Settings of the synthetic benchmark: :class:`BenchmarkConfig` (every knob of the build, the defaults being
 the default benchmark), the generator families (:data:`FAMILIES`), the training family's colour fingerprint
-(:class:`ColourFingerprint`) and the layout's constants."""
+(:class:`ColorFingerprint`) and the layout's constants.
+
+Public names spell "color" as the rest of the API does (``ColorAblation``, ``--color_robust``). The
+serialized names stay as they were: :meth:`BenchmarkConfig.to_dict` writes ``colour`` and
+``colour_families`` (the manifest's keys, and the default benchmark's cache key is a digest of that dict),
+and :func:`config_from_dict` reads either spelling. ``ColourFingerprint``, ``DEFAULT_COLOUR`` and the
+attributes ``BenchmarkConfig.colour`` / ``colour_families`` remain as deprecated aliases."""
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -20,7 +27,7 @@ REAL_DIR, FAKE_DIR = "0_real", "1_fake"
 
 
 @dataclass(frozen=True)
-class ColourFingerprint:
+class ColorFingerprint:
     """Chroma-only post-processing of a family's output (invisible in ITU-R 601 grayscale).
 
     ``chroma_block``: weight in [0, 1] of chroma decoded at half resolution (2x2 average,
@@ -47,7 +54,7 @@ class FamilySpec:
     name: str
     kind: str                       # "tconv4" | "tconv3" | "pshuffle" | "nearest" | "bilinear" | "denoise"
     description: str
-    colour: ColourFingerprint = field(default_factory=ColourFingerprint)
+    color: ColorFingerprint = field(default_factory=ColorFingerprint)
 
 
 #: Every family the benchmark knows, in the order they are built and listed.
@@ -62,7 +69,7 @@ FAMILIES: dict[str, FamilySpec] = {f.name: f for f in (
 )}
 
 DEFAULT_TRAIN_FAMILY = "tconv"
-DEFAULT_COLOUR = ColourFingerprint(chroma_block=0.6, saturation=1.08)
+DEFAULT_COLOR = ColorFingerprint(chroma_block=0.6, saturation=1.08)
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,8 @@ class BenchmarkConfig:
     test_per_family: int = 400          # per family and per label
     families: tuple[str, ...] = tuple(FAMILIES)
     train_family: str = DEFAULT_TRAIN_FAMILY
-    colour: ColourFingerprint = DEFAULT_COLOUR   # applied to the training family only
-    colour_families: tuple[str, ...] = ()        # extra families that also get ``colour``
+    color: ColorFingerprint = DEFAULT_COLOR      # applied to the training family only
+    color_families: tuple[str, ...] = ()         # extra families that also get ``color``
     photo_sources: tuple[str, ...] = PHOTO_SOURCES
     dead_leaves: int = 2                 # number of procedural dead-leaves source images (0: none)
     dead_leaves_size: int = 512
@@ -125,21 +132,36 @@ class BenchmarkConfig:
         lo, hi = self.gen_select_window
         if not (0 < lo <= 1 <= hi) or self.gen_select_snapshots < 1:
             raise ValueError("gen_select_window must be (lo, hi) with 0 < lo <= 1 <= hi; gen_select_snapshots >= 1")
-        if not 0.0 <= self.colour.chroma_block <= 1.0 or self.colour.saturation <= 0:
-            raise ValueError("colour.chroma_block must lie in [0, 1] and colour.saturation be > 0")
+        if not 0.0 <= self.color.chroma_block <= 1.0 or self.color.saturation <= 0:
+            raise ValueError("color.chroma_block must lie in [0, 1] and color.saturation be > 0")
         if not self.photo_sources and not self.dead_leaves:
             raise ValueError("need at least one source (photo_sources or dead_leaves)")
 
-    def family_colour(self, family: str) -> ColourFingerprint:
-        if family == self.train_family or family in self.colour_families:
-            return self.colour
-        return ColourFingerprint()
+    def family_color(self, family: str) -> ColorFingerprint:
+        if family == self.train_family or family in self.color_families:
+            return self.color
+        return ColorFingerprint()
+
+    @property
+    def colour(self) -> ColorFingerprint:
+        """Deprecated spelling of :attr:`color`."""
+        warnings.warn("BenchmarkConfig.colour is deprecated; use .color", DeprecationWarning, stacklevel=2)
+        return self.color
+
+    @property
+    def colour_families(self) -> tuple[str, ...]:
+        """Deprecated spelling of :attr:`color_families`."""
+        warnings.warn("BenchmarkConfig.colour_families is deprecated; use .color_families", DeprecationWarning,
+                      stacklevel=2)
+        return self.color_families
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        """The settings as plain data, under their serialized names (``colour``, ``colour_families``: the
+        manifest's keys, digested into the cache key of :func:`forensics.defaults.default_benchmark`)."""
+        d = {_SERIALIZED.get(k, k): v for k, v in dataclasses.asdict(self).items()}
         d["families"] = list(self.families)
         d["photo_sources"] = list(self.photo_sources)
-        d["colour_families"] = list(self.colour_families)
+        d["colour_families"] = list(self.color_families)
         d["scale_range"] = list(self.scale_range)
         d["gen_select_window"] = list(self.gen_select_window)
         d["gen_select_kinds"] = list(self.gen_select_kinds)
@@ -147,10 +169,20 @@ class BenchmarkConfig:
 
 
 def config_from_dict(d: Mapping) -> BenchmarkConfig:
-    """Inverse of :meth:`BenchmarkConfig.to_dict` (e.g. ``config_from_dict(read_manifest(p)['config'])``)."""
-    d = dict(d)
-    d["colour"] = ColourFingerprint(**d.get("colour", {}))
-    for k in ("families", "photo_sources", "colour_families", "scale_range", "gen_select_window", "gen_select_kinds"):
+    """Inverse of :meth:`BenchmarkConfig.to_dict` (e.g. ``config_from_dict(read_manifest(p)['config'])``);
+    field names in either spelling."""
+    d = {_FIELDS.get(k, k): v for k, v in d.items()}
+    d["color"] = ColorFingerprint(**d.get("color", {}))
+    for k in ("families", "photo_sources", "color_families", "scale_range", "gen_select_window", "gen_select_kinds"):
         if k in d:
             d[k] = tuple(d[k])
     return BenchmarkConfig(**d)
+
+
+#: Field name -> its name in :meth:`BenchmarkConfig.to_dict` (the manifest and the cache key), and back.
+_SERIALIZED = {"color": "colour", "color_families": "colour_families"}
+_FIELDS = {v: k for k, v in _SERIALIZED.items()}
+
+#: Deprecated spellings.
+ColourFingerprint = ColorFingerprint
+DEFAULT_COLOUR = DEFAULT_COLOR

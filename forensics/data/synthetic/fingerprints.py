@@ -35,7 +35,7 @@ def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([r, g, b], 1)
 
 
-def apply_colour_fingerprint(x: torch.Tensor, chroma_block: float = 0.0, gain: float = 1.0) -> torch.Tensor:
+def apply_color_fingerprint(x: torch.Tensor, chroma_block: float = 0.0, gain: float = 1.0) -> torch.Tensor:
     """Chroma-only change of ``x`` (N x 3 x H x W, [-1, 1]): a share ``chroma_block`` of the chroma
     at half resolution (2x2 blocks) and a chroma ``gain``; luma is untouched."""
     if chroma_block == 0.0 and gain == 1.0:
@@ -72,3 +72,7 @@ def nyquist_ratio(fakes: torch.Tensor, reals: torch.Tensor) -> float:
     reals, both quantised to 8 bit): the strength of the period-2 upsampling trace."""
     q = lambda t: torch.round((t.clamp(-1, 1) + 1) * 127.5)  # noqa: E731
     return float(torch.median(nyquist_share(q(fakes)) / nyquist_share(q(reals)).clamp_min(1e-12)))
+
+
+#: Deprecated spelling of :func:`apply_color_fingerprint`.
+apply_colour_fingerprint = apply_color_fingerprint

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FAMILIES, BenchmarkConfig, ColourFingerprint
-from .fingerprints import apply_colour_fingerprint, chroma_magnitude, nyquist_ratio, signed_to_uint8, uint8_to_signed
+from .config import FAMILIES, BenchmarkConfig, ColorFingerprint
+from .fingerprints import apply_color_fingerprint, chroma_magnitude, nyquist_ratio, signed_to_uint8, uint8_to_signed
 from .seeding import _rng, _torch_seed
 from .sources import Source, _split_count, sample_crops
 
@@ -25,10 +25,10 @@ class Generator(nn.Module):
     """
 
     def __init__(self, kind: str, width: int = 32, denoise_sigma: float = 0.1,
-                 colour: ColourFingerprint = ColourFingerprint()):
+                 color: ColorFingerprint = ColorFingerprint()):
         super().__init__()
-        self.kind, self.colour, self.denoise_sigma = kind, colour, float(denoise_sigma)
-        self.chroma_gain = float(colour.saturation)   # replaced by the calibrated gain at build time
+        self.kind, self.color, self.denoise_sigma = kind, color, float(denoise_sigma)
+        self.chroma_gain = float(color.saturation)   # replaced by the calibrated gain at build time
         w = width
         act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
         self.trunk = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), act(), nn.Conv2d(w, w, 3, padding=1), act(),
@@ -55,7 +55,7 @@ class Generator(nn.Module):
             y = xn - self.last(self.trunk(xn))
         else:
             y = self.last(self.trunk(F.avg_pool2d(x, 2)))
-        return apply_colour_fingerprint(y, self.colour.chroma_block, self.chroma_gain)
+        return apply_color_fingerprint(y, self.color.chroma_block, self.chroma_gain)
 
 
 _LAPLACE = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
@@ -78,7 +78,7 @@ def train_generator(gen: Generator, pool: torch.Tensor, steps: int, batch: int, 
     on a tie, or the highest-scoring snapshot if none qualifies."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.9, 0.99))
-    colour, gen.colour = gen.colour, ColourFingerprint()
+    color, gen.color = gen.color, ColorFingerprint()
     gain, gen.chroma_gain = gen.chroma_gain, 1.0
     curve, acc = [], []
     checkpoints = sorted(set(int(s) for s in select_steps)) if select else []
@@ -125,7 +125,7 @@ def train_generator(gen: Generator, pool: torch.Tensor, steps: int, batch: int, 
         if best is not None:
             gen.load_state_dict(best[2])
     finally:
-        gen.colour, gen.chroma_gain = colour, gain
+        gen.color, gen.chroma_gain = color, gain
         gen.eval()
     record = {"selected_step": best[1], "scores": scores} if best is not None else {"selected_step": steps}
     return curve, record
@@ -167,7 +167,7 @@ def build_generators(cfg: BenchmarkConfig, sources: Sequence[Source],
         spec = FAMILIES[name]
         t0 = time.perf_counter()
         torch.manual_seed(_torch_seed(cfg.seed, "init", name))
-        gen = Generator(spec.kind, cfg.gen_width, cfg.denoise_sigma, cfg.family_colour(name))
+        gen = Generator(spec.kind, cfg.gen_width, cfg.denoise_sigma, cfg.family_color(name))
         selecting = cfg.gen_select_min is not None and spec.kind in cfg.gen_select_kinds
         curve, record = train_generator(gen, pool, cfg.gen_steps, cfg.gen_batch, cfg.gen_lr, cfg.gen_hf_weight,
                                         _torch_seed(cfg.seed, "train", name),
@@ -175,10 +175,10 @@ def build_generators(cfg: BenchmarkConfig, sources: Sequence[Source],
                                         select_steps=selection_steps(cfg) if selecting else (),
                                         select_min=float(cfg.gen_select_min or 0.0))
         with torch.no_grad():
-            if gen.colour.active and gen.colour.calibrate and gen.colour.saturation != 1.0:
+            if gen.color.active and gen.color.calibrate and gen.color.saturation != 1.0:
                 gen.chroma_gain = 1.0
                 own = chroma_magnitude(gen(probe, probe_noise)) / real_chroma
-                gen.chroma_gain = float(gen.colour.saturation) / own
+                gen.chroma_gain = float(gen.color.saturation) / own
             out = gen(probe, probe_noise)
             measured = {"nyquist_ratio": round(nyquist_ratio(out, probe), 4),
                         "chroma_ratio": round(chroma_magnitude(out) / real_chroma, 4),
@@ -186,7 +186,7 @@ def build_generators(cfg: BenchmarkConfig, sources: Sequence[Source],
         gens[name] = gen
         info[name] = {"kind": spec.kind, "description": spec.description,
                       "parameters": sum(p.numel() for p in gen.parameters()),
-                      "colour_fingerprint": {**dataclasses.asdict(gen.colour), "chroma_gain_applied":
+                      "colour_fingerprint": {**dataclasses.asdict(gen.color), "chroma_gain_applied":
                                              round(gen.chroma_gain, 5)},
                       "train_steps": (selection_steps(cfg)[-1] if selecting else cfg.gen_steps),
                       "kept_step": record["selected_step"],
