@@ -189,12 +189,17 @@ class GuidedGradCAM:
         return "Guided Grad-CAM" if self.guided else "Grad-CAM x gradient"
 
 
+#: Detectors already warned about (in this process) that guided backprop degenerates on them.
+_WARNED_NOT_GUIDED: set[str] = set()
+
+
 def guided_gradcam(detector: Detector, images: torch.Tensor, target: str | torch.Tensor = "fake") -> GuidedGradCAM:
     """Grad-CAM times guided backprop (Selvaraju et al., ICCV 2017; docs/heatmaps.md) for a ReLU network;
     for any other detector the plain gradient replaces guided backprop and the result says so
     (``guided=False``, a warning)."""
     guided = relu_network(detector)
-    if not guided:
+    if not guided and detector.name not in _WARNED_NOT_GUIDED:  # once per detector, not once per batch
+        _WARNED_NOT_GUIDED.add(detector.name)
         log.warning("%s has non-ReLU activations: guided backprop degenerates to the plain gradient; "
                     "computing Grad-CAM x gradient instead of Guided Grad-CAM", detector.name)
     cam = gradcam(detector, images, target)
