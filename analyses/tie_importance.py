@@ -10,7 +10,8 @@ Heads: official files (model_*_trainable.pth), project-trained heads (same forma
 checkpoint with ``rine_head.alpha``; only ``alpha`` is read. Writes under OUT/: per head tie-<label>.csv
 (block, mean_importance, winner_fraction), tie-<label>-matrix.csv (A, blocks x proj_dim), the heatmap and
 mean-importance bars (PNG, PDF), importance.{png,pdf} (the reference's winner histogram, grouped bars for
-several heads with the same block count) and tie.json. Library: forensics.analysis.tie.
+several heads with the same block count) and tie.json (per-head stats and provenance). Library:
+forensics.analysis.tie.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from forensics import provenance
 from forensics.analysis.tie import summarize, write_outputs
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import add_run_args
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {len(labels)} --label for {len(paths)} heads")
     summaries = [summarize(path, label) for path, label in zip(paths, labels)]
     out = args.out or Path("figures/tie_importance")
-    written = write_outputs(summaries, out)
+    written = write_outputs(summaries, out, extra={"provenance": provenance.collect(weights=paths)})
     for s in summaries:
         st = s.stats()
         print(f"{s.label}: {s.blocks} blocks x {st['proj_dim']} channels; mean importance "

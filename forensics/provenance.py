@@ -15,6 +15,8 @@ apart from "my CPU or packages differ". What is recorded and why is explained in
   (the digest of every image's bytes, recorded in its manifest when it was built) and seed;
 - **checkpoint**: the sha256 of every weight file the detector loaded (a RINE detector has two: the head and
   the CLIP backbone).
+- **command**: the script and its arguments; in a Jupyter kernel, whose command line names only the kernel
+  launcher, the notebook instead (:func:`command`).
 
 Hashes of large files are computed once per process (keyed by path, size and modification time).
 """
@@ -38,7 +40,14 @@ log = logging.getLogger(__name__)
 #: Environment variables that change what torch computes or how fast (recorded when set).
 NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_NUM_THREADS", "OMP_NUM_THREADS",
                "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES", "OPENBLAS_CORETYPE", "FORENSICS_CACHE",
-               "PYTHONHASHSEED")
+               "FORENSICS_DEFAULT_SCALE", "PYTHONHASHSEED")
+#: ``sys.argv[0]`` of a Jupyter kernel (``python -m ipykernel_launcher -f kernel-*.json``, or a script inside the
+#: ``ipykernel`` package): a command line that tells a reader nothing about the run.
+KERNEL_LAUNCHER = "ipykernel_launcher.py"
+#: Where a kernel learns its notebook: Jupyter Server sets this variable for the kernels it starts (ipykernel
+#: exposes it as ``__session__``); VS Code defines ``__vsc_ipynb_file__`` in the kernel's namespace instead.
+NOTEBOOK_ENV = "JPY_SESSION_NAME"
+NOTEBOOK_NAMESPACE_KEY = "__vsc_ipynb_file__"
 #: Where the lock file lies relative to the project root (a clone; absent in a plain wheel install).
 LOCK_FILE = "requirements.lock"
 #: Packages a lock may pin that a CPU-only install does not have (torch's CUDA runtime wheels).
@@ -221,6 +230,31 @@ def _weight_files(source: str | None) -> list[Path]:
         return []
 
 
+def _in_kernel(argv: list[str]) -> bool:
+    launcher = Path(argv[0]) if argv else Path()
+    return launcher.name == KERNEL_LAUNCHER or launcher.parent.name == "ipykernel"
+
+
+def _notebook_path() -> str | None:
+    path = os.environ.get(NOTEBOOK_ENV)
+    if not path and "IPython" in sys.modules:
+        shell = sys.modules["IPython"].get_ipython()
+        path = shell.user_ns.get(NOTEBOOK_NAMESPACE_KEY) if shell is not None else None
+    return str(path) if path else None
+
+
+def command(argv: list[str] | None = None) -> list[str]:
+    """What started this run: the script's name and its arguments; in a Jupyter kernel, the notebook's file
+    name (from the front end, :data:`NOTEBOOK_ENV` / :data:`NOTEBOOK_NAMESPACE_KEY`; ``["notebook"]`` where it
+    does not say), since the kernel's own command line (``ipykernel_launcher.py -f kernel-*.json``) tells a
+    reader nothing."""
+    argv = list(sys.argv if argv is None else argv)
+    if _in_kernel(argv):
+        path = _notebook_path()
+        return [Path(path).name if path else "notebook"]
+    return [Path(argv[0]).name, *argv[1:]] if argv else []
+
+
 def checkpoints(detector: Any) -> list[dict[str, Any]]:
     """``[{"module", "source", "file", "sha256"}]`` for every weight file the detector (or any of its
     sub-modules, e.g. RINE's CLIP backbone) loaded; random initialisations are listed without a file."""
@@ -232,12 +266,15 @@ def checkpoints(detector: Any) -> list[dict[str, Any]]:
         if source is None or str(source) in seen:  # a wrapper repeats its inner detector's source
             continue
         seen.add(str(source))
-        files = _weight_files(str(source))
-        if not files:
-            found.append({"module": name, "source": str(source), "file": None, "sha256": None})
-        for path in files:
-            found.append({"module": name, "source": str(source), "file": str(path), "sha256": file_sha256(path)})
+        found += _checkpoint_entries(name, str(source))
     return found
+
+
+def _checkpoint_entries(module: str, source: str) -> list[dict[str, Any]]:
+    files = _weight_files(source)
+    if not files:
+        return [{"module": module, "source": source, "file": None, "sha256": None}]
+    return [{"module": module, "source": source, "file": str(path), "sha256": file_sha256(path)} for path in files]
 
 
 def _benchmark_manifest(root: Path) -> tuple[Path, dict] | None:
@@ -285,12 +322,16 @@ def data(roots: Iterable[str | os.PathLike] = (), files: Any = ()) -> dict[str, 
 
 
 def collect(detector: Any = None, *, roots: Iterable[str | os.PathLike] = (), files: Any = (),
-            device: Any = None) -> dict[str, Any]:
-    """Everything above as one JSON-ready mapping, for a summary's ``"provenance"`` key."""
+            device: Any = None, weights: Iterable[str | os.PathLike] = ()) -> dict[str, Any]:
+    """Everything above as one JSON-ready mapping, for a summary's ``"provenance"`` key. ``weights``: weight
+    files (or release tags) a run read without building a detector (e.g. RINE heads), hashed like a
+    detector's checkpoints."""
     if device is None and detector is not None:
         device = getattr(detector, "device", None)
-    prov = {"command": [Path(sys.argv[0]).name, *sys.argv[1:]], "software": software(), "machine": machine(device),
-            "data": data(roots, files), "checkpoints": checkpoints(detector) if detector is not None else []}
+    found = checkpoints(detector) if detector is not None else []
+    found += [entry for w in weights for entry in _checkpoint_entries("", str(w))]
+    prov = {"command": command(), "software": software(), "machine": machine(device),
+            "data": data(roots, files), "checkpoints": found}
     log.info("provenance: %s", describe_line(prov))
     return prov
 

@@ -117,3 +117,55 @@ def test_concurrent_callers_build_a_cache_entry_once(tmp_path, monkeypatch, capl
         first.join()
     assert len(calls) == 1 and roots[0] == roots[1] == calls[0]
     assert "another process is building" in caplog.text
+
+
+#: The full default's cache folders as they were before scales existed: a scale must never move them (the
+#: README's numbers, the seed study and every user's cache are keyed by these).
+FULL_KEYS = {"benchmark": "benchmark-8c78fd12b822", "resnet50": "resnet50-02834abe1bd4",
+             "resnet50_long": "resnet50_long-d29526be8597", "resnet50_cr": "resnet50_cr-46a4163991ac",
+             "efb0": "efb0-ad69a4e39fc6", "efb0_cr": "efb0_cr-2e850f5b0338", "rine": "rine-2579d1bb1e21"}
+
+
+def _keys() -> dict[str, str]:
+    names = {name: defaults._detector_dir(name, None, defaults.recipe_for(name)).name for name in defaults.DEFAULT_RECIPES}
+    return {"benchmark": defaults._benchmark_root(defaults.benchmark_config()).name, **names}
+
+
+def test_the_full_scale_is_the_default_and_keeps_every_cache_key(monkeypatch):
+    for value in (None, "", "full"):
+        if value is None:
+            monkeypatch.delenv(defaults.SCALE_ENV, raising=False)
+        else:
+            monkeypatch.setenv(defaults.SCALE_ENV, value)
+        assert defaults.default_scale() is defaults.SCALES["full"]
+        assert defaults.benchmark_config() == BenchmarkConfig()
+        assert all(defaults.recipe_for(name) is recipe for name, recipe in defaults.DEFAULT_RECIPES.items())
+        assert _keys() == FULL_KEYS
+
+
+def test_the_smoke_scale_shrinks_benchmark_and_recipes_under_their_own_keys(monkeypatch, tmp_path):
+    monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(defaults.SCALE_ENV, "smoke")
+    full = BenchmarkConfig()
+    smoke = defaults.benchmark_config()
+    assert smoke.train_per_class < full.train_per_class and smoke.test_per_family < full.test_per_family
+    assert (smoke.families, smoke.train_family, smoke.image_size) == (full.families, full.train_family, full.image_size)
+    changes = defaults.SCALES["smoke"].recipe_changes
+    for name, recipe in defaults.DEFAULT_RECIPES.items():
+        scaled = defaults.recipe_for(name)
+        assert type(scaled) is type(recipe) and scaled.detector == recipe.detector
+        assert {k: getattr(scaled, k) for k in changes[type(recipe)]} == dict(changes[type(recipe)])
+        assert defaults.recipe_for(name, seed=3).seed == 3
+    assert defaults.recipe_for("resnet50").max_steps < defaults.DEFAULT_RECIPES["resnet50"].max_steps
+    assert defaults.recipe_for("rine").epochs < defaults.DEFAULT_RECIPES["rine"].epochs
+    keys = _keys()
+    assert all(keys[k] != FULL_KEYS[k] and keys[k].split("-")[0] == FULL_KEYS[k].split("-")[0] for k in FULL_KEYS)
+    assert not defaults.is_cached("resnet50")  # and the smoke entry is looked up in its own folder
+    assert defaults._benchmark_root(smoke).parent == tmp_path
+
+
+def test_an_unknown_scale_is_refused_with_the_choices(monkeypatch):
+    import pytest
+    monkeypatch.setenv(defaults.SCALE_ENV, "huge")
+    with pytest.raises(ValueError, match="full, smoke"):
+        defaults.recipe_for("resnet50")

@@ -90,3 +90,23 @@ def test_collect_is_json_ready_and_names_the_machine():
     assert prov["software"]["packages"]["torch"] is not None
     assert set(prov) == {"command", "software", "machine", "data", "checkpoints"}
     assert "torch" in provenance.environment_line()
+
+
+def test_command_names_the_script_or_in_a_jupyter_kernel_the_notebook(monkeypatch):
+    monkeypatch.delenv(provenance.NOTEBOOK_ENV, raising=False)
+    assert provenance.command(["/repo/analyses/rank_fmaps.py", "--topk", "5"]) == ["rank_fmaps.py", "--topk", "5"]
+    kernel = ["/venv/lib/python3.11/site-packages/ipykernel_launcher.py", "-f", "/tmp/kernel-1.json"]
+    assert provenance.command(kernel) == ["notebook"]  # no front end said which notebook
+    assert provenance.command(["/venv/lib/python3.11/site-packages/ipykernel/__main__.py", "-f", "k.json"]) == \
+        ["notebook"]
+    monkeypatch.setenv(provenance.NOTEBOOK_ENV, "/home/me/docs/tutorials/02_ffrs_dropout_colour.ipynb")
+    assert provenance.command(kernel) == ["02_ffrs_dropout_colour.ipynb"]
+    assert provenance.collect()["command"] == provenance.command()
+
+
+def test_collect_hashes_weight_files_read_without_a_detector(tmp_path):
+    from forensics.io import sha256_file
+    head = tmp_path / "head.pth"
+    torch.save({"alpha": torch.zeros(2, 3)}, head)
+    prov = provenance.collect(weights=[head])
+    assert prov["checkpoints"] == [{"module": "", "source": str(head), "file": str(head), "sha256": sha256_file(head)}]

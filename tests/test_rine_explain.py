@@ -219,6 +219,15 @@ def test_tie_importance_cli_writes_tables_and_figures(tmp_path, capsys):
     np.testing.assert_allclose(table["mean_importance"], mean_importance(importance_matrix(model)), atol=1e-6)
     for name in ("importance", "tie-tiny-heatmap", "tie-tiny-mean"):
         assert (tmp_path / "out" / f"{name}.png").is_file() and (tmp_path / "out" / f"{name}.pdf").is_file()
+    import json
+    from forensics.io import sha256_file
+    from forensics.report import discover
+    summary = json.loads((tmp_path / "out" / "tie.json").read_text())
+    assert [h["label"] for h in summary["heads"]] == ["tiny"]
+    assert summary["provenance"]["command"][0] == "tie_importance.py"
+    assert [c["sha256"] for c in summary["provenance"]["checkpoints"]] == [sha256_file(head)]
+    found = discover(tmp_path / "out")  # the report lists the run, not a folder without a summary
+    assert [r.summary_path.name for r in found.runs] == ["tie.json"] and not found.skipped
 
 
 def test_tie_vs_lrp_cli_on_a_tiny_set(tmp_path):

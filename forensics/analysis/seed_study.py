@@ -205,7 +205,7 @@ def run_study(bench_seeds: Sequence[int], train_seeds: Sequence[int], parts: Seq
 
     import pandas as pd
 
-    from ..data.synthetic import BenchmarkConfig
+    from ..defaults import benchmark_config
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise KeyError(f"unknown part(s) {unknown}; known: {', '.join(PARTS)}")
@@ -213,7 +213,7 @@ def run_study(bench_seeds: Sequence[int], train_seeds: Sequence[int], parts: Seq
     say = progress or (lambda msg: log.info("%s", msg))
     frames, timings, sources = [], [], {}
     for b in bench_seeds:
-        cfg = dataclasses.replace(bench_config or BenchmarkConfig(), seed=int(b))
+        cfg = dataclasses.replace(bench_config or benchmark_config(), seed=int(b))
         for s in train_seeds:
             path = out / "runs" / f"b{b}-s{s}.csv"
             done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)

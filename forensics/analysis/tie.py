@@ -181,9 +181,11 @@ def plot_block_bars(summary: TIESummary, path: str | Path) -> list[Path]:
     return plots.save_figure(fig, path, dpi=150)
 
 
-def write_outputs(summaries: Sequence[TIESummary], out_dir: str | Path) -> dict[str, Path]:
+def write_outputs(summaries: Sequence[TIESummary], out_dir: str | Path,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """CSV per head (``tie-<label>.csv``: block, mean_importance, winner_fraction), the matrix
-    (``tie-<label>-matrix.csv``), ``tie.json`` (stats), and the figures (PNG + PDF)."""
+    (``tie-<label>-matrix.csv``), ``tie.json`` (the run summary: ``{"heads": [stats per head], **extra}``, e.g.
+    ``extra={"provenance": ...}``), and the figures (PNG + PDF)."""
     from ..io import atomic_write_json
     import pandas as pd
     out = Path(out_dir)
@@ -206,7 +208,7 @@ def write_outputs(summaries: Sequence[TIESummary], out_dir: str | Path) -> dict[
     for blocks, group in by_blocks.items():
         name = "importance" if len(by_blocks) == 1 else f"importance-{blocks}blocks"
         paths[name] = plot_winner_histogram(group, out / name)[0]
-    paths["json"] = atomic_write_json(out / "tie.json", [s.stats() for s in summaries])
+    paths["json"] = atomic_write_json(out / "tie.json", {"heads": [s.stats() for s in summaries], **(extra or {})})
     return paths
 
 
