@@ -41,7 +41,7 @@ demo: $(STAMP)
 report: $(STAMP)
 	$(PY) -m forensics report figures
 
-## The README's result tables over seeds (benchmark seeds 0 1 x training seeds 0 1 2): hours on 2 CPU cores,
+## The README's result tables over seeds (benchmark seeds 0 1 x training seeds 0 1 2): ~2 h on 2 quiet CPU cores,
 ## resumable (figures/seed_study/runs/); PARTS="properties dropout" picks parts.
 seeds: $(STAMP)
 	$(PY) analyses/seed_study.py $(if $(PARTS),--parts $(PARTS),)

@@ -14,11 +14,13 @@ color (median P(fake) drop under grayscale), rine (default RINE AP and TIE-vs-LR
 the training seed; the CLIP stand-in stays fixed like released weights). A run's rows are written as soon
 as each part finishes (OUT/runs/b<B>-s<S>.csv): a killed study resumes where it stopped.
 
-Cost on 2 CPU cores, per run: properties ~7 min (5 min of training), robust ~15 min, dropout ~8 min,
-median and color ~2 min each, rine ~3 min, attribution ~2 min plus a feature extraction once per benchmark
-seed (~7 min; the features are cached). Writes OUT/seeds.csv (every run's rows), summary.csv
-(mean, sd, min, max, n), properties.csv (properties a, b, c per run), summary.md (the README's tables) and
-seed_study.json (settings, seconds per part, benchmark images_sha256 and checkpoint hashes per run, provenance).
+Cost per run, measured on a quiet 2-core CPU (seed_study.json keeps the seconds of every part): properties
+3.7-4.2 min (2.5 of them training), robust 8-9 min (800 steps of training), dropout 3 min, median and color
+under 10 s each, rine 12-18 s, attribution 95-143 s (the features extracted once per benchmark seed): about
+18 min per run, 1 h 50 min for the 6 default runs; other processes on the cores make it several times slower.
+Writes OUT/seeds.csv (every run's rows), summary.csv (mean, sd, min, max, n), properties.csv (properties a, b,
+c per run), summary.md (the README's tables) and seed_study.json (settings, seconds per part, benchmark
+images_sha256 and checkpoint hashes per run, provenance).
 Library: forensics.analysis.seed_study.
 """
 from __future__ import annotations
