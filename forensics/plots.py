@@ -129,6 +129,10 @@ def _atomic_target(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+#: Per-format savefig metadata that keeps files byte-identical between runs (matplotlib stamps PDFs with a date).
+_STABLE_METADATA = {"pdf": {"CreationDate": None}}
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"),
                 dpi: float | str = "figure") -> list[Path]:
     """Save ``fig`` as ``<path>.<fmt>`` for each format, atomically (temporary file + ``os.replace``).
@@ -143,7 +147,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, formats: Sequence[str] = (
     for fmt in formats:
         target = base.parent / f"{base.name}.{fmt}"
         with _atomic_target(target) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi)
+            # no creation date in PDFs: the same figure gives the same bytes (outputs compared with cmp)
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_STABLE_METADATA.get(fmt))
         written.append(target)
     return written
 

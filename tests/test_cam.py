@@ -115,6 +115,8 @@ def test_overlay_and_figures(tmp_path):
     paths = save_figure(image_grid([[img, heat], [img]], row_labels=["a", "b"]), tmp_path / "grid")
     assert [p.name for p in paths] == ["grid.png", "grid.pdf"] and all(p.stat().st_size > 0 for p in paths)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    again = save_figure(image_grid([[img, heat], [img]], row_labels=["a", "b"]), tmp_path / "again")
+    assert [a.read_bytes() for a in again] == [p.read_bytes() for p in paths]  # no date stamp: byte-identical
     x = torch.zeros(1, 3, 4, 4)
     assert (to_uint8(x, (0.5,) * 3, (0.5,) * 3) == 128).all()
 

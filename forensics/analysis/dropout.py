@@ -61,7 +61,8 @@ from .. import distributed, provenance
 from ..data import ImageRecord, RunSummary
 from ..detectors import Detector, FeatureMapKey
 from ..errors import ForensicsError
-from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
+from ..io import atomic_write_csv, atomic_write_json, json_safe
+from ..plots import save_figure
 from ..metrics import binary_metrics
 from .evaluate import calibrated_threshold, eval_transform, threshold_accuracies
 from .dropout_sets import RANDOM_MODES, FeatureMapSets, feature_map_sets, random_k, replica_name
@@ -327,13 +328,7 @@ class KSweep:
         ax.legend()
         if title:
             ax.set_title(title)
-        out = []
-        for suffix in (".png", ".pdf"):
-            path = Path(f"{stem}{suffix}")
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp)
-            out.append(path)
-        return out
+        return save_figure(fig, Path(f"{stem}.png"))
 
     def write(self, out_dir: str | Path, stem: str = "k_vs_ap", title: str | None = None) -> dict[str, Path]:
         """``<stem>.csv`` (fractions), ``<stem>.json`` and the plot (PNG, PDF); atomic."""

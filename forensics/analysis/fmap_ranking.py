@@ -12,7 +12,8 @@ from typing import Iterable
 import numpy as np
 
 from ..detectors import FeatureMapKey
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_write_text
+from ..plots import save_figure
 
 CSV_HEADER = ("key", "mean_relevance")
 
@@ -70,8 +71,7 @@ def plot_omega(ranking: Ranking, path: str | Path, title: str | None = None) -> 
         if title:
             ax.set_title(title)
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp)
+        save_figure(fig, path, formats=(Path(path).suffix.lstrip(".") or "png",))
     finally:
         plt.close(fig)
     return Path(path)

@@ -11,7 +11,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..data import ImageRecord
 from ..data.perturb import Perturbation, sweep
 from ..detectors import Detector
-from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
+from ..io import atomic_write_csv, atomic_write_json, json_safe
+from ..plots import save_figure
 from .evaluate import EvalResult, evaluate_sets, format_percent
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,7 @@ class PerturbationStudy:
         ax.set_ylabel(f"{metric.upper()} (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-        out = []
-        for suffix in (".png", ".pdf"):
-            target = Path(str(path) + suffix)
-            with atomic_path(target) as tmp:
-                fig.savefig(tmp, dpi=150)
-            out.append(target)
-        return out
+        return save_figure(fig, Path(str(path) + ".png"), dpi=150)
 
     def write(self, out_dir: str | Path, stem: str, plot: bool = True) -> dict[str, Path]:
         """``<stem>.csv`` (long), ``<stem>-ap.csv`` (table), ``<stem>.json`` and, with ``plot`` and
