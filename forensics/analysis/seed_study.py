@@ -274,14 +274,14 @@ def property_checks(frame, train_family: str) -> "Any":
     """Per run, whether the benchmark's properties a, b and c hold (NaN where a part was not run)."""
     import pandas as pd
     rows = []
-    for (b, s), run in frame.groupby(["bench_seed", "train_seed"], sort=True):
+    for (b, s), run in with_differences(frame).groupby(["bench_seed", "train_seed"], sort=True):
         ap = run.pivot_table(index=["detector", "set"], columns="metric", values="value")
         def get(det: str, fam: str, metric: str) -> float:
             return float(ap.loc[(det, fam), metric]) if (det, fam) in ap.index and metric in ap.columns else np.nan
         base = get("resnet50", train_family, "ap_rgb")
         unseen = [get("resnet50", f, "ap_rgb") for f in {f for d, f in ap.index if d == "resnet50"} - {train_family}]
-        drop = base - get("resnet50", train_family, "ap_gray")
-        robust_drop = get("resnet50_cr", train_family, "ap_rgb") - get("resnet50_cr", train_family, "ap_gray")
+        drop = get("resnet50", train_family, "ap_gray_drop")
+        robust_drop = get("resnet50_cr", train_family, "ap_gray_drop")
         if np.isnan(base) and np.isnan(robust_drop):
             continue  # neither the properties nor the robust part in this study
         rows.append({
