@@ -1,29 +1,42 @@
 #!/usr/bin/env python
 """Which explanation can be trusted? Faithfulness, localisation and randomisation checks of every
-explanation method of a detector (docs/faithfulness.md).
+explanation method of a detector, on ground truth proven first (docs/faithfulness.md).
 
     python analyses/faithfulness.py                      # embedded default ResNet-50, every method it supports,
-                                                         # 16 local fakes of the training family (2 of them in
-                                                         # the randomisation check): < 10 min on 2 CPU cores
+                                                         # the first 64 valid pairs of the training family's
+                                                         # local fakes (2 in the randomisation check)
     python analyses/faithfulness.py --detector rine      # the default RINE (cp_lrp, attn_lrp, ...)
-    python analyses/faithfulness.py --method lrp gradcam random --num_images 64 --gan_name pshuffle_local
+    python analyses/faithfulness.py --method lrp gradcam random --num_images 32 --gan_name pshuffle_local
     python analyses/faithfulness.py --detector resnet50 --weights resnet50.cnndet_blur_jpg_prob0.5 \\
         --dataset_dir /data/local_fakes --gan_name inpainting --mask_dir /data/local_fakes/inpainting/masks
 
-Images: the first --num_images fakes (1_fake) of one set that the detector calls fake (--all_fakes: the
-first fakes, whatever it calls them); the embedded default uses the local-manipulation split of the
-synthetic benchmark (test/<family>_local, built once into the cache, forensics.data.local_fakes) whose
-masks say exactly which pixels a generator replaced. --mask_dir holds one mask per fake with the same
-file stem (PNG, >= 128 = manipulated; default: <dataset_dir>/<set>/masks). Every method explains
-the class fake. Measured per method: the MoRF/LeRF perturbation curves of the fake logit for each
-fill-in (blur, mean, road) and their symmetric relevance gain SRG = AUC(LeRF) - AUC(MoRF) (all
-images); relevance mass accuracy, relevance rank accuracy, pointing game and AUROC against the mask
-(the images the detector calls fake); cascading parameter randomisation from the head down (Spearman
-and SSIM with the trained model's maps, the first --randomisation_images images); seconds per image.
+Images: fakes (1_fake) of one set with a mask each (--mask_dir, default <dataset_dir>/<set>/masks: the same
+file name or stem, PNG, >= 128 = manipulated) and, where the set has them, the untouched *base* each fake
+was made from (--base_dir, default <dataset_dir>/<set>/bases, same file name). The scored images are the
+first --num_images *valid pairs* by file name: the detector calls the fake fake and its base real (logit
+threshold --threshold, default 0); without bases, the fakes it calls fake, and the masks are taken on trust
+(said in the output). --all_fakes scores the first --num_images fakes whatever they are called (localisation
+still only on the valid pairs among them). The embedded default uses the local-manipulation split of the
+synthetic benchmark (test/<family>_local, built once into the cache, forensics.data.local_fakes).
 
-Writes under OUT/<detector>/<set>/: leaderboard.csv and leaderboard.md (mean and bootstrap 95 % CI
-over images, plus the chance row), per_image.csv, curves_<fill>.{png,pdf}, masks_grid.{png,pdf},
-randomisation.{png,pdf,csv}, summary.json (with provenance). Library: forensics.analysis.faithfulness.
+Before any heatmap is scored, the mask-validity check (where bases exist): per valid pair the fake logit, the
+base logit, the logit with the mask region restored from the base and with equal-area random regions outside
+the mask restored (--validity_draws, seeded); the fraction of the fake - base gap each removes, with CIs, a
+figure and a verdict line ("the masks carry the detector's evidence: yes/no"; no = a warning above the table).
+
+Measured per method, every method explaining the class fake: MoRF/LeRF perturbation curves of the fake logit
+for each fill-in (blur, mean, road) and SRG = AUC(LeRF) - AUC(MoRF); relevance mass and rank accuracy,
+pointing game, AUROC, and pixel IoU / precision / recall / F1 of the map binarised at its top-k pixels, k =
+the mask's area (--binarise_quantile Q: the top 1-Q fraction instead); cascading parameter randomisation
+(Spearman and SSIM with the trained model's maps, the first --randomisation_images images); seconds per
+image. Reference rows (not methods): `mask` (the ground truth as the map: each localisation metric's
+ceiling) and `difference` (|fake - base| summed over channels: where the pixels changed); `random` is the
+floor and `chance` what a map unrelated to the mask scores.
+
+Writes under OUT/<detector>/<set>/: leaderboard.csv and leaderboard.md (selection counts, validity verdict,
+mean and bootstrap 95 % CI over images), per_image.csv, validity.{csv,png,pdf}, curves_<fill>.{png,pdf},
+masks_grid.{png,pdf}, randomisation.{png,pdf,csv}, summary.json (with provenance). Library:
+forensics.analysis.faithfulness.
 """
 from __future__ import annotations
 
@@ -35,22 +48,22 @@ import torch
 
 from forensics import provenance
 from forensics.analysis.faithfulness import FILL_INS, PerturbationConfig
-from forensics.analysis.faithfulness.run import called_fake, evaluate, load_images, write_outputs
+from forensics.analysis.faithfulness.outputs import write_outputs
+from forensics.analysis.faithfulness.run import evaluate, load_images, select_pairs
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_detector_args, add_run_args, chosen_methods, describe, embedded_default,
                                          output_name, parse_have_classes, parse_method_option, resolve_detector,
                                          uses_embedded_default)
 from forensics.cli.options import add_bsize_arg, add_crop_arg
 from forensics.data import forensynths
-from forensics.data.local_fakes import MASK_DIR, local_set_name
+from forensics.data.local_fakes import BASE_DIR, MASK_DIR, local_set_name
 from forensics.explain import list_explainers
 
 log = logging.getLogger("forensics.faithfulness")
 
-#: Images of the default run: 16 fakes, 2 of them in the randomisation check, keep every ResNet-50 method
-#: within 10 minutes on 2 CPU cores (586 s of CPU time, 2.3 GB peak RSS, measured on a busy machine;
-#: bench/README.md).
-DEFAULT_IMAGES = 16
+#: Images of the default run: 64 valid pairs, 2 of them in the randomisation check, keep every ResNet-50
+#: method within 10 minutes on 2 CPU cores (bench/README.md).
+DEFAULT_IMAGES = 64
 DEFAULT_RANDOMISATION_IMAGES = 2
 
 
@@ -65,12 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the set has class sub-folders: auto (detect, default), 1/True, 0/False")
     d.add_argument("--mask_dir", type=Path, default=None,
                    help=f"one mask per fake, same file stem (default: <dataset_dir>/<set>/{MASK_DIR})")
+    d.add_argument("--base_dir", type=Path, default=None,
+                   help=f"the untouched base of each fake, same file name (default: <dataset_dir>/<set>/{BASE_DIR} "
+                        "where it exists; without bases the masks are taken on trust)")
     d.add_argument("--num_images", type=int, default=DEFAULT_IMAGES,
-                   help="fakes evaluated: the first N by file name that the detector calls fake (default: "
-                        "%(default)s)")
+                   help="images scored: the first N valid pairs by file name (fake called fake, base called real; "
+                        "default: %(default)s)")
+    d.add_argument("--threshold", type=float, default=0.0,
+                   help="logit threshold of 'called fake' for the pair selection (default: %(default)s)")
     d.add_argument("--all_fakes", action="store_true",
-                   help="evaluate the first --num_images fakes whatever the detector calls them (localisation "
-                        "still only on those called fake)")
+                   help="score the first --num_images fakes whatever the detector calls them (localisation "
+                        "still only on the valid pairs among them)")
     add_bsize_arg(d, 16)
     add_crop_arg(d)
     e = p.add_argument_group("methods and metrics")
@@ -84,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fill_in", nargs="+", choices=FILL_INS, default=list(FILL_INS),
                    help="fill-ins of removed patches (default: all)")
     e.add_argument("--blur_sigma", type=float, default=4.0, help="sigma of the blur fill-in (default: %(default)s)")
+    e.add_argument("--binarise_quantile", type=float, default=None, metavar="Q",
+                   help="binarise maps at their top 1-Q fraction for IoU/precision/recall/F1 (default: top-k "
+                        "pixels, k = the mask's area)")
+    e.add_argument("--validity_draws", type=int, default=8,
+                   help="random regions per pair in the mask-validity check (default: %(default)s)")
     e.add_argument("--randomisation_images", type=int, default=DEFAULT_RANDOMISATION_IMAGES,
                    help="images of the randomisation check (0: skip it; default: %(default)s)")
     add_run_args(p, out_help="output root (default: figures/faithfulness)")
@@ -91,44 +114,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_data(args):
-    """``(detector, root, set, have_classes, mask_dir)``."""
+    """``(detector, root, set, have_classes, mask_dir, base_dir)``; ``base_dir`` is None where the set has
+    no bases."""
     if uses_embedded_default(args):
         from forensics.defaults import default_local_fakes
         detector, bench = embedded_default(args)
         root = default_local_fakes() / "test"
         gan = args.gan_name or local_set_name(bench.train_family)
-        return detector, root, gan, False, args.mask_dir or root / gan / MASK_DIR
-    if args.dataset_dir is None or not args.gan_name:
-        raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
+        return detector, root, gan, False, args.mask_dir or root / gan / MASK_DIR, args.base_dir or root / gan / BASE_DIR
+    missing = [o for o, v in (("--dataset_dir", args.dataset_dir), ("--gan_name", args.gan_name)) if not v]
+    if missing:
+        raise SystemExit(f"error: {' and '.join(missing)} required to read your own data set (given: --weights "
+                         f"{args.weights}{'' if args.dataset_dir is None else f', --dataset_dir {args.dataset_dir}'})")
     mask_dir = args.mask_dir or args.dataset_dir / args.gan_name / MASK_DIR
     if not Path(mask_dir).is_dir():
         raise SystemExit(f"error: no mask folder {mask_dir} (give --mask_dir)")
-    return resolve_detector(args), args.dataset_dir, args.gan_name, args.have_classes, mask_dir
+    base_dir = args.base_dir or args.dataset_dir / args.gan_name / BASE_DIR
+    if args.base_dir is not None and not Path(base_dir).is_dir():
+        raise SystemExit(f"error: no base folder {base_dir}")
+    return (resolve_detector(args), args.dataset_dir, args.gan_name, args.have_classes, mask_dir,
+            base_dir if Path(base_dir).is_dir() else None)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
-    detector, root, gan, have_classes, mask_dir = resolve_data(args)
+    detector, root, gan, have_classes, mask_dir, base_dir = resolve_data(args)
     available = list_explainers(detector)
     methods, options = chosen_methods(detector.name, available, args.method, args.explainer_option)
     crop = args.crop or ("none" if uses_embedded_default(args) else None)
-    records = forensynths(root, gan, have_classes, 0, args.num_images if args.all_fakes else None)
-    data = load_images(detector, records, mask_dir, crop=crop, batch_size=args.bsize)
+    records = forensynths(root, gan, have_classes, 0, None)
+    data = load_images(detector, records, mask_dir, crop=crop, batch_size=args.bsize, base_dir=base_dir)
     data.summary.log(log)
-    if not args.all_fakes:
-        data = called_fake(detector, data, args.num_images, args.bsize)
+    data, selection = select_pairs(detector, data, args.num_images, args.threshold, args.bsize, args.all_fakes)
     cfg = PerturbationConfig(patch=args.patch, steps=args.steps, fill_ins=tuple(args.fill_in),
                              blur_sigma=args.blur_sigma, seed=args.seed)
     ev = evaluate(detector, data, methods, options=options, perturbation=cfg,
                   randomisation_images=min(args.randomisation_images, len(data.paths)), batch_size=args.bsize,
-                  seed=args.seed)
+                  seed=args.seed, threshold=args.threshold, quantile=args.binarise_quantile, selection=selection,
+                  validity_draws=args.validity_draws)
     out = (args.out or Path("figures/faithfulness")) / output_name(args, detector) / gan
     summary = write_outputs(ev, out, extra={"args": describe(args), "options": options, "mask_dir": str(mask_dir),
+                                            "base_dir": None if base_dir is None else str(base_dir),
                                             "provenance": provenance.collect(detector, files=records)})
     print((out / "leaderboard.md").read_text(), end="")
-    print(f"{summary['images']} fakes ({summary['called_fake']} called fake) x {len(methods)} methods of "
+    print(f"{summary['images']} fakes scored ({summary['valid_pairs']} valid pairs) x {len(methods)} methods of "
           f"{detector.name} -> {out}")
     return 0
 

@@ -210,10 +210,10 @@ def default_benchmark(config: BenchmarkConfig | None = None) -> DefaultBenchmark
 def default_local_fakes(local=None, config: BenchmarkConfig | None = None) -> Path:
     """The local-manipulation split (:mod:`forensics.data.local_fakes`, images + masks) of the default
     benchmark, built once into the cache beside it; the benchmark's own splits are untouched."""
-    from .data.local_fakes import LocalFakeConfig, build_local_fakes
+    from .data.local_fakes import LOCAL_VERSION, LocalFakeConfig, build_local_fakes
     local = local or LocalFakeConfig()
     bench = default_benchmark(config)
-    root = cache_dir() / f"local-{settings_key(bench.root.name, local.to_dict())}"
+    root = cache_dir() / f"local-{settings_key(bench.root.name, local.to_dict(), LOCAL_VERSION)}"
     if not (root / "local_manifest.json").is_file():
         with building(root):
             if not (root / "local_manifest.json").is_file():

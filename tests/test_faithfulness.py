@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from forensics.analysis.faithfulness import (PerturbationConfig, area, bootstrap_ci, cascade_groups,
-                                             cascading_randomisation, chance_levels, localisation,
+from forensics.analysis.faithfulness import (LOCALISATION_METRICS, PerturbationConfig, area, bootstrap_ci,
+                                             cascade_groups, cascading_randomisation, chance_levels, localisation,
                                              model_sensitive, perturbation_curves, restored, srg)
 from forensics.analysis.faithfulness.perturbation import (gaussian_blur, linear_imputation, morf_order,
                                                           removal_mask, steps_counts)
@@ -26,11 +26,9 @@ def _mask(h=16, w=16):
 def test_heatmap_equal_to_the_mask_scores_one_and_its_inverse_zero():
     m = _mask()
     perfect = localisation(m.astype(float), m)
-    assert {k: float(v[0]) for k, v in perfect.items()} == {"mass_accuracy": 1.0, "rank_accuracy": 1.0,
-                                                             "pointing_game": 1.0, "auroc": 1.0}
+    assert {k: float(v[0]) for k, v in perfect.items()} == dict.fromkeys(LOCALISATION_METRICS, 1.0)
     inverse = localisation((~m).astype(float), m)
-    assert {k: float(v[0]) for k, v in inverse.items()} == {"mass_accuracy": 0.0, "rank_accuracy": 0.0,
-                                                             "pointing_game": 0.0, "auroc": 0.0}
+    assert {k: float(v[0]) for k, v in inverse.items()} == dict.fromkeys(LOCALISATION_METRICS, 0.0)
 
 
 def test_hand_computed_values():
@@ -225,3 +223,84 @@ def test_spearman_of_constant_maps():
     np.testing.assert_allclose(spearman(a, a), 1.0)
     np.testing.assert_array_equal(spearman(a, flat), 0.0)
     np.testing.assert_array_equal(spearman(flat, flat), 1.0)
+
+
+# ---------------------------------------------------------------------------- ground truth: mask validity
+from forensics.analysis.faithfulness.validity import mask_validity, random_region, verdict  # noqa: E402
+
+
+def _region_model(region: np.ndarray):
+    """A 'detector' whose fake logit is the mean of channel 0 inside ``region`` (minus 0.5): nothing else matters."""
+    m = torch.as_tensor(region)
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0][:, m].mean(1) - 0.5
+    return score
+
+
+def test_validity_arithmetic_on_a_model_that_reads_one_region():
+    """Restoring the region the logit depends on removes the whole gap; equal-area random regions outside it,
+    none; the verdict says yes. With the mask elsewhere, the verdict says no."""
+    size, n = 32, 6
+    region = np.zeros((size, size), bool)
+    region[4:16, 8:20] = True
+    rng = np.random.default_rng(0)
+    bases = torch.as_tensor(rng.uniform(0, 0.4, (n, 3, size, size)), dtype=torch.float32)
+    fakes = bases.clone()
+    fakes[:, :, torch.as_tensor(region)] += torch.as_tensor(rng.uniform(0.5, 1.0, (n, 1, 1)), dtype=torch.float32)
+    masks = np.repeat(region[None], n, 0)
+    res = mask_validity(_region_model(region), fakes, bases, masks, draws=4, seed=1)
+    assert np.all(res.fake > 0) and np.all(res.base < 0)
+    np.testing.assert_allclose(res.removed_mask, 1.0, atol=1e-6)
+    np.testing.assert_allclose(res.removed_random, 0.0, atol=1e-6)
+    np.testing.assert_allclose(res.area_ratio, 1.0)
+    assert res.verdict() and res.to_dict()["masks_carry_evidence"] is True
+    # a mask that is not where the evidence is: the fake differs in the region AND the mask marks elsewhere
+    wrong = np.zeros_like(masks)
+    wrong[:, 20:30, 20:30] = True
+    res2 = mask_validity(_region_model(region), fakes, bases, wrong, draws=4, seed=1)
+    np.testing.assert_allclose(res2.removed_mask, 0.0, atol=1e-6)
+    assert not res2.verdict()
+
+
+def test_random_region_equal_area_disjoint_and_seeded():
+    mask = np.zeros((40, 40), bool)
+    mask[5:25, 10:30] = True
+    a = random_region(mask, np.random.default_rng(3))
+    b = random_region(mask, np.random.default_rng(3))
+    assert np.array_equal(a, b) and a.sum() == mask.sum() and not (a & mask).any()
+    big = np.ones((16, 16), bool)
+    big[:4] = False                                     # 64 free pixels for a 192-pixel mask: all of them
+    r = random_region(big, np.random.default_rng(0))
+    assert r.sum() == 64 and not (r & big).any()
+
+
+def test_verdict_needs_the_mask_ci_above_the_random_ci():
+    from forensics.analysis.faithfulness.stats import Estimate
+    assert verdict({"mask": Estimate(0.9, 0.8, 1.0, 10), "random": Estimate(0.1, 0.0, 0.2, 10)})
+    assert not verdict({"mask": Estimate(0.9, 0.15, 1.0, 10), "random": Estimate(0.1, 0.0, 0.2, 10)})
+    assert not verdict({"mask": Estimate(0.4, 0.35, 0.45, 10), "random": Estimate(0.0, 0.0, 0.0, 10)})
+
+
+def test_overlap_scores_and_their_chance_levels():
+    """IoU/precision/recall/F1 at k = mask area equal rank accuracy's family; random maps score their chance."""
+    from forensics.analysis.faithfulness.localisation import overlap
+    m = np.zeros((1, 10, 10), bool)
+    m[0, :2] = True                                     # 20 pixels
+    perfect = overlap(m.astype(float), m)
+    assert all(perfect[k][0] == 1.0 for k in ("iou", "precision", "recall", "f1"))
+    half = np.zeros((1, 10, 10))
+    half[0, 0], half[0, 5] = 1.0, 0.5                   # top-20 = row 0 (inside) + row 5 (outside)
+    h = overlap(half, m)
+    assert h["precision"][0] == h["recall"][0] == h["f1"][0] == 0.5 and h["iou"][0] == pytest.approx(1 / 3)
+    assert localisation(half, m)["rank_accuracy"][0] == 0.5
+    q = overlap(m.astype(float), m, quantile=0.9)       # top 10 pixels, all inside
+    assert q["precision"][0] == 1.0 and q["recall"][0] == 0.5 and q["iou"][0] == 0.5
+    rng = np.random.default_rng(0)
+    masks = np.zeros((400, 16, 16), bool)
+    masks[:, 2:9, 3:12] = True
+    for quant in (None, 0.8):
+        out = overlap(rng.random(masks.shape), masks, quantile=quant)
+        chance = chance_levels(masks, quant)
+        for k in ("iou", "precision", "recall", "f1"):
+            assert np.nanmean(out[k]) == pytest.approx(chance[k].mean(), abs=0.02), (k, quant)

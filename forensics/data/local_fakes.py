@@ -15,14 +15,24 @@ Layout written by :func:`build_local_fakes` (its own folder; the benchmark's spl
 
     OUT/test/<family>_local/0_real/*.png     untouched real test crops
     OUT/test/<family>_local/1_fake/*.png     locally manipulated crops
+    OUT/test/<family>_local/bases/*.png      the untouched crop each fake was made from, same file name as the fake
     OUT/test/<family>_local/masks/*.png      one mask per fake, same file name: 8-bit grey, 255 = manipulated
-    OUT/local_manifest.json                  settings, counts, per-image shape and mask area, SHA-256
+    OUT/local_manifest.json                  settings, counts, the pairs (fake, base, mask, shape, area), SHA-256
+
+A fake and its base differ only where ``alpha > 0`` (the mask and its feathered rim), so the pair is a
+counterfactual: whatever the detector sees in the fake but not in the base was put there by the
+generator, inside the region (:mod:`forensics.analysis.faithfulness.validity` checks that the detector's
+evidence really lies there before any heatmap is scored against the mask).
+
+Versions: 1 had no bases; 2 adds ``bases/`` and the pairs in the manifest, and its defaults (more fakes per
+family) give every default detector enough counterfactual pairs. The benchmark itself is never rebuilt.
 
 Deterministic for a seed (same platform and torch version, one torch thread by default).
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -42,9 +52,10 @@ log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 
-LOCAL_VERSION = 1
+LOCAL_VERSION = 2
 LOCAL_SUFFIX = "_local"
 MASK_DIR = "masks"
+BASE_DIR = "bases"
 MANIFEST = "local_manifest.json"
 SHAPES = ("ellipse", "rectangle", "stroke")
 
@@ -199,6 +210,7 @@ def _build_into(root: Path, bench_cfg: syn.BenchmarkConfig, cfg: LocalFakeConfig
         syn._write_pngs(folder / syn.REAL_DIR, reals, [syn.class_name(n) for n in rnames], "real", hasher)
         fake_names = [syn.class_name(n) for n in fnames]
         syn._write_pngs(folder / syn.FAKE_DIR, np.stack(fakes), fake_names, fam, hasher)
+        syn._write_pngs(folder / BASE_DIR, base, fake_names, fam, hasher)   # same file names as the fakes
         (folder / MASK_DIR).mkdir()
         for i, (mask, src) in enumerate(zip(masks, fake_names)):
             fname = f"{fam}_{i:05d}_{src}.png"
@@ -208,8 +220,10 @@ def _build_into(root: Path, bench_cfg: syn.BenchmarkConfig, cfg: LocalFakeConfig
             (folder / MASK_DIR / fname).write_bytes(buf.tobytes())
             hasher.update(f"{MASK_DIR}/{fname}".encode())
             hasher.update(hashlib.sha256(buf.tobytes()).digest())
-            records[i]["file"] = fname
-        counts[folder.name] = {syn.REAL_DIR: len(reals), syn.FAKE_DIR: len(fakes), MASK_DIR: len(masks)}
+            records[i] = {"file": fname, "fake": f"{syn.FAKE_DIR}/{fname}", "base": f"{BASE_DIR}/{fname}",
+                          "mask": f"{MASK_DIR}/{fname}", **records[i]}
+        counts[folder.name] = {syn.REAL_DIR: len(reals), syn.FAKE_DIR: len(fakes), BASE_DIR: len(base),
+                               MASK_DIR: len(masks)}
         images[folder.name] = records
         areas = [r["area"] for r in records]
         say(f"{folder.name}: {len(fakes)} fakes, mask area {np.mean(areas):.3f} (min {min(areas):.3f}, "
@@ -217,8 +231,10 @@ def _build_into(root: Path, bench_cfg: syn.BenchmarkConfig, cfg: LocalFakeConfig
     return {"split": "forensics.local_fakes", "version": LOCAL_VERSION, "config": cfg.to_dict(),
             "benchmark_config": bench_cfg.to_dict(),
             "benchmark_images_sha256": None if bench_manifest is None else bench_manifest["images_sha256"],
-            "layout": f"test/<family>{LOCAL_SUFFIX}/{{{syn.REAL_DIR},{syn.FAKE_DIR},{MASK_DIR}}}",
+            "layout": f"test/<family>{LOCAL_SUFFIX}/{{{syn.REAL_DIR},{syn.FAKE_DIR},{BASE_DIR},{MASK_DIR}}}",
             "mask_format": "8-bit grey PNG, same file name as the fake; 255 = manipulated (alpha >= 0.5), 0 = original",
+            "base_format": "the untouched crop the fake was made from, PNG, same file name as the fake; it differs "
+                           "from the fake only where the feathered mask alpha > 0",
             "generators": {f: info[f]["probe"] for f in cfg.families},
             "counts": counts, "images": images, "images_sha256": hasher.hexdigest()}
 
@@ -233,14 +249,29 @@ def read_mask(path: PathLike) -> np.ndarray:
     return m >= 128
 
 
-def mask_for(image: PathLike, mask_dir: PathLike) -> Path | None:
-    """The mask of ``image`` in ``mask_dir``: the file with the same stem (``.png`` first), or ``None``."""
-    stem = Path(image).stem
-    folder = Path(mask_dir)
-    for cand in [folder / f"{stem}.png", *sorted(folder.glob(f"{stem}.*"))]:
+def file_for(image: PathLike, folder: PathLike) -> Path | None:
+    """The file of ``folder`` paired with ``image`` by name, never by position: the same file name, else the
+    same stem as ``.png``, else the one file with the same stem; ``None`` if there is none. Several files
+    with the stem and none of the first two names is an error (the pairing would be a guess)."""
+    image, folder = Path(image), Path(folder)
+    for cand in (folder / image.name, folder / f"{image.stem}.png"):
         if cand.is_file():
             return cand
-    return None
+    found = [p for p in folder.glob(f"{glob.escape(image.stem)}.*") if p.is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} files in {folder} could be the pair of {image.name}: "
+                         f"{sorted(p.name for p in found)}")
+    return found[0] if found else None
+
+
+def mask_for(image: PathLike, mask_dir: PathLike) -> Path | None:
+    """The mask of ``image`` in ``mask_dir`` (:func:`file_for`), or ``None``."""
+    return file_for(image, mask_dir)
+
+
+def base_for(image: PathLike, base_dir: PathLike) -> Path | None:
+    """The untouched base of fake ``image`` in ``base_dir`` (:func:`file_for`), or ``None``."""
+    return file_for(image, base_dir)
 
 
 def local_set_name(family: str) -> str:
@@ -251,5 +282,5 @@ def read_local_manifest(root: PathLike) -> dict:
     return json.loads((Path(root) / MANIFEST).read_text())
 
 
-__all__ = ["LocalFakeConfig", "MASK_DIR", "build_local_fakes", "composite", "local_set_name", "mask_for",
-           "random_mask", "read_local_manifest", "read_mask", "soft_alpha"]
+__all__ = ["BASE_DIR", "LOCAL_VERSION", "LocalFakeConfig", "MASK_DIR", "base_for", "build_local_fakes", "composite",
+           "file_for", "local_set_name", "mask_for", "random_mask", "read_local_manifest", "read_mask", "soft_alpha"]

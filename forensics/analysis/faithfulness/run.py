@@ -1,20 +1,19 @@
 """Every metric for every method of one detector on one set of fakes with masks
 (``analyses/faithfulness.py``, docs/faithfulness.md).
 
-:func:`load_images` reads the fakes of a set and their masks; :func:`called_fake` keeps the first
-ones the detector calls fake; :func:`evaluate` explains them with
-each method (target: fake, timed), runs the perturbation curves on all of them, the localisation
-metrics on those the detector calls fake, and the cascading randomisation on the first few;
-:func:`leaderboard` reduces the per-image values to means with bootstrap 95 % CIs; :func:`write_outputs`
-writes the leaderboard (CSV and markdown), the per-image CSV, the figures and ``summary.json``.
+:func:`load_images` reads the fakes of a set, their masks and, where the set has them, their *bases* (the
+untouched images the fakes were made from, paired by file name); :func:`select_pairs` keeps the first
+*valid pairs*: fakes the detector calls fake whose base it calls real (without bases: the fakes it calls
+fake, the masks taken on trust), and counts what it dropped; :func:`evaluate` explains them with each
+method (target: fake, timed), runs the perturbation curves and the localisation metrics on them, the
+cascading randomisation on the first few, and scores the two reference maps (the mask itself and the
+pixel difference to the base). The tables and figures are written by :mod:`.outputs`.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -23,100 +22,189 @@ import torch
 from tqdm import tqdm
 
 from ...data import ImageDataset, ImageRecord, RunSummary, iter_batches
-from ...data.local_fakes import MASK_DIR, mask_for, read_mask
+from ...data.local_fakes import base_for, mask_for, read_mask
 from ...detectors import Detector
 from ...errors import ForensicsError
 from ...explain import create_explainer
 from ...explain.figures import to_uint8
-from ...io import atomic_write_json, atomic_write_text
-from .localisation import METRICS as LOC_METRICS, chance_levels, localisation
-from .perturbation import PerturbationConfig, area, perturbation_curves
-from .randomisation import CascadeResult, cascade_groups, cascading_randomisation, model_sensitive
-from .stats import Estimate, bootstrap_ci
+from .localisation import chance_levels, localisation
+from .perturbation import PerturbationConfig, perturbation_curves
+from .randomisation import CascadeResult, cascade_groups, cascading_randomisation
+from .validity import ValidityResult, mask_validity
 
 log = logging.getLogger(__name__)
+
+#: The reference maps scored beside the methods (not explanation methods: the ceiling and where pixels changed).
+REFERENCES = ("mask", "difference")
 
 
 @dataclass
 class ImageSet:
     """Normalised ``images`` ``[N, C, H, W]``, bool ``masks`` ``[N, H, W]`` (or None), uint8 ``display``
-    images ``[N, H, W, 3]``, their ``paths``, and what was skipped."""
+    images ``[N, H, W, 3]``, their ``paths``, the paired ``bases`` and their display images (or None), and
+    what was skipped."""
 
     images: torch.Tensor
     masks: np.ndarray | None
     display: np.ndarray
     paths: list[str]
     summary: RunSummary
+    bases: torch.Tensor | None = None
+    base_display: np.ndarray | None = None
+    base_paths: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _read(detector: Detector, records: Sequence[ImageRecord], crop: str | None, batch_size: int):
+    """``(images, display, kept paths, skipped)`` of ``records`` through the detector's transform."""
+    dataset = ImageDataset(list(records), detector.transform(crop=crop))
+    pre = detector.config.preprocessing
+    xs, shown, kept, skipped = [], [], [], []
+    for batch in iter_batches(dataset, batch_size=batch_size):
+        skipped += batch.skipped
+        if len(batch):
+            xs.append(batch.images)
+            shown.append(to_uint8(batch.images, pre.mean, pre.std))
+            kept += [str(p) for p in batch.paths]
+    return xs, shown, kept, skipped
 
 
 def load_images(detector: Detector, records: Sequence[ImageRecord], mask_dir: str | Path | None,
-                crop: str | None = None, batch_size: int = 16) -> ImageSet:
-    """Read ``records`` through the detector's transform, and the mask of each from ``mask_dir``
-    (same file stem). A fake without a mask is skipped and listed; a mask whose size differs from the
-    detector's input is an error (masks need full-resolution input: ``--crop none``)."""
-    dataset = ImageDataset(list(records), detector.transform(crop=crop))
-    pre = detector.config.preprocessing
+                crop: str | None = None, batch_size: int = 16, base_dir: str | Path | None = None) -> ImageSet:
+    """Read ``records`` through the detector's transform, the mask of each from ``mask_dir`` and its base from
+    ``base_dir`` (both paired by file name, :func:`forensics.data.local_fakes.file_for`). A fake without a
+    mask, or without a readable base where bases are given, is skipped and listed; a mask or base whose
+    size differs from the detector's input is an error (masks need full-resolution input: ``--crop none``)."""
     summary = RunSummary()
-    images, display, paths, masks = [], [], [], []
-    for batch in iter_batches(dataset, batch_size=batch_size):
-        summary.add(batch)
-        if not len(batch):
-            continue
-        keep = []
-        for i, p in enumerate(batch.paths):
-            if mask_dir is None:
-                keep.append(i)
-                continue
-            mp = mask_for(p, mask_dir)
-            if mp is None:
-                summary.skipped.append((str(p), f"no mask in {mask_dir}"))
-                summary.used -= 1
-                continue
-            m = read_mask(mp)
-            if m.shape != tuple(batch.images.shape[2:]):
-                raise ForensicsError(f"mask {mp} is {m.shape[0]}x{m.shape[1]} but the detector's input is "
-                                     f"{batch.images.shape[2]}x{batch.images.shape[3]}: use full-resolution "
-                                     "input (--crop none) and masks of the images' size")
-            masks.append(m)
-            keep.append(i)
-        if keep:
-            x = batch.images[keep]
-            images.append(x)
-            display.append(to_uint8(x, pre.mean, pre.std))
-            paths += [str(batch.paths[i]) for i in keep]
-    if not paths:
-        raise ForensicsError("no readable image with a mask to evaluate")
-    shapes = {tuple(x.shape[1:]) for x in images}
-    if len(shapes) > 1:
-        raise ForensicsError(f"images of several sizes {sorted(shapes)}: evaluate one size at a time")
-    return ImageSet(torch.cat(images), np.stack(masks) if mask_dir is not None else None, np.concatenate(display),
-                    paths, summary)
+    paths, masks, bases, kept_records = [], [], [], []
+    for r in records:
+        summary.total += 1
+        mp = mask_for(r.path, mask_dir) if mask_dir is not None else None
+        bp = base_for(r.path, base_dir) if base_dir is not None else None
+        if mask_dir is not None and mp is None:
+            summary.skipped.append((str(r.path), f"no mask in {mask_dir}"))
+        elif base_dir is not None and bp is None:
+            summary.skipped.append((str(r.path), f"no base in {base_dir}"))
+        else:
+            paths.append(str(r.path))
+            masks.append(mp)
+            bases.append(bp)
+            kept_records.append(r)
+    xs, shown, kept, skipped = _read(detector, kept_records, crop, batch_size)
+    summary.skipped += skipped
+    if base_dir is not None:
+        pos = {p: i for i, p in enumerate(paths)}
+        base_records = [replace(kept_records[pos[p]], path=str(bases[pos[p]]), label=0) for p in kept]
+        bx, bshown, bkept, bskipped = _read(detector, base_records, crop, batch_size)
+        summary.skipped += [(p, f"base unreadable: {why}") for p, why in bskipped]
+        readable = set(bkept)
+        keep = [str(bases[pos[p]]) in readable for p in kept]
+        xs, shown = [torch.cat(xs)[torch.as_tensor(keep)]] if xs else [], [np.concatenate(shown)[keep]] if shown else []
+        kept = [p for p, k in zip(kept, keep) if k]
+    if not kept:
+        raise ForensicsError("no readable image" + (" with a mask" if mask_dir is not None else "") +
+                             (" and a base" if base_dir is not None else "") + " to evaluate")
+    images = torch.cat(xs)
+    if len({tuple(x.shape[1:]) for x in xs}) > 1:
+        raise ForensicsError(f"images of several sizes {sorted({tuple(x.shape[1:]) for x in xs})}: "
+                             "evaluate one size at a time")
+    summary.used = len(kept)
+    pos = {p: i for i, p in enumerate(paths)}
+    mask_arr = None
+    if mask_dir is not None:
+        mask_arr = np.stack([read_mask(masks[pos[p]]) for p in kept])
+        _check_size(mask_arr.shape[1:], images.shape[2:], "mask", masks[pos[kept[0]]])
+    data = ImageSet(images, mask_arr, np.concatenate(shown), kept, summary)
+    if base_dir is not None:
+        b = torch.cat(bx)
+        _check_size(b.shape[2:], images.shape[2:], "base", bases[pos[kept[0]]])
+        data = replace(data, bases=b, base_display=np.concatenate(bshown), base_paths=[str(bases[pos[p]]) for p in kept])
+    return data
+
+
+def _check_size(got, want, what: str, example) -> None:
+    if tuple(got) != tuple(want):
+        raise ForensicsError(f"{what} {example} is {got[0]}x{got[1]} but the detector's input is {want[0]}x{want[1]}: "
+                             f"use full-resolution input (--crop none) and {what}s of the images' size")
 
 
 def select(data: ImageSet, keep) -> ImageSet:
     """The images of ``data`` at the indices (or bool mask) ``keep``."""
     idx = np.flatnonzero(np.asarray(keep)) if np.asarray(keep).dtype == bool else np.asarray(keep, dtype=int)
-    return ImageSet(data.images[torch.as_tensor(idx, dtype=torch.long)],
-                    None if data.masks is None else data.masks[idx], data.display[idx],
-                    [data.paths[i] for i in idx], data.summary)
+    t = torch.as_tensor(idx, dtype=torch.long)
+    return ImageSet(data.images[t], None if data.masks is None else data.masks[idx], data.display[idx],
+                    [data.paths[i] for i in idx], data.summary,
+                    None if data.bases is None else data.bases[t],
+                    None if data.base_display is None else data.base_display[idx],
+                    None if data.base_paths is None else [data.base_paths[i] for i in idx])
 
 
-def called_fake(detector: Detector, data: ImageSet, limit: int | None, batch_size: int = 16) -> ImageSet:
-    """The first ``limit`` images (all: ``None``) that ``detector`` calls fake (``logit >= 0``)."""
+@dataclass
+class Selection:
+    """How the scored images were chosen: ``fakes`` read, ``called_fake`` (logit >= ``threshold``), of those
+    ``base_called_fake`` dropped because the base is called fake too, ``valid`` pairs, ``scored`` (the first
+    ``limit`` valid ones). Without bases every fake called fake counts as valid (masks taken on trust)."""
+
+    threshold: float
+    fakes: int
+    called_fake: int
+    base_called_fake: int | None
+    valid: int
+    scored: int
+    has_bases: bool
+    all_fakes: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "fakes": self.fakes, "called_fake": self.called_fake,
+                "dropped_base_called_fake": self.base_called_fake, "valid_pairs": self.valid, "scored": self.scored,
+                "bases": self.has_bases, "all_fakes": self.all_fakes,
+                "ground_truth": "counterfactual pairs (fake called fake, base called real)" if self.has_bases
+                else "masks taken on trust (no bases: the fakes called fake)"}
+
+    def line(self) -> str:
+        if not self.has_bases:
+            return (f"{self.called_fake} of {self.fakes} fakes called fake (logit >= {self.threshold:g}); no bases, "
+                    f"so the masks are taken on trust; {self.scored} scored")
+        return (f"{self.called_fake} of {self.fakes} fakes called fake (logit >= {self.threshold:g}); "
+                f"{self.base_called_fake} dropped because their base is called fake too; {self.valid} valid pairs; "
+                f"{self.scored} scored")
+
+
+@torch.no_grad()
+def logits(detector: Detector, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    dev = detector.device
+    return torch.cat([detector(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def _valid(fake: np.ndarray, base: np.ndarray | None, threshold: float) -> np.ndarray:
+    called = fake >= threshold
+    return called if base is None else called & (base < threshold)
+
+
+def select_pairs(detector: Detector, data: ImageSet, limit: int | None, threshold: float = 0.0,
+                 batch_size: int = 16, all_fakes: bool = False) -> tuple[ImageSet, Selection]:
+    """The first ``limit`` valid pairs of ``data`` (``all_fakes``: the first ``limit`` fakes, whatever they are
+    called) and the counts of :class:`Selection`."""
     detector.eval()
-    logits = _logits(detector, data.images, batch_size).numpy()
-    idx = np.flatnonzero(logits >= 0)[:limit]
-    log.info("%d of %d images called fake by %s; evaluating %d", int((logits >= 0).sum()), len(logits),
-             detector.name, len(idx))
-    if not len(idx):
-        raise ForensicsError(f"{detector.name} calls none of the {len(logits)} images fake: nothing to explain")
-    return select(data, idx)
+    fl = logits(detector, data.images, batch_size).numpy()
+    bl = logits(detector, data.bases, batch_size).numpy() if data.bases is not None else None
+    called = fl >= threshold
+    valid = _valid(fl, bl, threshold)
+    idx = np.arange(len(fl))[:limit] if all_fakes else np.flatnonzero(valid)[:limit]
+    sel = Selection(threshold, len(fl), int(called.sum()), None if bl is None else int((called & (bl >= threshold)).sum()),
+                    int(valid.sum()), int(valid[idx].sum()), bl is not None, all_fakes)
+    log.info("%s: %s", detector.name, sel.line())
+    if not valid.any():
+        raise ForensicsError(f"{detector.name}: no valid pair to score ({sel.line()})")
+    return select(data, idx), sel
 
 
 @dataclass
 class MethodResult:
-    """One method's per-image values: ``heat`` ``[N, H, W]``, ``seconds`` per image, ``curves``
-    ``{fill: {morf|lerf: [N, steps+1]}}``, ``localisation`` ``{metric: [n_called_fake]}``, ``cascade``."""
+    """One method's (or reference map's) per-image values: ``heat`` ``[N, H, W]``, ``seconds`` per image,
+    ``curves`` ``{fill: {morf|lerf: [N, steps+1]}}``, ``localisation`` ``{metric: [n_valid]}``, ``cascade``."""
 
     label: str
     signed: bool
@@ -125,6 +213,7 @@ class MethodResult:
     curves: dict[str, dict[str, np.ndarray]]
     localisation: dict[str, np.ndarray] = field(default_factory=dict)
     cascade: CascadeResult | None = None
+    reference: bool = False
 
 
 @dataclass
@@ -132,38 +221,69 @@ class Evaluation:
     detector: str
     data: ImageSet
     logits: np.ndarray
-    called_fake: np.ndarray
+    valid: np.ndarray
     methods: dict[str, MethodResult]
     perturbation: PerturbationConfig
     randomisation_images: int
     seed: int
+    threshold: float = 0.0
+    base_logits: np.ndarray | None = None
+    quantile: float | None = None
+    selection: Selection | None = None
+    validity: ValidityResult | None = None
+
+    @property
+    def called_fake(self) -> np.ndarray:
+        return self.logits >= self.threshold
 
     @property
     def chance(self) -> dict[str, np.ndarray]:
-        return chance_levels(self.data.masks[self.called_fake]) if self.data.masks is not None else {}
+        return chance_levels(self.data.masks[self.valid], self.quantile) if self.data.masks is not None else {}
 
 
-@torch.no_grad()
-def _logits(detector: Detector, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    dev = detector.device
-    return torch.cat([detector(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)])
+def reference_maps(data: ImageSet) -> dict[str, torch.Tensor]:
+    """``mask``: the ground truth as a heatmap; ``difference``: per-pixel ``|fake - base|`` (0-255 display
+    values) summed over the channels, where a base exists."""
+    out = {}
+    if data.masks is not None:
+        out["mask"] = torch.as_tensor(data.masks.astype(np.float32))
+    if data.base_display is not None:
+        diff = np.abs(data.display.astype(np.int16) - data.base_display.astype(np.int16)).sum(-1)
+        out["difference"] = torch.as_tensor(diff.astype(np.float32))
+    return out
 
 
 def evaluate(detector: Detector, data: ImageSet, methods: Sequence[str], *,
              options: Mapping[str, Mapping[str, Any]] | None = None,
              perturbation: PerturbationConfig = PerturbationConfig(), randomisation_images: int = 8,
-             min_groups: int = 4, batch_size: int = 16, seed: int = 0) -> Evaluation:
-    """Explain ``data`` (target: fake) with each method and measure it (see the module docstring)."""
+             min_groups: int = 4, batch_size: int = 16, seed: int = 0, threshold: float = 0.0,
+             quantile: float | None = None, selection: Selection | None = None, validity_draws: int = 8,
+             references: bool = True) -> Evaluation:
+    """Explain ``data`` (target: fake) with each method and measure it (see the module docstring); the mask
+    validity check runs first on the valid pairs where ``data`` has bases."""
     options = options or {}
     detector.eval()
     x = data.images
-    logits = _logits(detector, x, batch_size)
-    called = (logits >= 0).numpy()
-    log.info("%d images, %d called fake by %s", len(x), int(called.sum()), detector.name)
+    fl = logits(detector, x, batch_size).numpy()
+    bl = logits(detector, data.bases, batch_size).numpy() if data.bases is not None else None
+    valid = _valid(fl, bl, threshold)
+    log.info("%d images, %d valid for localisation (%s)", len(x), int(valid.sum()), detector.name)
     dev = detector.device
 
     def score(batch: torch.Tensor) -> torch.Tensor:   # target fake: g = f
         return detector(batch.to(dev))
+
+    validity = None
+    if data.bases is not None and data.masks is not None and valid.any():
+        v = torch.as_tensor(valid)
+        validity = mask_validity(score, x[v], data.bases[v], data.masks[valid], draws=validity_draws, seed=seed,
+                                 batch_size=max(batch_size * 4, 64), threshold=threshold)
+    masks = data.masks[valid] if data.masks is not None else None
+
+    def measure(heat: torch.Tensor) -> tuple[dict, dict]:
+        curves = perturbation_curves(score, x.to(dev), heat, perturbation, chunk=max(batch_size * 8, 64))
+        loc = localisation(heat.numpy()[valid], masks, quantile) if masks is not None else {}
+        return curves, loc
 
     groups = cascade_groups(detector, min_groups) if randomisation_images else None
     results: dict[str, MethodResult] = {}
@@ -177,228 +297,20 @@ def evaluate(detector: Detector, data: ImageSet, methods: Sequence[str], *,
                 heats.append(ex.attribute(x[i:i + batch_size], "fake").pixel)
                 seconds += time.perf_counter() - start
         heat = torch.cat(heats)
-        curves = perturbation_curves(score, x.to(dev), heat, perturbation, chunk=max(batch_size * 8, 64))
-        loc = localisation(heat.numpy()[called], data.masks[called]) if data.masks is not None else {}
+        curves, loc = measure(heat)
         cascade = None
         if randomisation_images:
             cascade = cascading_randomisation(detector, method, x[:randomisation_images], "fake", opts, seed=seed,
                                               groups=groups)
         results[method] = MethodResult(label, signed, heat, seconds / len(x), curves, loc, cascade)
         log.info("%s: %.3f s/image", method, seconds / len(x))
-    return Evaluation(detector.name, data, logits.numpy(), called, results, perturbation, randomisation_images, seed)
+    if references:
+        for name, heat in reference_maps(data).items():
+            curves, loc = measure(heat)
+            results[name] = MethodResult(name, False, heat, 0.0, curves, loc, reference=True)
+    return Evaluation(detector.name, data, fl, valid, results, perturbation, randomisation_images, seed, threshold,
+                      bl, quantile, selection, validity)
 
 
-# ---------------------------------------------------------------------------------------- tables
-def columns(ev: Evaluation) -> list[str]:
-    cols = [f"srg_{f}" for f in ev.perturbation.fill_ins]
-    if ev.data.masks is not None:
-        cols += list(LOC_METRICS)
-    if ev.randomisation_images:
-        cols += ["random_spearman", "random_spearman_abs", "random_ssim"]
-    return cols
-
-
-def per_image(ev: Evaluation, method: str) -> dict[str, np.ndarray]:
-    """Per-image values of every leaderboard column (and the MoRF/LeRF areas) of ``method``."""
-    r = ev.methods[method]
-    out: dict[str, np.ndarray] = {}
-    for f, c in r.curves.items():
-        out[f"auc_morf_{f}"], out[f"auc_lerf_{f}"] = area(c["morf"]), area(c["lerf"])
-        out[f"srg_{f}"] = out[f"auc_lerf_{f}"] - out[f"auc_morf_{f}"]
-    out.update(r.localisation)
-    if r.cascade is not None:
-        out["random_spearman"], out["random_ssim"] = r.cascade.spearman[-1], r.cascade.ssim[-1]
-        out["random_spearman_abs"] = r.cascade.spearman_abs[-1]
-    return out
-
-
-def leaderboard(ev: Evaluation) -> dict[str, dict[str, Estimate]]:
-    """``{method: {column: Estimate}}`` (bootstrap 95 % CIs over images) plus a ``chance`` row."""
-    board = {}
-    for k, m in enumerate(ev.methods):
-        vals = per_image(ev, m)
-        board[m] = {c: bootstrap_ci(v, seed=ev.seed + k) for c, v in vals.items()}
-    if ev.data.masks is not None:
-        board["chance"] = {c: bootstrap_ci(v, seed=ev.seed) for c, v in ev.chance.items()}
-        board["chance"].update({f"srg_{f}": Estimate(0.0, float("nan"), float("nan"), 1)
-                                for f in ev.perturbation.fill_ins})   # 0 by symmetry: no CI
-    return board
-
-
-def verdicts(ev: Evaluation, board: Mapping[str, Mapping[str, Estimate]]) -> dict[str, dict[str, Any]]:
-    """Per method: SRG CI above 0 (per fill-in), localisation CI above the chance mean, model-sensitive."""
-    out = {}
-    chance = {c: float(np.mean(v)) for c, v in ev.chance.items()} if ev.data.masks is not None else {}
-    for m in ev.methods:
-        row = board[m]
-        v: dict[str, Any] = {f"srg_{f}_above_0": bool(row[f"srg_{f}"].lo > 0) for f in ev.perturbation.fill_ins}
-        for c, level in chance.items():
-            v[f"{c}_above_chance"] = bool(row[c].lo > level) if c in row else None
-        if "random_spearman" in row:
-            v["model_sensitive"] = model_sensitive(row["random_spearman"].hi, row["random_spearman_abs"].hi)
-        out[m] = v
-    return out
-
-
-def markdown(ev: Evaluation, board: Mapping[str, Mapping[str, Estimate]], sens: Mapping[str, Mapping]) -> str:
-    cols = columns(ev)
-    head = ["method", "s/image", *cols, *(["model-sensitive"] if ev.randomisation_images else [])]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m, row in board.items():
-        secs = f"{ev.methods[m].seconds:.3f}" if m in ev.methods else ""
-        cells = [row[c].format(2) if c in row else "" for c in cols]
-        extra = ([("yes" if sens[m].get("model_sensitive") else "no") if m in sens else ""]
-                 if ev.randomisation_images else [])
-        lines.append("| " + " | ".join([m, secs, *cells, *extra]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _csv(rows: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------------------------------- figures
-def _colours(n: int):
-    from matplotlib import colormaps
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
-
-
-def curve_figure(ev: Evaluation, fill: str):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(9, 3.8))
-    axes = fig.subplots(1, 2, sharey=True)
-    steps = ev.perturbation.steps
-    frac = np.linspace(0, 1, steps + 1)
-    for (m, r), col in zip(ev.methods.items(), _colours(len(ev.methods))):
-        for ax, order in zip(axes, ("morf", "lerf")):
-            ax.plot(frac, r.curves[fill][order].mean(0), color=col, lw=2.2 if m == "random" else 1.3,
-                    ls="--" if m == "random" else "-", label=m)
-    for ax, order in zip(axes, ("MoRF (most relevant removed first)", "LeRF (least relevant removed first)")):
-        ax.set_title(order, fontsize=9)
-        ax.set_xlabel("fraction of patches removed")
-        ax.axhline(0, color="grey", lw=0.6)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mean logit of 'fake'")
-    axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{ev.detector}: perturbation curves, fill-in '{fill}', {len(ev.data.paths)} fakes, "
-                 f"{ev.perturbation.patch}px patches", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def randomisation_figure(ev: Evaluation):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(14.5, 3.9))
-    axes = fig.subplots(1, 3, sharey=True)
-    names = None
-    for (m, r), col in zip(ev.methods.items(), _colours(len(ev.methods))):
-        c = r.cascade
-        names = c.steps
-        for ax, vals in zip(axes, (c.spearman, c.spearman_abs, c.ssim)):
-            ax.plot(range(len(names)), np.nanmean(vals, 1), marker="o", ms=3, color=col,
-                    lw=2.2 if m == "random" else 1.3, ls="--" if m == "random" else "-", label=m)
-    for ax, title in zip(axes, ("Spearman", "Spearman of |map|", "SSIM")):
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_title(f"{title} with the trained model's map", fontsize=9)
-        ax.axhline(0, color="grey", lw=0.6)
-        ax.grid(alpha=0.3)
-    axes[0].set_xlabel("randomised cumulatively down to")
-    axes[2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the panels, not over them
-    fig.suptitle(f"{ev.detector}: cascading parameter randomisation, {ev.randomisation_images} images", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def mask_grid(ev: Evaluation, rows: int = 6):
-    from ...explain.figures import explanation_grid
-    idx = np.flatnonzero(ev.called_fake)[:rows] if ev.data.masks is not None else np.arange(rows)
-    idx = idx[:rows] if len(idx) else np.arange(min(rows, len(ev.data.paths)))
-    maps: dict[str, np.ndarray] = {}
-    signed: dict[str, bool] = {}
-    if ev.data.masks is not None:
-        maps["mask"], signed["mask"] = ev.data.masks[idx].astype(np.float32), False
-    for m, r in ev.methods.items():
-        maps[m], signed[m] = r.heat.numpy()[idx], r.signed
-    labels = [f"p={float(1 / (1 + np.exp(-ev.logits[i]))):.2f}" for i in idx]
-    return explanation_grid(ev.data.display[idx], maps, signed=signed, row_labels=labels,
-                            title=f"{ev.detector}: heatmaps (target fake) beside the ground-truth masks")
-
-
-# ---------------------------------------------------------------------------------------- outputs
-def write_outputs(ev: Evaluation, out_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``leaderboard.{csv,md}``, ``per_image.csv``, ``curves_<fill>.*``, ``masks_grid.*``,
-    ``randomisation.*`` (+ ``randomisation.csv``) and ``summary.json``; returns the summary."""
-    from ... import plots
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    board = leaderboard(ev)
-    sens = verdicts(ev, board)
-    cols = columns(ev)
-    rows = [["method", "seconds_per_image", *[f"{c}_{s}" for c in cols for s in ("mean", "ci_lo", "ci_hi", "n")],
-             *(["model_sensitive"] if ev.randomisation_images else [])]]
-    for m, row in board.items():
-        cells = []
-        for c in cols:
-            e = row.get(c)
-            cells += ["", "", "", ""] if e is None else [f"{e.mean:.6g}", f"{e.lo:.6g}", f"{e.hi:.6g}", e.n]
-        rows.append([m, f"{ev.methods[m].seconds:.6g}" if m in ev.methods else "", *cells,
-                     *([sens[m].get("model_sensitive", "") if m in sens else ""] if ev.randomisation_images else [])])
-    files = [atomic_write_text(out_dir / "leaderboard.csv", _csv(rows))]
-    md = markdown(ev, board, sens)
-    files.append(atomic_write_text(out_dir / "leaderboard.md", md))
-
-    names = list(ev.methods)
-    vals = {m: per_image(ev, m) for m in names}
-    keys = list(vals[names[0]])
-    called_idx = np.flatnonzero(ev.called_fake)
-    img_rows = [["index", "path", "logit", "called_fake", "method", *keys]]
-    for m in names:
-        for i, p in enumerate(ev.data.paths):
-            cells = []
-            for k in keys:
-                v = vals[m][k]
-                if len(v) == len(ev.data.paths):
-                    cells.append(f"{v[i]:.6g}")
-                elif k in LOC_METRICS:
-                    j = np.searchsorted(called_idx, i)
-                    cells.append(f"{v[j]:.6g}" if ev.called_fake[i] else "")
-                else:
-                    cells.append(f"{v[i]:.6g}" if i < len(v) else "")
-            img_rows.append([i, p, f"{ev.logits[i]:.6g}", int(ev.called_fake[i]), m, *cells])
-    files.append(atomic_write_text(out_dir / "per_image.csv", _csv(img_rows)))
-
-    for f in ev.perturbation.fill_ins:
-        files += plots.save_figure(curve_figure(ev, f), out_dir / f"curves_{f}", formats=formats, dpi=150)
-    files += plots.save_figure(mask_grid(ev), out_dir / "masks_grid", formats=formats, dpi=150)
-    if ev.randomisation_images:
-        files += plots.save_figure(randomisation_figure(ev), out_dir / "randomisation", formats=formats, dpi=150)
-        steps = ev.methods[names[0]].cascade.steps
-        rrows = [["method", "step", "randomised_down_to", "spearman_mean", "spearman_abs_mean", "ssim_mean"]]
-        for m in names:
-            c = ev.methods[m].cascade
-            rrows += [[m, k, s, f"{np.nanmean(c.spearman[k]):.6g}", f"{np.nanmean(c.spearman_abs[k]):.6g}",
-                       f"{np.nanmean(c.ssim[k]):.6g}"]
-                      for k, s in enumerate(steps)]
-        files.append(atomic_write_text(out_dir / "randomisation.csv", _csv(rrows)))
-    summary = {"detector": ev.detector, "images": len(ev.data.paths), "called_fake": int(ev.called_fake.sum()),
-               "mean_mask_area_called_fake": (float(ev.data.masks[ev.called_fake].mean())
-                                              if ev.data.masks is not None and ev.called_fake.any() else None),
-               "perturbation": {"patch": ev.perturbation.patch, "steps": ev.perturbation.steps,
-                                "fill_ins": list(ev.perturbation.fill_ins), "blur_sigma": ev.perturbation.blur_sigma,
-                                "road_noise": ev.perturbation.road_noise},
-               "randomisation_images": ev.randomisation_images,
-               "leaderboard": {m: {c: e.to_dict() for c, e in row.items()} for m, row in board.items()},
-               "verdicts": sens,
-               "seconds_per_image": {m: r.seconds for m, r in ev.methods.items()},
-               "skipped": ev.data.summary.skipped, "files": [str(p) for p in files],
-               "torch_threads": torch.get_num_threads(), **dict(extra or {})}
-    atomic_write_json(out_dir / "summary.json", summary)
-    return summary
-
-
-__all__ = ["Evaluation", "ImageSet", "MethodResult", "called_fake", "evaluate", "leaderboard", "load_images", "markdown",
-           "verdicts", "write_outputs", "MASK_DIR"]
+__all__ = ["Evaluation", "ImageSet", "MethodResult", "REFERENCES", "Selection", "evaluate", "load_images", "logits",
+           "reference_maps", "select", "select_pairs"]
