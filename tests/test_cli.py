@@ -178,10 +178,10 @@ def test_predict_and_train_spellings():
     args = predict.parse_args(["predict", "--detector", "resnet50", "img", "--batch-size", "3", "--max-rows", "2"])
     assert (args.batch_size, args.max_rows) == (3, 2)
     assert predict.parse_args(["predict", "--detector", "resnet50", "img", "--bsize", "4"]).batch_size == 4
+    from forensics.cli.train_args import trainer_parser
     from forensics.train import get_trainer
     for name in ("resnet50", "rine"):
-        parser = argparse.ArgumentParser()
-        get_trainer(name).add_arguments(parser)
+        parser = trainer_parser(get_trainer(name).options)
         base = ["--dataroot", "d"]
         assert parser.parse_args(base + ["--batch_size", "8"]).batch_size == 8
         assert parser.parse_args(base + ["--bsize", "9", "--color-robust"]).color_robust is True

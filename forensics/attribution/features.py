@@ -38,6 +38,7 @@ import torch
 from ..data import ImageRecord
 from ..detectors.config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ..detectors.feature_cache import TOKEN_SITES, CacheSummary, backbone_of, default_preprocessing, extract_or_load
+from ..cache import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 def default_cache_dir() -> Path:
     """``$FORENSICS_CACHE/features`` (entries are keyed by content; see the module docstring)."""
-    from ..defaults import cache_dir
     return cache_dir() / "features"
 
 
