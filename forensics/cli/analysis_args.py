@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..device import DEVICE_CHOICES
-from .options import add_bsize_arg, add_crop_arg, add_option
-from .predict import parse_option
+from .options import add_bsize_arg, add_crop_arg, add_option, parse_option
 
 log = logging.getLogger(__name__)
 
