@@ -378,10 +378,11 @@ def benchmark_config() -> BenchmarkConfig:
     return default_scale().benchmark
 
 
-def default_detector_and_data(detector: str = "resnet50", config: BenchmarkConfig | None = None):
-    """``(detector, benchmark)`` for analyses run without ``--weights``/``--dataset_dir``; logs one line."""
+def default_detector_and_data(detector: str = "resnet50", config: BenchmarkConfig | None = None,
+                              device: str | Any = "cpu"):
+    """``(detector on device, benchmark)`` for analyses run without ``--weights``/``--dataset_dir``; logs one line."""
     bench = default_benchmark(config)
-    model = default_detector(detector, config)
+    model = default_detector(detector, config, device=device)
     log.info("no --weights/--dataset_dir given: embedded default = %s trained on the synthetic benchmark's "
              "'%s' family (%s), checkpoint %s", detector, bench.train_family, bench.root, model.weights_source)
     return model, bench

@@ -3,6 +3,7 @@ settings, then reused (a tiny configuration; the real default is measured in the
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 
 from forensics import defaults
@@ -210,7 +211,7 @@ def test_every_default_recipe_gives_the_options_its_command_line_gives(monkeypat
             assert recipe.options(tmp_path / "bench", run_dir) == parsed, (scale, name)
 
 
-def test_a_default_trained_from_options_equals_the_command_line_run(tmp_path, monkeypatch):
+def test_a_default_trained_from_options_equals_the_command_line_run(tmp_path, monkeypatch, caplog):
     """Training a tiny recipe through the embedded default (options) and through ``analyses/train.py`` (its
     command line) draws the same numbers and takes the same steps: the checkpoints hold identical weights."""
     import runpy
@@ -219,8 +220,11 @@ def test_a_default_trained_from_options_equals_the_command_line_run(tmp_path, mo
     monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path / "cache"))
     recipe = dataclasses.replace(RECIPE, bn_momentum=0.1)  # exercises the one recipe field beyond the CLI basics
     monkeypatch.setitem(defaults.DEFAULT_RECIPES, "resnet50", recipe)
-    with single_thread():
+    with single_thread(), caplog.at_level("INFO", logger="forensics.train"):
         via_options = defaults.default_checkpoint("resnet50", TINY)
+        # a first run has no checkpoint to resume: nothing is wrong, so nothing above INFO is said about it
+        assert any("--resume: no" in r.getMessage() and r.levelname == "INFO" for r in caplog.records)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "--resume" in r.getMessage()]
         bench = defaults.default_benchmark(TINY)
         main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "analyses" / "train.py"))["main"]
         assert main(_cli_argv(recipe, bench.root, tmp_path / "cli" / "run")) == 0

@@ -342,7 +342,7 @@ class UniversalTrainer:
     def _resume(self) -> bool:
         path = latest_checkpoint(self.run_dir)
         if path is None:
-            log.warning("--resume: no %s in %s; starting a new run", LATEST, self.run_dir)
+            log.info("--resume: no %s in %s yet; starting a new run", LATEST, self.run_dir)
             return False
         ck = load_checkpoint(path)
         if ck.get("detector", self.name) != self.name:
