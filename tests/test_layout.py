@@ -137,7 +137,7 @@ MOVED = {  # old module: {name: new module}
         "config_from_dict": "config", "_rng": "seeding", "_torch_seed": "seeding", "deterministic_torch": "seeding",
         "load_sources": "sources", "sample_crops": "sources", "class_name": "sources", "_split_count": "sources",
         "signed_to_uint8": "fingerprints", "uint8_to_signed": "fingerprints",
-        "apply_colour_fingerprint": "fingerprints", "build_generators": "generators", "generate": "generators",
+        "build_generators": "generators", "generate": "generators",
         "_write_pngs": "build", "build_benchmark": "build", "read_manifest": "build"},
     "forensics.distributed": {
         "launch_env": "launch", "local_device": "launch", "shard_range": "sharding", "_ShardDataset": "sharding",
