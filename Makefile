@@ -32,10 +32,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-## The main job on the embedded default (falls back to listing weights until it exists).
+## The main job on the embedded default.
 demo: $(STAMP)
-	@if [ -f analyses/rank_fmaps.py ]; then $(PY) analyses/rank_fmaps.py; \
-	else $(PY) -m forensics weights list; fi
+	$(PY) analyses/rank_fmaps.py
 
 ## One self-contained HTML page of every run under figures/ (figures/report.html; docs/report.md).
 report: $(STAMP)

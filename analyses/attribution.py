@@ -186,4 +186,4 @@ def attribution(args: argparse.Namespace, session) -> int:
 
 
 if __name__ == "__main__":
-    run(main, expected=(ValueError,))
+    run(main)

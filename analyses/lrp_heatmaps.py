@@ -30,7 +30,7 @@ import torch
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
                                          output_name, resolve_set)
-from forensics.cli.predict import parse_option
+from forensics.cli.options import parse_option
 from forensics.explain import SIGNS, create_explainer, list_explainers
 from forensics.explain.figures import collect_heatmaps, first_fakes, write_heatmap_figures
 from forensics.plots import positive_heatmap

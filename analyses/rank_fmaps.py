@@ -69,7 +69,7 @@ def rank_fmaps(args: argparse.Namespace, run) -> int:
     run.checkpoint_in(out / ".resume")
     result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
                           conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,
-                          device=args.device, num_workers=args.workers, progress=True)
+                          num_workers=args.workers, progress=True)  # the detector is on --device already
     extra = {"args": describe(args), "weights": detector.weights_source,
              "provenance": provenance.collect(detector, files=records)}
     if run.sharded:

@@ -33,7 +33,7 @@ from forensics.analysis.ffrs_outputs import REFERENCE_K, default_k, embedded_ran
 from forensics.analysis.fmap_ranking import read_ranking_csv
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
-                                         describe, embedded_default, output_name, resolve_detector,
+                                         describe, embedded_default, output_name, require_explicit, resolve_detector,
                                          uses_embedded_default)
 from forensics.cli.sharding import add_resume_args, sharded_session
 from forensics.data import load_sets
@@ -91,8 +91,7 @@ def sensitivity(args: argparse.Namespace, run) -> int:
         ranking = read_ranking_csv(csv_path)
         k = args.topk if args.topk is not None else default_k(len(ranking))
     else:
-        if args.dataset_dir is None or not args.gan_name or args.fmap_csv is None:
-            raise SystemExit("error: --dataset_dir, --gan_name and --fmap_csv are required with --weights")
+        require_explicit(args, "dataset_dir", "gan_name", "fmap_csv")
         detector = resolve_detector(args)
         sets = load_sets(args.dataset_dir, args.gan_name, have_classes=args.have_classes,
                          num_instances=args.num_instances)

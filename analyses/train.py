@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Train a detector: ``python analyses/train.py --detector {resnet50,efb0,rine,ufd} [trainer options]``.
 
-Each detector's trainer (``forensics.train``) adds its own options; see
+Each detector's trainer (``forensics.train``) has its own options (a dataclass; the same run from Python:
+``get_trainer(detector).run(<its options>)``); see
 ``python analyses/train.py --detector resnet50 --help``. The final checkpoint loads through
 ``forensics.detectors.create(<detector>, weights=<path>)``.
 """
@@ -11,6 +12,7 @@ import argparse
 import sys
 
 from forensics.cli import run, setup_logging
+from forensics.cli.train_args import add_trainer_arguments
 from forensics.train import get_trainer, list_trainers
 
 
@@ -25,10 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     if known.detector:
         spec = get_trainer(known.detector)
         parser.description = f"{__doc__}\n{known.detector}: {spec.description}"
-        spec.add_arguments(parser)
+        add_trainer_arguments(parser, spec.options)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    path = get_trainer(args.detector).run(args)
+    spec = get_trainer(args.detector)
+    path = spec.run(spec.options.from_args(args))
     print(f"final checkpoint: {path}")
     return 0
 

@@ -74,9 +74,7 @@ def main() -> None:
     head = model.rine_head
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
     loss_fn = rine_step_loss(factor=0.2)
-    parser = argparse.ArgumentParser()
-    get_trainer("rine").add_arguments(parser)
-    train_tf, _ = rine_transforms(parser.parse_args(["--dataroot", "."]), model.clip.image_size)
+    train_tf, _ = rine_transforms(get_trainer("rine").options(dataroot="."), model.clip.image_size)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; backbone {args.backbone} "
           f"({model.clip.blocks} blocks, width {model.clip.width}, {model.clip.image_size} px), head q={args.nproj} "
           f"d={args.proj_dim}; {args.n_images} images {args.image_size}x{args.image_size}, batch {args.batch_size}; "

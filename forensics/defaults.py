@@ -29,42 +29,32 @@ cache keys beside the full default's, which they never change.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
+from .cache import CACHE_ENV, building, cache_dir, rng_untouched, settings_key
 from .data.synthetic import BenchmarkConfig, build_benchmark, read_manifest
 from .detectors.registry import FactView, register_fact
+from .io import atomic_torch_save, atomic_write_json
+from .train import get_trainer
+from .train.clip_options import RineOptions
+from .train.universal_options import UniversalOptions
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "FORENSICS_CACHE"
 SCALE_ENV = "FORENSICS_DEFAULT_SCALE"
 DONE = "DONE.json"
 DEFAULT_RECIPE_FACT = "default_recipe"
 
 
-def cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "forensics"
-
-
-def settings_key(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
 @dataclass(frozen=True)
 class TrainRecipe:
-    """Training of a default detector on the benchmark: ``analyses/train.py`` options as data."""
+    """Training of a default detector on the benchmark with the universal trainer: the settings that differ
+    between default recipes; :meth:`options` completes them into the trainer's :class:`UniversalOptions`."""
 
     detector: str = "resnet50"
     color_robust: bool = False
@@ -77,16 +67,27 @@ class TrainRecipe:
     jpg_prob: float = 0.1
     val_every: int = 200
     seed: int = 0
-    extra: tuple[str, ...] = ()
+    bn_momentum: float | None = None
 
-    def argv(self, dataroot: Path, run_dir: Path) -> list[str]:
-        args = ["--dataroot", str(dataroot), "--checkpoints_dir", str(run_dir.parent), "--name", run_dir.name,
-                "--no_resize", "--cropSize", str(self.crop_size), "--bsize", str(self.batch_size),
-                "--lr", str(self.lr), "--max_steps", str(self.max_steps), "--val_every", str(self.val_every),
-                "--blur_prob", str(self.blur_prob), "--blur_sig", self.blur_sig, "--jpg_prob", str(self.jpg_prob),
-                "--jpg_method", "cv2,pil", "--jpg_qual", "30,100", "--init", "random", "--seed", str(self.seed),
-                "--val_aug", "none", "--device", "cpu", "--save_epoch_freq", "0", "--resume", *self.extra]
-        return args + (["--color_robust"] if self.color_robust else [])
+    def options(self, dataroot: Path, run_dir: Path) -> UniversalOptions:
+        """The trainer's options for training into ``run_dir`` on the benchmark at ``dataroot`` (CPU,
+        random init, no resize, blur/JPEG at the recipe's probabilities, resumable)."""
+        return UniversalOptions(
+            detector=self.detector, dataroot=str(dataroot), checkpoints_dir=str(run_dir.parent), name=run_dir.name,
+            no_resize=True, cropSize=self.crop_size, batch_size=self.batch_size, lr=self.lr,
+            max_steps=self.max_steps, val_every=self.val_every, blur_prob=self.blur_prob,
+            blur_sig=tuple(float(v) for v in self.blur_sig.split(",")), jpg_prob=self.jpg_prob,
+            jpg_method=("cv2", "pil"), jpg_qual=(30, 100), init="random", seed=self.seed, val_aug="none",
+            device="cpu", save_epoch_freq=0, resume=True, color_robust=self.color_robust,
+            bn_momentum=self.bn_momentum)
+
+    def key_fields(self) -> dict[str, Any]:
+        """The settings the cache entry is keyed by, in the form they have always been hashed in (a changed
+        form would move every user's cached default): a set ``bn_momentum`` is recorded as the trainer's
+        command-line words in ``extra``, as recipes once spelled it."""
+        fields = dataclasses.asdict(self)
+        momentum = fields.pop("bn_momentum")
+        return {**fields, "extra": () if momentum is None else ("--bn_momentum", str(momentum))}
 
     @property
     def budget(self) -> str:
@@ -107,7 +108,7 @@ FIRST_RUN_STEPS = 300
 register_fact(DEFAULT_RECIPE_FACT, "resnet50")(TrainRecipe(max_steps=FIRST_RUN_STEPS, val_every=100))
 # efficientnet_pytorch's BatchNorm momentum (0.01) leaves the running statistics of an 800-step
 # run from random init far from the weights' scale; PyTorch's 0.1 fixes eval mode.
-register_fact(DEFAULT_RECIPE_FACT, "efb0")(TrainRecipe(detector="efb0", extra=("--bn_momentum", "0.1")))
+register_fact(DEFAULT_RECIPE_FACT, "efb0")(TrainRecipe(detector="efb0", bn_momentum=0.1))
 
 
 @dataclass(frozen=True)
@@ -129,51 +130,6 @@ class DefaultBenchmark:
     def test_root(self) -> Path:
         return self.root / "test"
 
-    @property
-    def val_root(self) -> Path:
-        return self.root / "val"
-
-
-@contextmanager
-def rng_untouched() -> Iterator[None]:
-    """Building the benchmark or training a default detector seeds and draws from the global random
-    streams (python, numpy, torch CPU and initialised CUDA devices) and sets cuDNN's flags; this restores
-    them, so a caller that seeded before asking for the embedded default (``analyses/rank_fmaps.py``'s
-    RandomResizedCrop) draws the same numbers whether the default was built in this process or cached."""
-    import random
-
-    import numpy as np
-    import torch
-
-    states = random.getstate(), np.random.get_state()
-    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-
-
-@contextmanager
-def building(entry: Path) -> Iterator[None]:
-    """Hold the inter-process lock of cache entry ``entry`` (a hidden ``.<name>.lock`` beside it) while it is
-    built; a process that finds it held logs that it waits, then re-checks the entry under the lock."""
-    from filelock import FileLock, Timeout
-
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(entry.parent / f".{entry.name}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.info("embedded default: another process is building %s; waiting for it", entry)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _benchmark_root(config: BenchmarkConfig) -> Path:
@@ -182,7 +138,7 @@ def _benchmark_root(config: BenchmarkConfig) -> Path:
 
 def _detector_dir(name: str, config: BenchmarkConfig | None, recipe) -> Path:
     root = _benchmark_root(config or benchmark_config())
-    return cache_dir() / "detectors" / f"{name}-{settings_key(root.name, dataclasses.asdict(recipe))}"
+    return cache_dir() / "detectors" / f"{name}-{settings_key(root.name, recipe.key_fields())}"
 
 
 def is_cached(name: str = "resnet50", config: BenchmarkConfig | None = None, seed: int | None = None) -> bool:
@@ -247,19 +203,11 @@ def default_checkpoint(name: str = "resnet50", config: BenchmarkConfig | None = 
 
 
 def _train_default(name: str, recipe, bench: DefaultBenchmark, run_dir: Path) -> None:
-    from .train import get_trainer
-    import argparse
-
     log.info("embedded default: training %s on the benchmark's '%s' family into %s (%s; once)",
              name, bench.train_family, run_dir, recipe.budget)
-    trainer = get_trainer(recipe.detector)
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--detector", default=recipe.detector)
-    trainer.add_arguments(parser)
     with rng_untouched():
-        path = Path(trainer.run(parser.parse_args(recipe.argv(bench.root, run_dir))))
-    from .io import atomic_write_json
-    atomic_write_json(run_dir / DONE, {"checkpoint": path.name, "recipe": dataclasses.asdict(recipe),
+        path = Path(get_trainer(recipe.detector).run(recipe.options(bench.root, run_dir)))
+    atomic_write_json(run_dir / DONE, {"checkpoint": path.name, "recipe": recipe.key_fields(),
                                        "benchmark": str(bench.root)})
 
 
@@ -302,7 +250,6 @@ def default_clip_backbone(model_name: str = DEFAULT_CLIP_BACKBONE, seed: int = D
 def default_clip_backbone_file(model_name: str = DEFAULT_CLIP_BACKBONE, seed: int = DEFAULT_CLIP_SEED) -> Path:
     """:func:`default_clip_backbone`'s visual-tower state dict as a file in the cache (written once), so
     the trainers and ``create(..., backbone_weights=path)`` can load it like real CLIP weights."""
-    from .io import atomic_torch_save
     path = cache_dir() / "clip" / f"{model_name}-seed{seed}.pth"
     if not path.is_file():
         with building(path):
@@ -342,14 +289,19 @@ class RineRecipe:
     def budget(self) -> str:
         return f"{self.epochs} epochs on cached backbone features"
 
-    def argv(self, dataroot: Path, run_dir: Path) -> list[str]:
-        return ["--dataroot", str(dataroot), "--checkpoints_dir", str(run_dir.parent), "--name", run_dir.name,
-                "--backbone", self.backbone, "--backbone_weights", str(self.backbone_file()),
-                "--nproj", str(self.nproj), "--proj_dim", str(self.proj_dim), "--dropout", str(self.dropout),
-                "--factor", str(self.factor), "--epochs", str(self.epochs),
-                "--epochs_reduce_lr", *map(str, self.epochs_reduce_lr), "--lr", str(self.lr),
-                "--bsize", str(self.batch_size), "--seed", str(self.seed), "--device", "cpu",
-                "--feature_cache", str(cache_dir() / "features"), "--num_threads", "0"]
+    def options(self, dataroot: Path, run_dir: Path) -> RineOptions:
+        """The RINE trainer's options for training into ``run_dir`` on the benchmark at ``dataroot`` (CPU, the
+        seeded backbone's file, features cached under the cache's ``features`` folder)."""
+        return RineOptions(
+            dataroot=Path(dataroot), checkpoints_dir=Path(run_dir.parent), name=run_dir.name, backbone=self.backbone,
+            backbone_weights=str(self.backbone_file()), nproj=self.nproj, proj_dim=self.proj_dim,
+            dropout=self.dropout, factor=self.factor, epochs=self.epochs, epochs_reduce_lr=self.epochs_reduce_lr,
+            lr=self.lr, batch_size=self.batch_size, seed=self.seed, device="cpu",
+            feature_cache=cache_dir() / "features", num_threads=0)
+
+    def key_fields(self) -> dict[str, Any]:
+        """The settings the cache entry is keyed by."""
+        return dataclasses.asdict(self)
 
     def backbone_file(self) -> Path:
         return default_clip_backbone_file(self.backbone, self.backbone_seed)
@@ -426,10 +378,11 @@ def benchmark_config() -> BenchmarkConfig:
     return default_scale().benchmark
 
 
-def default_detector_and_data(detector: str = "resnet50", config: BenchmarkConfig | None = None):
-    """``(detector, benchmark)`` for analyses run without ``--weights``/``--dataset_dir``; logs one line."""
+def default_detector_and_data(detector: str = "resnet50", config: BenchmarkConfig | None = None,
+                              device: str | Any = "cpu"):
+    """``(detector on device, benchmark)`` for analyses run without ``--weights``/``--dataset_dir``; logs one line."""
     bench = default_benchmark(config)
-    model = default_detector(detector, config)
+    model = default_detector(detector, config, device=device)
     log.info("no --weights/--dataset_dir given: embedded default = %s trained on the synthetic benchmark's "
              "'%s' family (%s), checkpoint %s", detector, bench.train_family, bench.root, model.weights_source)
     return model, bench

@@ -23,3 +23,8 @@ class ImageTooLargeError(ImageReadError):
 
 class DatasetLayoutError(ForensicsError, ValueError):
     """A data-set folder does not have the layout that was asked for (or holds no images)."""
+
+
+class InputError(ForensicsError, ValueError):
+    """What the user gave (an option's value, a split file, a selection of images) cannot be used; the message
+    names what was given and what is missing."""

@@ -178,11 +178,21 @@ def test_predict_and_train_spellings():
     args = predict.parse_args(["predict", "--detector", "resnet50", "img", "--batch-size", "3", "--max-rows", "2"])
     assert (args.batch_size, args.max_rows) == (3, 2)
     assert predict.parse_args(["predict", "--detector", "resnet50", "img", "--bsize", "4"]).batch_size == 4
+    from forensics.cli.train_args import trainer_parser
     from forensics.train import get_trainer
     for name in ("resnet50", "rine"):
-        parser = argparse.ArgumentParser()
-        get_trainer(name).add_arguments(parser)
+        parser = trainer_parser(get_trainer(name).options)
         base = ["--dataroot", "d"]
         assert parser.parse_args(base + ["--batch_size", "8"]).batch_size == 8
         assert parser.parse_args(base + ["--bsize", "9", "--color-robust"]).color_robust is True
         assert "--batch_size" not in parser.format_help() and "--color-robust" not in parser.format_help()
+
+
+def test_an_incomplete_explicit_run_names_what_was_given_and_what_is_missing():
+    from forensics.cli.analysis_args import require_explicit
+    args = argparse.Namespace(weights=None, dataset_dir="data", gan_name=[], detector=None)
+    with pytest.raises(SystemExit) as exc:
+        require_explicit(args, "dataset_dir", "gan_name")
+    message = str(exc.value)
+    assert "--dataset_dir given" in message and "needs --gan_name" in message and "--weights" not in message.split(":")[1]
+    require_explicit(argparse.Namespace(weights="w.pth", dataset_dir="d", gan_name=["g"]), "dataset_dir", "gan_name")

@@ -3,6 +3,7 @@ settings, then reused (a tiny configuration; the real default is measured in the
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 
 from forensics import defaults
@@ -110,7 +111,7 @@ def test_concurrent_callers_build_a_cache_entry_once(tmp_path, monkeypatch, capl
     monkeypatch.setattr(defaults, "read_manifest", lambda root: {})
     roots = []
     first = threading.Thread(target=lambda: roots.append(defaults.default_benchmark().root))
-    with caplog.at_level("INFO", logger="forensics.defaults"):
+    with caplog.at_level("INFO", logger="forensics"):
         first.start()
         assert started.wait(10)
         roots.append(defaults.default_benchmark().root)   # blocks until the first has finished
@@ -169,3 +170,66 @@ def test_an_unknown_scale_is_refused_with_the_choices(monkeypatch):
     monkeypatch.setenv(defaults.SCALE_ENV, "huge")
     with pytest.raises(ValueError, match="full, smoke"):
         defaults.recipe_for("resnet50")
+
+
+def _cli_argv(recipe, dataroot, run_dir) -> list[str]:
+    """The command line the embedded default used to train ``recipe`` with (``analyses/train.py`` options;
+    recipes were argv lists before trainers took options): the options path must give the same run."""
+    if isinstance(recipe, defaults.RineRecipe):
+        return ["--dataroot", str(dataroot), "--checkpoints_dir", str(run_dir.parent), "--name", run_dir.name,
+                "--backbone", recipe.backbone, "--backbone_weights", str(recipe.backbone_file()),
+                "--nproj", str(recipe.nproj), "--proj_dim", str(recipe.proj_dim), "--dropout", str(recipe.dropout),
+                "--factor", str(recipe.factor), "--epochs", str(recipe.epochs),
+                "--epochs_reduce_lr", *map(str, recipe.epochs_reduce_lr), "--lr", str(recipe.lr),
+                "--bsize", str(recipe.batch_size), "--seed", str(recipe.seed), "--device", "cpu",
+                "--feature_cache", str(defaults.cache_dir() / "features"), "--num_threads", "0"]
+    extra = [] if recipe.bn_momentum is None else ["--bn_momentum", str(recipe.bn_momentum)]
+    return ["--detector", recipe.detector, "--dataroot", str(dataroot), "--checkpoints_dir", str(run_dir.parent),
+            "--name", run_dir.name, "--no_resize", "--cropSize", str(recipe.crop_size), "--bsize",
+            str(recipe.batch_size), "--lr", str(recipe.lr), "--max_steps", str(recipe.max_steps), "--val_every",
+            str(recipe.val_every), "--blur_prob", str(recipe.blur_prob), "--blur_sig", recipe.blur_sig, "--jpg_prob",
+            str(recipe.jpg_prob), "--jpg_method", "cv2,pil", "--jpg_qual", "30,100", "--init", "random", "--seed",
+            str(recipe.seed), "--val_aug", "none", "--device", "cpu", "--save_epoch_freq", "0", "--resume", *extra] + \
+        (["--color_robust"] if recipe.color_robust else [])
+
+
+def test_every_default_recipe_gives_the_options_its_command_line_gives(monkeypatch, tmp_path):
+    """A default recipe's options object equals what ``analyses/train.py`` parses from the recipe's command
+    line, field by field, at every scale: training from options is the command-line run."""
+    from forensics.cli.train_args import trainer_parser
+    from forensics.train import get_trainer
+    monkeypatch.setattr(defaults.RineRecipe, "backbone_file", lambda self: tmp_path / "backbone.pth")
+    for scale in defaults.SCALES:
+        monkeypatch.setenv(defaults.SCALE_ENV, scale)
+        for name in defaults.DEFAULT_RECIPES:
+            recipe = defaults.recipe_for(name)
+            cls = get_trainer(recipe.detector).options
+            parser = trainer_parser(cls)
+            parser.add_argument("--detector")
+            run_dir = tmp_path / "detectors" / name
+            parsed = cls.from_args(parser.parse_args(_cli_argv(recipe, tmp_path / "bench", run_dir)))
+            assert recipe.options(tmp_path / "bench", run_dir) == parsed, (scale, name)
+
+
+def test_a_default_trained_from_options_equals_the_command_line_run(tmp_path, monkeypatch, caplog):
+    """Training a tiny recipe through the embedded default (options) and through ``analyses/train.py`` (its
+    command line) draws the same numbers and takes the same steps: the checkpoints hold identical weights."""
+    import runpy
+    import torch
+    from pathlib import Path
+    monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path / "cache"))
+    recipe = dataclasses.replace(RECIPE, bn_momentum=0.1)  # exercises the one recipe field beyond the CLI basics
+    monkeypatch.setitem(defaults.DEFAULT_RECIPES, "resnet50", recipe)
+    with single_thread(), caplog.at_level("INFO", logger="forensics.train"):
+        via_options = defaults.default_checkpoint("resnet50", TINY)
+        # a first run has no checkpoint to resume: nothing is wrong, so nothing above INFO is said about it
+        assert any("--resume: no" in r.getMessage() and r.levelname == "INFO" for r in caplog.records)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "--resume" in r.getMessage()]
+        bench = defaults.default_benchmark(TINY)
+        main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "analyses" / "train.py"))["main"]
+        assert main(_cli_argv(recipe, bench.root, tmp_path / "cli" / "run")) == 0
+    via_cli = tmp_path / "cli" / "run" / via_options.name
+    a, b = torch.load(via_options, weights_only=False), torch.load(via_cli, weights_only=False)
+    assert a["total_steps"] == b["total_steps"] == recipe.max_steps
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

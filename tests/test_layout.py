@@ -1,5 +1,5 @@
 """The library's layout: one concept per module (no module over 450 lines), no import circle between modules
-at import time, no pointers to files outside the repository, and the names of the modules that were split
+(every import counts, function-level ones too; only ``if TYPE_CHECKING`` blocks are left out), no pointers to files outside the repository, and the names of the modules that were split
 into several still importable from where they used to live (the same objects)."""
 from __future__ import annotations
 
@@ -29,12 +29,34 @@ def test_no_module_over_the_size_limit():
     assert {n: s for n, s in sizes.items() if s > MAX_LINES} == {}
 
 
-def top_level_imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """Modules of the package that ``name`` imports while it is being imported (module level, outside
-    ``if TYPE_CHECKING``), resolved to the known modules."""
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+
+
+def _import_nodes(tree: ast.AST):
+    """Every import statement of ``tree`` (module level, in functions, classes, try blocks...), except those
+    inside ``if TYPE_CHECKING`` (never executed)."""
+    for node in ast.iter_child_nodes(tree):
+        if _is_type_checking(node):
+            for child in node.orelse:
+                if isinstance(child, (ast.Import, ast.ImportFrom)):
+                    yield child
+                yield from _import_nodes(child)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        yield from _import_nodes(node)
+
+
+def module_imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Modules of the package that ``name`` imports anywhere (a function-level import still makes a circle, only
+    a later one), outside ``if TYPE_CHECKING``, resolved to the known modules."""
     is_pkg = path.name == "__init__.py"
     out: set[str] = set()
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+    for node in _import_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = name.split(".") if is_pkg else name.split(".")[:-1]
@@ -61,7 +83,7 @@ def top_level_imports(name: str, path: Path, known: set[str]) -> set[str]:
 def test_no_import_circle():
     mods = modules()
     known = set(mods)
-    graph = {name: top_level_imports(name, path, known) for name, path in mods.items()}
+    graph = {name: module_imports(name, path, known) for name, path in mods.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
     circles: list[list[str]] = []
@@ -83,6 +105,16 @@ def test_no_import_circle():
     assert circles == []
 
 
+def test_every_import_but_type_checking_ones_is_an_edge(tmp_path):
+    """The circle check sees imports inside functions, methods and try blocks, and skips ``if TYPE_CHECKING``."""
+    path = tmp_path / "a.py"
+    path.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\nelse:\n"
+                    "    from . import e\ndef f():\n    from .c import C\nclass K:\n    def g(self):\n"
+                    "        try:\n            import pkg.d\n        except ImportError:\n            raise\n")
+    known = {"pkg.a", "pkg.b", "pkg.c", "pkg.d", "pkg.e"}
+    assert module_imports("pkg.a", path, known) == {"pkg.c", "pkg.d", "pkg.e"}
+
+
 def test_no_pointers_outside_the_repository():
     pattern = re.compile(r"shared/|tff\.md|rine_ufd\.md|library-notes")
     files = [p for folder in ("forensics", "analyses") for p in sorted((ROOT / folder).rglob("*.py"))]
@@ -95,9 +127,7 @@ MOVED = {  # old module: {name: new module}
     "forensics.analysis.ffrs": {
         "sort_ranking": "fmap_ranking", "topk": "fmap_ranking", "lowk": "fmap_ranking", "layer_share": "fmap_ranking",
         "omega_curve": "fmap_ranking", "plot_omega": "fmap_ranking", "CSV_HEADER": "fmap_ranking",
-        "write_ranking_csv": "fmap_ranking", "read_ranking_csv": "fmap_ranking",
-        "write_outputs": "ffrs_outputs", "embedded_ranking_csv": "ffrs_outputs", "default_k": "ffrs_outputs",
-        "REFERENCE_K": "ffrs_outputs", "RANK_FMAPS_ROOT": "ffrs_outputs"},
+        "write_ranking_csv": "fmap_ranking", "read_ranking_csv": "fmap_ranking"},
     "forensics.analysis.evaluate": {
         "compare_rgb_gray": "color_comparison", "ColorComparison": "color_comparison",
         "PerturbationStudy": "perturbation_study", "evaluate_perturbations": "perturbation_study",
@@ -107,7 +137,7 @@ MOVED = {  # old module: {name: new module}
         "config_from_dict": "config", "_rng": "seeding", "_torch_seed": "seeding", "deterministic_torch": "seeding",
         "load_sources": "sources", "sample_crops": "sources", "class_name": "sources", "_split_count": "sources",
         "signed_to_uint8": "fingerprints", "uint8_to_signed": "fingerprints",
-        "apply_colour_fingerprint": "fingerprints", "build_generators": "generators", "generate": "generators",
+        "build_generators": "generators", "generate": "generators",
         "_write_pngs": "build", "build_benchmark": "build", "read_manifest": "build"},
     "forensics.distributed": {
         "launch_env": "launch", "local_device": "launch", "shard_range": "sharding", "_ShardDataset": "sharding",

@@ -246,19 +246,19 @@ def test_tie_vs_lrp_cli_on_a_tiny_set(tmp_path):
         assert (out / "rine" / "set" / f"{name}.png").is_file()
 
 
-def test_default_rine_recipe_parses_with_the_trainer(tmp_path):
+def test_default_rine_recipe_gives_the_trainer_its_settings(tmp_path, monkeypatch):
+    from forensics import defaults
     from forensics.defaults import DEFAULT_RECIPES, RineRecipe
     from forensics.train import get_trainer
     recipe = DEFAULT_RECIPES["rine"]
     assert isinstance(recipe, RineRecipe)
-    parser = argparse.ArgumentParser()
-    get_trainer("rine").add_arguments(parser)
-    argv = recipe.argv(tmp_path / "bench", tmp_path / "runs" / "rine-x")
-    argv[argv.index("--backbone_weights") + 1] = "none"  # the argv's file is written on first use
-    args = parser.parse_args(argv)
-    assert (args.backbone, args.nproj, args.proj_dim, args.dropout, args.epochs) == (
+    monkeypatch.setattr(RineRecipe, "backbone_file", lambda self: tmp_path / "backbone.pth")  # written on first use
+    options = recipe.options(tmp_path / "bench", tmp_path / "runs" / "rine-x")
+    assert isinstance(options, get_trainer("rine").options)
+    assert (options.backbone, options.nproj, options.proj_dim, options.dropout, options.epochs) == (
         recipe.backbone, recipe.nproj, recipe.proj_dim, recipe.dropout, recipe.epochs)
-    assert args.epochs_reduce_lr == list(recipe.epochs_reduce_lr) and args.feature_cache is not None
+    assert options.epochs_reduce_lr == recipe.epochs_reduce_lr
+    assert options.feature_cache == defaults.cache_dir() / "features" and options.name == "rine-x"
 
 
 def test_default_clip_backbone_is_seeded_and_its_file_loads_the_same_weights(tmp_path, monkeypatch):

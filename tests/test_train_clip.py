@@ -2,7 +2,6 @@
 width 64) and ~24 generated 64x64 images with trivially separable fakes (dark reals, bright fakes)."""
 from __future__ import annotations
 
-import argparse
 from collections import OrderedDict
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from forensics.data.layouts import ImageRecord, forensynths
 from forensics.detectors import create
 from forensics.detectors.clip_backbone import ClipVisionBackbone
 from forensics.detectors.rine import RineHead
+from forensics.cli.train_args import trainer_parser
 from forensics.train import get_trainer
 from forensics.detectors import feature_cache as fc_mod
 from forensics.train import rine as rine_trainer
@@ -56,12 +56,11 @@ def backbone_file(tmp_path_factory) -> Path:
     return path
 
 
-def trainer_args(detector: str, data: Path, backbone: Path, out: Path, *extra: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    get_trainer(detector).add_arguments(parser)
-    return parser.parse_args(["--dataroot", str(data), "--backbone", TINY, "--backbone_weights", str(backbone),
-                              "--checkpoints_dir", str(out), "--batch_size", "8", "--device", "cpu",
-                              "--num_threads", "0", *extra])
+def trainer_args(detector: str, data: Path, backbone: Path, out: Path, *extra: str):
+    options = get_trainer(detector).options
+    argv = ["--dataroot", str(data), "--backbone", TINY, "--backbone_weights", str(backbone),
+            "--checkpoints_dir", str(out), "--batch_size", "8", "--device", "cpu", "--num_threads", "0", *extra]
+    return options.from_args(trainer_parser(options).parse_args(argv))
 
 
 def probe_images(n: int = 4) -> torch.Tensor:

@@ -2,7 +2,6 @@
 the ResNet-50 / EfficientNet-B0 trainer."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import random
@@ -21,7 +20,8 @@ from forensics.train import augment as A
 from forensics.train.checkpoint import BEST, LATEST, load_checkpoint
 from forensics.train.common import TrainLog
 from forensics.train.common import split_records
-from forensics.train.universal import LOG_FILE, UniversalTrainer, add_arguments, build_detector
+from forensics.cli.train_args import trainer_parser
+from forensics.train.universal import LOG_FILE, UniversalOptions, UniversalTrainer, build_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,15 +165,14 @@ def dataroot(tmp_path_factory) -> Path:
     return root
 
 
-def _args(detector: str, root: Path, run: str, *extra: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
+def _args(detector: str, root: Path, run: str, *extra: str) -> UniversalOptions:
+    parser = trainer_parser(UniversalOptions)
     parser.add_argument("--detector")
-    add_arguments(parser)
-    return parser.parse_args([
+    return UniversalOptions.from_args(parser.parse_args([
         "--detector", detector, "--dataroot", str(root), "--checkpoints_dir", str(root / "ck"), "--name", run,
         "--loadSize", "32", "--cropSize", "32", "--batch_size", "8", "--serial_batches", "--no_flip",
         "--init", "random", "--device", "cpu", "--loss_freq", "1", "--save_epoch_freq", "0",
-        "--val_every", "1000", *extra])
+        "--val_every", "1000", *extra]))
 
 
 def _log(run_dir: Path, event: str) -> list[dict]:

@@ -20,7 +20,7 @@ unless ``sign="correct"``.
 
 This module holds the maths, the accumulator and the driver; the rankings, their CSV and plot live in
 :mod:`forensics.analysis.fmap_ranking`, the run's output files and the embedded default's ranking in
-:mod:`forensics.analysis.ffrs_outputs` (both re-exported here).
+:mod:`forensics.analysis.ffrs_outputs` (which builds on this module; the rankings' names are re-exported here).
 
 Deliberate differences from the authors' code (docs/ffrs.md, "Differences from the reference code"):
 
@@ -290,15 +290,3 @@ def ffrs_transform(detector: Detector, crop: str = "random_resized", size: int |
     if crop not in FFRS_CROPS:
         raise ValueError(f"crop must be one of {FFRS_CROPS}, got {crop!r}")
     return detector.transform(crop=crop, crop_size=size)
-
-# ---------------------------------------------------------------------------- outputs (re-exported lazily)
-_OUTPUT_NAMES = ("write_outputs", "embedded_ranking_csv", "default_k", "REFERENCE_K", "RANK_FMAPS_ROOT")
-
-
-def __getattr__(name: str):
-    """``write_outputs``, ``embedded_ranking_csv``, ``default_k``, ``REFERENCE_K`` and ``RANK_FMAPS_ROOT`` live in
-    :mod:`forensics.analysis.ffrs_outputs` (which builds on this module); importing them from here still works."""
-    if name in _OUTPUT_NAMES:
-        from . import ffrs_outputs
-        return getattr(ffrs_outputs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

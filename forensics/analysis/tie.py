@@ -33,6 +33,7 @@ import torch
 
 from .. import plots
 from ..io import atomic_path, read_weight_file
+from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,13 @@ def importance_matrix(source: Any) -> np.ndarray:
     if isinstance(source, Mapping):
         key = next((k for k in ("alpha", "rine_head.alpha") if k in source), None)
         if key is None:
-            raise KeyError(f"no 'alpha' in the state dict (keys: {list(source)[:6]} ...): not a RINE head")
+            raise CheckpointError(f"no 'alpha' in the state dict (keys: {list(source)[:6]} ...): not a RINE head")
         source = source[key]
     alpha = torch.as_tensor(source).detach().double().cpu()
     if alpha.ndim == 3 and alpha.shape[0] == 1:
         alpha = alpha[0]
     if alpha.ndim != 2:
-        raise ValueError(f"alpha must be [1, blocks, proj_dim] or [blocks, proj_dim], got {tuple(alpha.shape)}")
+        raise CheckpointError(f"alpha must be [1, blocks, proj_dim] or [blocks, proj_dim], got {tuple(alpha.shape)}")
     return torch.softmax(alpha, dim=0).numpy()
 
 

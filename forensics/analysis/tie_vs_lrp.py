@@ -34,6 +34,7 @@ from ..detectors import Detector
 from ..explain.lrp import LRPExplainer
 from ..io import atomic_path, atomic_write_json
 from .tie import importance_matrix, mean_importance
+from ..errors import DatasetLayoutError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def collect_block_relevance(detector: Detector, records: Sequence[ImageRecord], 
                             num_workers: int = 0, progress: bool = True) -> BlockRelevance:
     """Head LRP of every labelled record to the per-block CLS tokens (see the module docstring)."""
     if any(r.label not in (0, 1) for r in records):
-        raise ValueError("TIE vs LRP needs labelled records (0 real / 1 fake)")
+        raise DatasetLayoutError("TIE vs LRP needs labelled records (0 real / 1 fake)")
     layers = [fl.name for fl in detector.feature_layers()]
     records = list(records)
 
@@ -99,7 +100,7 @@ def collect_block_relevance(detector: Detector, records: Sequence[ImageRecord], 
             progress=f"LRP blocks {detector.name}" if progress else None)
     summary.log(log)
     if not indices:
-        raise ValueError("no readable image to explain")
+        raise DatasetLayoutError("no readable image to explain")
     logits_np, labels_np = rows["logits"].numpy(), rows["labels"].numpy().astype(int)
     correct = (logits_np >= 0) == (labels_np == 1)  # p >= 0.5 is fake, as the LRP start filter
     included = np.ones_like(correct) if include_wrong else correct

@@ -38,6 +38,8 @@ import torch
 from ..data import ImageRecord
 from ..detectors.config import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ..detectors.feature_cache import TOKEN_SITES, CacheSummary, backbone_of, default_preprocessing, extract_or_load
+from ..cache import cache_dir
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,6 @@ NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 def default_cache_dir() -> Path:
     """``$FORENSICS_CACHE/features`` (entries are keyed by content; see the module docstring)."""
-    from ..defaults import cache_dir
     return cache_dir() / "features"
 
 
@@ -61,11 +62,11 @@ def parse_blocks(text: str | Sequence[int] | None, n_blocks: int) -> list[int]:
     out: list[int] = []
     for b in items:
         if not -n_blocks <= b < n_blocks:
-            raise ValueError(f"block {b} out of range: the backbone has {n_blocks} blocks (0..{n_blocks - 1})")
+            raise InputError(f"block {b} out of range: the backbone has {n_blocks} blocks (0..{n_blocks - 1})")
         if b % n_blocks not in out:
             out.append(b % n_blocks)
     if not out:
-        raise ValueError("no block selected")
+        raise InputError("no block selected")
     return out
 
 
@@ -74,7 +75,7 @@ def attribution_preprocessing(model, resize: int | None = None, norm: str = "cli
     """The backbone's deterministic view: optional short-side ``resize``, CenterCrop at the input size,
     ``norm`` statistics (``clip`` or the reference's ``imagenet``)."""
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        raise InputError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     mean, std = NORMS[norm]
     return dataclasses.replace(default_preprocessing(backbone_of(model)), mean=mean, std=std, resize=resize,
                                interpolation=interpolation)
@@ -103,7 +104,7 @@ def block_features(model, records: Sequence[ImageRecord], site: str = "block", c
                    progress: bool = True) -> BlockFeatures:
     """Per-block CLS tokens of ``records`` at ``site`` from the cache (extracted and stored once)."""
     if site not in SITES:
-        raise ValueError(f"site must be one of {', '.join(SITES)}, got {site!r}")
+        raise InputError(f"site must be one of {', '.join(SITES)}, got {site!r}")
     cached = extract_or_load(model, records, site, cache_dir or default_cache_dir(), batch_size=batch_size,
                              device=device, preprocessing=preprocessing, num_workers=num_workers, progress=progress)
     return BlockFeatures(cached.features.float().numpy(), cached.indices.numpy(), cached.summary)

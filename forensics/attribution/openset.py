@@ -30,6 +30,7 @@ from . import metrics as M
 from .classifiers import make_probe, probe_class
 from .features import BlockFeatures
 from .splits import PARTS, Partition
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def evaluate(probe, x: np.ndarray, y: np.ndarray, n_known: int, classes: Sequenc
     proba, score = probe.predict(x)
     known = y < n_known
     if known.all() or not known.any():
-        raise ValueError("evaluation needs both known and unknown images")
+        raise InputError("evaluation needs both known and unknown images")
     out = M.open_set(proba[known], y[known], score[known], score[~known], tpr=tpr)
     pred = proba.argmax(axis=1)
     details = []
@@ -135,7 +136,7 @@ def run_block(data: SplitFeatures, block: int, classifier: str = "logreg", param
     grid = list(params) if params else cls.grid(**(grid_options or {}))
     xt, yt = data.block("train", block), data.y["train"]
     if np.any(yt >= data.n_known):
-        raise ValueError("training features include unknown-generator images")
+        raise InputError("training features include unknown-generator images")
     sweep: list[dict[str, Any]] = []
     best, best_probe, best_value = None, None, -np.inf
     for value in grid:

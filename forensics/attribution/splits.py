@@ -47,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..data import ImageRecord, forensynths, genimage
-from ..errors import DatasetLayoutError
+from ..errors import DatasetLayoutError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,15 @@ class SplitSpec:
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
-            raise ValueError(f"split {self.name}: layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+            raise InputError(f"split {self.name}: layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if not self.known or not self.unknown:
-            raise ValueError(f"split {self.name}: needs at least one known and one unknown generator")
+            raise InputError(f"split {self.name}: needs at least one known and one unknown generator")
         both = set(self.known) & set(self.unknown)
         if both or len(set(self.known)) != len(self.known) or len(set(self.unknown)) != len(self.unknown):
-            raise ValueError(f"split {self.name}: generators must be listed once (known and unknown share "
+            raise InputError(f"split {self.name}: generators must be listed once (known and unknown share "
                              f"{sorted(both)})" if both else f"split {self.name}: a generator is listed twice")
         if REAL in self.known or REAL in self.unknown:
-            raise ValueError(f"split {self.name}: '{REAL}' is always class 0; list generators only")
+            raise InputError(f"split {self.name}: '{REAL}' is always class 0; list generators only")
 
     @property
     def classes(self) -> list[str]:
@@ -103,7 +103,7 @@ def _read_mapping(path: Path) -> Mapping[str, Any]:
     text = path.read_text(encoding="utf-8")
     data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: expected a mapping (layout/known/unknown or dataset -> splits)")
+        raise InputError(f"{path}: expected a mapping (layout/known/unknown or dataset -> splits)")
     return data
 
 
@@ -124,11 +124,11 @@ def load_split(name_or_path: str | Path) -> SplitSpec:
         return specs[str(name_or_path)]
     path = Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"--split {name_or_path!r} is neither a predefined split ({', '.join(specs)}) nor a file")
+        raise InputError(f"--split {name_or_path!r} is neither a predefined split ({', '.join(specs)}) nor a file")
     data = _read_mapping(path)
     missing = {"layout", "known", "unknown"} - set(data)
     if missing:
-        raise ValueError(f"{path}: missing field(s) {', '.join(sorted(missing))} (expected layout, known, unknown)")
+        raise InputError(f"{path}: missing field(s) {', '.join(sorted(missing))} (expected layout, known, unknown)")
     return SplitSpec(str(data.get("name", path.stem)), str(data["layout"]), tuple(data["known"]), tuple(data["unknown"]),
                      str(data.get("collection", "")))
 
@@ -255,7 +255,7 @@ def partition(root: str | Path, spec: SplitSpec, fractions: Sequence[float] = DE
     """Read ``spec``'s classes under ``root`` and split them into disjoint train / val / test records
     (see the module docstring). Raises :class:`DatasetLayoutError` when a part of a class is empty."""
     if len(fractions) != 3 or min(fractions) < 0 or fractions[1] <= 0 or fractions[2] <= 0:
-        raise ValueError(f"fractions must be 3 non-negative numbers with val, test > 0, got {fractions}")
+        raise InputError(f"fractions must be 3 non-negative numbers with val, test > 0, got {fractions}")
     pools = LAYOUTS[spec.layout](Path(root), spec)
     parts: dict[str, list[tuple[ImageRecord, int]]] = {p: [] for p in PARTS}
     for cls, name in enumerate(spec.classes):

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..device import DEVICE_CHOICES
-from .options import add_bsize_arg, add_crop_arg, add_option
-from .predict import parse_option
+from .options import add_bsize_arg, add_crop_arg, add_option, parse_option
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +116,7 @@ def uses_embedded_default(args: argparse.Namespace) -> bool:
 def resolve_detector(args: argparse.Namespace, **create_kwargs: Any):
     """The detector named by ``--detector/--weights/-o/--device`` (``--weights`` absent: its default release)."""
     from ..detectors import create
-    if args.detector is None:
-        raise SystemExit("error: --detector/--arch is required with --weights/--dataset_dir")
+    require_explicit(args, "detector")
     return create(args.detector, weights=args.weights or "default", device=args.device,
                   **{**dict(args.option), **create_kwargs})
 
@@ -139,19 +137,26 @@ def embedded_default(args: argparse.Namespace):
     """``(detector, benchmark)`` of the embedded default (``--recipe``, else ``--detector``, else
     resnet50), moved to ``--device`` (see forensics.defaults)."""
     from ..defaults import default_detector_and_data
-    from ..device import resolve_device
     name = embedded_default_name(args)
     if name not in default_detector_names():
         raise SystemExit(f"error: no embedded-default detector {name!r}; choose from "
                          f"{', '.join(default_detector_names())} (or give --weights and --dataset_dir)")
-    detector, bench = default_detector_and_data(detector=name)
-    detector.to(resolve_device(args.device))
-    return detector, bench
+    return default_detector_and_data(detector=name, device=args.device)
 
 
 def describe(args: argparse.Namespace) -> Mapping[str, Any]:
     """The run's arguments as JSON-friendly data (for summaries)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)}
+
+
+def require_explicit(args: argparse.Namespace, *needed: str) -> None:
+    """Stop with a usage error when a run on the user's own data lacks one of ``needed`` (option names without
+    dashes): the message names the options given that make it such a run and the ones missing."""
+    given = [f"--{name}" for name in ("weights", "dataset_dir") if getattr(args, name, None) is not None]
+    missing = [f"--{name}" for name in needed if not getattr(args, name, None)]
+    if missing:
+        raise SystemExit(f"error: {' and '.join(given)} given: a run on your own detector/data also needs "
+                         f"{' and '.join(missing)} (or give neither --weights nor --dataset_dir for the embedded default)")
 
 
 def resolve_set(args: argparse.Namespace, default_set: str = "test") -> tuple[Any, Path, str, bool | None, Any]:
@@ -166,8 +171,7 @@ def resolve_set(args: argparse.Namespace, default_set: str = "test") -> tuple[An
         if default_set == "val":
             return detector, bench.root, (args.gan_name or ["val"])[0], True, bench
         return detector, bench.test_root, (args.gan_name or [bench.train_family])[0], False, bench
-    if args.dataset_dir is None or not args.gan_name:
-        raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
+    require_explicit(args, "dataset_dir", "gan_name")
     return resolve_detector(args), args.dataset_dir, args.gan_name[0], args.have_classes, None
 
 
@@ -188,8 +192,7 @@ def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> 
         detector, bench = embedded_default(args)
         label = embedded_default_name(args)
         return detector, label, load_sets(bench.test_root, args.gan_name, "forensynths", False, num), bench
-    if args.dataset_dir is None:
-        raise SystemExit("error: --dataset_dir is required with --weights")
+    require_explicit(args, "dataset_dir")
     detector = resolve_detector(args)
     return detector, detector.name, load_sets(args.dataset_dir, args.gan_name, layout, args.have_classes, num), None
 
@@ -216,8 +219,7 @@ def resolve_fake_sets(args: argparse.Namespace, cap: int | None = None) -> tuple
         label = embedded_default_name(args)
         names = args.gan_name or [bench.train_family]
         return detector, label, {g: forensynths(bench.test_root, g, False, 0, cap) for g in names}, bench
-    if args.dataset_dir is None or not args.gan_name:
-        raise SystemExit("error: --dataset_dir and --gan_name are required with --weights")
+    require_explicit(args, "dataset_dir", "gan_name")
     detector = resolve_detector(args)
     return (detector, detector.name,
             {g: forensynths(args.dataset_dir, g, args.have_classes, 0, cap) for g in args.gan_name}, None)
@@ -228,8 +230,8 @@ def resolve_topk(args: argparse.Namespace, detector, label: str, bench) -> tuple
     FF-RS ranking, :func:`forensics.analysis.ffrs_outputs.embedded_ranking_csv`), checked against the detector."""
     from ..analysis.ffrs_outputs import REFERENCE_K, default_k, embedded_ranking_csv
     from ..analysis.fmap_ranking import read_ranking_csv, topk
-    if args.fmap_csv is None and bench is None:
-        raise SystemExit("error: --fmap_csv is required with --weights/--dataset_dir")
+    if bench is None:
+        require_explicit(args, "fmap_csv")
     path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=label, seed=args.seed)
     ranking = read_ranking_csv(path)
     k = args.topk if args.topk is not None else (default_k(len(ranking)) if bench is not None else REFERENCE_K)

@@ -1,13 +1,14 @@
 """How an option is declared on every command line of the project: one visible spelling per option
 (the reference's name where it has one, e.g. ``--bsize``), the other spellings kept working as
-hidden aliases, and the one ``--crop`` option.
+hidden aliases, the one ``--crop`` option, and ``KEY=VALUE`` options.
 
-A leaf: argparse only (the detectors' crop policies are read when ``--crop`` is added), so the
-trainers' argument builders in :mod:`forensics.train` use it as well as the scripts.
+Nearly a leaf (argparse and ast; the detectors' crop policies are read when ``--crop`` is added), so every
+command line of :mod:`forensics.cli` and the scripts builds on it.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 from typing import Any, Sequence
 
 #: Keywords that only the visible spelling carries (an alias sets its value, never a default).
@@ -52,3 +53,14 @@ def add_crop_arg(group: argparse._ActionsContainer, help: str | None = None, *, 
     if size_help is not None:
         group.add_argument("--crop_size", type=int, default=None, help=size_help)
     return action
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE a Python literal where it parses as one (``nproj=4``, ``x=None``), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value

@@ -2,25 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 from pathlib import Path
 
 from ..device import DEVICE_CHOICES
-from .options import add_bsize_arg, add_crop_arg, add_option
+from .options import add_bsize_arg, add_crop_arg, add_option, parse_option
 
 log = logging.getLogger("forensics.predict")
-
-
-def parse_option(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with VALUE a Python literal where it parses as one (``nproj=4``, ``x=None``), else a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def add_parser(sub) -> None:

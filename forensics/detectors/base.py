@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
@@ -204,13 +203,6 @@ class Detector(nn.Module):
     def load_state(self, state: Mapping[str, torch.Tensor], source: str = "<state dict>") -> None:
         """Load a checkpoint's tensors strictly; subclasses adapt formats (e.g. ``{'model': ...}``)."""
         load_strict(self, state, source=source, arch=self.config.arch)
-
-    def load_weights(self, path: str | Path) -> "Detector":
-        from ..io import read_weight_file
-        state = read_weight_file(path, expected=f"a {self.config.arch} checkpoint")
-        self.load_state(state, source=str(path))
-        self.weights_source = str(path)
-        return self
 
 
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, arch: str) -> None:

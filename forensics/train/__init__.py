@@ -2,28 +2,30 @@
 
 Each trainer module registers itself with :func:`register_trainer` for the detectors it trains
 (stored as the ``"trainer"`` fact of each detector's registry entry, see
-:func:`forensics.detectors.registry.register_fact`), giving an ``add_arguments(parser)`` and a
-``run(args) -> Path`` (the final checkpoint, loadable through ``forensics.detectors.create``). Shared
+:func:`forensics.detectors.registry.register_fact`), giving its ``options`` dataclass (defaults and
+validation; :mod:`.options`) and a ``run(options) -> Path`` (the final checkpoint, loadable through
+``forensics.detectors.create``). Training knows nothing of command lines: :mod:`forensics.cli.train_args`
+builds a parser from the options and :meth:`~.options.TrainOptions.from_args` reads it back. Shared
 pieces: :mod:`.checkpoint` (atomic checkpoints, resume), :mod:`.earlystop` (CNNDetection's early stopping
 and lr/10 drops), :mod:`.common` (seeding, run folders, logs).
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..detectors.registry import FactView, register_fact
+from .options import TrainOptions
 
 
 @dataclass(frozen=True)
 class TrainerSpec:
     detectors: tuple[str, ...]
     description: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], Path]
+    options: type[TrainOptions]
+    run: Callable[[Any], Path]
 
 
 TRAINER_FACT = "trainer"

@@ -9,8 +9,8 @@ Pieces (docs/training.md; docs/colour.md for the grayscale):
 - :class:`RandomResize`: short side to ``load_size`` with an interpolation drawn per image;
 - :class:`AugmentConfig` with :func:`train_transform` / :func:`val_transform`: the whole pipeline
   resize -> blur/JPEG -> crop -> flip -> [random grayscale] -> ToTensor -> Normalize;
-- :func:`add_augment_arguments` / :meth:`AugmentConfig.from_options`: the CNNDetection option names
-  (``--loadSize``, ``--blur_sig 0.0,3.0``, ...) for any trainer's command line;
+- :meth:`AugmentConfig.from_options`: the pipeline from a trainer's options with the CNNDetection names
+  (``loadSize``, ``blur_sig``, ...: :class:`forensics.train.options.AugmentOptions`);
 - :func:`seed_worker`: ``worker_init_fn`` giving each DataLoader worker its own random streams.
 
 Randomness: Python-``random`` draws (blur/JPEG decisions, σ, codec, quality, interpolation) use the
@@ -21,7 +21,6 @@ is used without a draw (the reference's ``sample_discrete``/``sample_continuous`
 """
 from __future__ import annotations
 
-import argparse
 import io
 import random
 from dataclasses import dataclass, field, replace
@@ -36,18 +35,14 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..cli.options import add_option
 from ..detectors.config import IMAGENET_MEAN, IMAGENET_STD
+from .options import VAL_AUG_CHOICES
 
 #: ``--rz_interp`` names -> torchvision interpolation (the reference's ``rz_dict`` of PIL filters).
 INTERPOLATION: dict[str, InterpolationMode] = {
     "bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
     "lanczos": InterpolationMode.LANCZOS, "nearest": InterpolationMode.NEAREST,
 }
-
-#: ``val_aug`` choices: ``reference`` keeps blur/JPEG in validation with the training
-#: probabilities ([quirk] of ``get_val_opt``), ``none`` switches it off.
-VAL_AUG_CHOICES = ("reference", "none")
 
 RandomSource = random.Random | None
 
@@ -119,14 +114,6 @@ def _check_sigma(values: Sequence[float]) -> tuple[float, ...]:
     if len(values) not in (1, 2):
         raise ValueError(f"blur_sig takes one value or a range 'a,b', got {len(values)} values {values}")
     return values
-
-
-def comma_list(cast: Callable[[str], Any]) -> Callable[[str], list]:
-    """argparse ``type`` for CNNDetection's comma lists (``'0.0,3.0'`` -> ``[0.0, 3.0]``)."""
-    def parse(text: str) -> list:
-        return [cast(v.strip()) for v in text.split(",") if v.strip()]
-    parse.__name__ = f"comma-separated {cast.__name__} list"
-    return parse
 
 
 # ---------------------------------------------------------------------------- random transforms
@@ -275,8 +262,8 @@ class AugmentConfig:
                         expand_quality_range=self.expand_quality_range, rng=rng)
 
     @classmethod
-    def from_options(cls, args: argparse.Namespace, **overrides: Any) -> "AugmentConfig":
-        """Build from the options :func:`add_augment_arguments` defines (CNNDetection names);
+    def from_options(cls, args: Any, **overrides: Any) -> "AugmentConfig":
+        """Build from a trainer's :class:`~forensics.train.options.AugmentOptions` (CNNDetection names);
         ``overrides`` set fields directly (e.g. ``mean``/``std``, ``expand_quality_range``)."""
         fields = dict(
             load_size=args.loadSize, crop_size=args.cropSize, rz_interp=tuple(args.rz_interp),
@@ -329,38 +316,7 @@ def val_transform(cfg: AugmentConfig, rng: RandomSource = None, normalize: bool 
     return T.Compose(steps + _tail(cfg, cfg.gray_prob if cfg.gray_val else 0.0, normalize))
 
 
-# ---------------------------------------------------------------------------- CLI and workers
-def add_augment_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> argparse._ArgumentGroup:
-    """Add CNNDetection's augmentation options (its names and defaults; docs/training.md) and the colour-robust ones
-    (docs/colour.md) to ``parser``; ``defaults`` override defaults by destination name (e.g.
-    ``blur_sig="0.0,3.0"``). Read them back with :meth:`AugmentConfig.from_options`."""
-    g = parser.add_argument_group("augmentation (CNNDetection names; docs/training.md)")
-    g.add_argument("--loadSize", type=int, default=256, help="short side after resizing (default 256)")
-    g.add_argument("--cropSize", type=int, default=224, help="random crop (train) / centre crop (val) size")
-    g.add_argument("--no_resize", action="store_true", help="do not resize (train and val)")
-    g.add_argument("--no_flip", action="store_true", help="no random horizontal flip")
-    g.add_argument("--rz_interp", type=comma_list(str), default="bilinear",
-                   help=f"comma list drawn per image from {{{','.join(INTERPOLATION)}}} (default bilinear)")
-    g.add_argument("--blur_prob", type=float, default=0.0, help="probability of a Gaussian blur (default 0)")
-    g.add_argument("--blur_sig", type=comma_list(float), default="0.5",
-                   help="blur sigma: one value, or 'a,b' = uniform range (recipe: 0.0,3.0)")
-    g.add_argument("--jpg_prob", type=float, default=0.0, help="probability of a JPEG round trip (default 0)")
-    g.add_argument("--jpg_method", type=comma_list(str), default="cv2",
-                   help=f"comma list of JPEG codecs from {{{','.join(JPEG_METHODS)}}} (recipe: cv2,pil)")
-    g.add_argument("--jpg_qual", type=comma_list(int), default="75",
-                   help="JPEG quality: one value, or 'a,b' = every integer in [a, b] (recipe: 30,100)")
-    add_option(g, "--color_robust", "--color-robust", dest="color_robust", action="store_true",
-               help="colour-robust training (T-FF; docs/colour.md): RandomGrayscale(gray_prob) after the flip")
-    g.add_argument("--gray_prob", type=float, default=0.5, help="grayscale probability with --color_robust")
-    g.add_argument("--gray_val", action="store_true",
-                   help="also grayscale validation images at random ([quirk] of the T-FF trainer; off by default)")
-    g.add_argument("--val_aug", choices=VAL_AUG_CHOICES, default="reference",
-                   help="reference: validation keeps blur/JPEG with the training probabilities (fixed sigma "
-                        "and PIL quality; CNNDetection get_val_opt quirk); none: clean validation")
-    parser.set_defaults(**defaults)
-    return g
-
-
+# ---------------------------------------------------------------------------- workers
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn``: seed Python's and numpy's global RNGs from the worker's torch seed
     (distinct per worker and per epoch) and reseed any private ``rng`` of the dataset's transform

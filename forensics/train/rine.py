@@ -37,7 +37,6 @@ are reused by :mod:`.ufd`.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from dataclasses import dataclass, field
@@ -49,11 +48,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..cli.options import add_bsize_arg
 from ..data.dataset import ImageDataset, RunSummary, Transform, collate
 from ..data.layouts import ImageRecord
 from ..detectors import create
-from ..detectors.clip_backbone import DEFAULT_BACKBONE, DEFAULT_BACKBONE_WEIGHTS, ClipDetector, ClipVisionBackbone
+from ..detectors.clip_backbone import ClipDetector, ClipVisionBackbone
 from ..detectors.config import CLIP_MEAN, CLIP_STD, Preprocessing
 from ..detectors.rine import RineDetector
 from ..device import resolve_device
@@ -61,10 +59,11 @@ from ..errors import DatasetLayoutError, ForensicsError
 from ..io import atomic_torch_save
 from ..metrics import binary_metrics
 from . import TrainerSpec, register_trainer
-from .augment import AugmentConfig, add_augment_arguments, seed_worker, train_transform, val_transform
+from .augment import AugmentConfig, seed_worker, train_transform, val_transform
 from .checkpoint import LATEST, latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from .common import TrainLog, prepare_run_dir, seed_everything, split_records
-from ..detectors.feature_cache import DTYPES, backbone_features, extract_or_load
+from ..detectors.feature_cache import backbone_features, extract_or_load
+from .clip_options import ClipOptions, RineOptions
 from .losses import rine_loss
 
 log = logging.getLogger(__name__)
@@ -84,11 +83,6 @@ def require_labels(records: Sequence[ImageRecord], what: str) -> None:
         raise DatasetLayoutError(f"{what}: every training/validation image needs a 0_real/1_fake label")
     if {r.label for r in records} != {0, 1}:
         log.warning("%s has a single class (%s)", what, {r.label for r in records})
-
-
-def backbone_weights_arg(value: str) -> str | None:
-    """``--backbone_weights``: a release tag or file, or ``none`` for a random backbone."""
-    return None if value.lower() in ("none", "random", "") else value
 
 
 class FeatureSource(Protocol):
@@ -157,7 +151,7 @@ class TensorFeatureSource:
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def make_sources(args: argparse.Namespace, model: ClipDetector, site: str, train: list[ImageRecord],
+def make_sources(args: ClipOptions, model: ClipDetector, site: str, train: list[ImageRecord],
                  val: list[ImageRecord], train_tf: Transform, val_tf: Transform,
                  cache_preprocessing: Preprocessing | None = None) -> tuple[FeatureSource, FeatureSource]:
     """(train, val) feature sources: from images (``train_tf``/``val_tf``) or, with
@@ -230,39 +224,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-#: CNNDetection blur/JPEG recipe shared by RINE and UFD (docs/training.md); crop = backbone size.
-RECIPE_AUGMENT = {"blur_prob": 0.5, "blur_sig": "0.0,3.0", "jpg_prob": 0.5, "jpg_method": "cv2,pil",
-                  "jpg_qual": "30,100", "cropSize": None}
-
-
-def add_common_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: float, name: str,
-                         **augment_defaults: Any) -> None:
-    """Options both CLIP trainers share (data, backbone, run folder, device, cache) and the
-    CNNDetection augmentation options of :func:`.augment.add_augment_arguments` with the recipe's
-    defaults (``augment_defaults`` override them)."""
-    g = parser.add_argument_group("data and run")
-    g.add_argument("--dataroot", required=True, type=Path, help="folder holding the train/val splits")
-    g.add_argument("--classes", default="", help="comma list of class folders (default: all / flat)")
-    g.add_argument("--train_split", default="train", help="training split folder under --dataroot")
-    g.add_argument("--val_split", default="val", help="validation split folder under --dataroot")
-    g.add_argument("--backbone", default=DEFAULT_BACKBONE, help="open_clip model name")
-    g.add_argument("--backbone_weights", default=DEFAULT_BACKBONE_WEIGHTS, type=backbone_weights_arg,
-                   help="release tag or file of the CLIP weights; 'none' = random backbone")
-    add_bsize_arg(g, batch_size, help=None, dest="batch_size")
-    g.add_argument("--lr", type=float, default=lr)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
-    g.add_argument("--name", default=name, help="run name: <checkpoints_dir>/<name>/")
-    g.add_argument("--checkpoints_dir", type=Path, default=Path("checkpoints"))
-    g.add_argument("--resume", action="store_true", help="continue from <run>/model_epoch_latest.pth")
-    g.add_argument("--num_threads", type=int, default=4, help="data-loader worker processes")
-    g.add_argument("--feature_cache", type=Path, default=None, metavar="DIR",
-                   help="train/validate on cached backbone features of deterministic views (no augmentation)")
-    g.add_argument("--cache_dtype", choices=tuple(DTYPES), default="float32", help="storage dtype of the cache")
-    add_augment_arguments(parser, **{**RECIPE_AUGMENT, **augment_defaults})
-
-
-def augment_config(args: argparse.Namespace, crop: int, **overrides: Any) -> AugmentConfig:
+def augment_config(args: ClipOptions, crop: int, **overrides: Any) -> AugmentConfig:
     """:class:`AugmentConfig` from the CNNDetection options, cropping at the backbone's input size
     ``crop`` (its positional embedding fixes it) with CLIP normalisation."""
     if args.cropSize is not None and args.cropSize != crop:
@@ -271,23 +233,6 @@ def augment_config(args: argparse.Namespace, crop: int, **overrides: Any) -> Aug
 
 
 # ============================================================================ RINE
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # RINE never resizes and validates without blur/JPEG (docs/training.md).
-    add_common_arguments(parser, batch_size=128, lr=1e-3, name="rine", no_resize=True, val_aug="none")
-    g = parser.add_argument_group("RINE (docs/training.md)")
-    g.add_argument("--nproj", type=int, default=4, help="q, Linear layers in proj1/proj2")
-    g.add_argument("--proj_dim", type=int, default=128, help="d, projection size")
-    g.add_argument("--factor", type=float, default=0.2, help="xi, weight of the SupCon term")
-    g.add_argument("--dropout", type=float, default=0.5,
-                   help="p of every Dropout of the head (default: the reference's %(default)s)")
-    g.add_argument("--epochs", type=int, default=1)
-    g.add_argument("--epochs_reduce_lr", type=int, nargs="*", default=[6, 11],
-                   help="1-based epochs at whose start lr is divided by 10 (cumulative)")
-    g.add_argument("--jpg_qual_range", action="store_true",
-                   help="JPEG quality uniform over every integer of --jpg_qual's range (CNNDetection/UFD); "
-                        "default: only the two listed values [RINE quirk]")
-
-
 def lr_at_epoch(base_lr: float, epoch: int, milestones: Sequence[int]) -> float:
     """lr for 1-based ``epoch``: divided by 10 for every milestone <= epoch (6, 11: 1e-3, 1e-4, 1e-5)."""
     return base_lr * 0.1 ** sum(1 for m in milestones if epoch >= m)
@@ -301,7 +246,7 @@ def rine_step_loss(factor: float) -> LossFn:
     return loss_fn
 
 
-def rine_transforms(args: argparse.Namespace, crop: int) -> tuple[Transform, Transform]:
+def rine_transforms(args: RineOptions, crop: int) -> tuple[Transform, Transform]:
     """(train, val) transforms (docs/training.md) at the backbone's crop size: JPEG qualities kept as the
     listed set unless ``--jpg_qual_range`` [quirk]."""
     cfg = augment_config(args, crop, expand_quality_range=args.jpg_qual_range)
@@ -323,10 +268,10 @@ def head_file(run_dir: Path, name: str) -> Path:
     return run_dir / f"model_{name}_trainable.pth"
 
 
-def train(args: argparse.Namespace) -> TrainResult:
+def train(args: RineOptions) -> TrainResult:
     """Train RINE's head as docs/training.md describes (see the module docstring)."""
     seed_everything(args.seed)
-    run_dir = prepare_run_dir(Path(args.checkpoints_dir) / args.name, vars(args))
+    run_dir = prepare_run_dir(Path(args.checkpoints_dir) / args.name, args.as_dict())
     device = resolve_device(args.device)
     model: RineDetector = create("rine", backbone=args.backbone, backbone_weights=args.backbone_weights,
                                  nproj=args.nproj, proj_dim=args.proj_dim, dropout=args.dropout, device=device)
@@ -372,8 +317,8 @@ def train(args: argparse.Namespace) -> TrainResult:
     return TrainResult(model, weights, run_dir, history)
 
 
-def run(args: argparse.Namespace) -> Path:
-    return train(args).weights
+def run(options: RineOptions) -> Path:
+    return train(options).weights
 
 
-register_trainer(TrainerSpec(detectors=("rine",), description=DESCRIPTION, add_arguments=add_arguments, run=run))
+register_trainer(TrainerSpec(detectors=("rine",), description=DESCRIPTION, options=RineOptions, run=run))

@@ -33,7 +33,6 @@ only the probe.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -57,7 +56,8 @@ from .checkpoint import BEST, LATEST, save_checkpoint
 from .common import TrainLog, prepare_run_dir, seed_everything, split_records
 from .earlystop import EarlyStopping, LrSchedule
 from ..detectors.feature_cache import EMBEDDING
-from .rine import (LossFn, TrainResult, add_common_arguments, augment_config, evaluate, make_sources,
+from .clip_options import UfdOptions
+from .rine import (LossFn, TrainResult, augment_config, evaluate, make_sources,
                    require_labels, resume_state, set_lr, class_list, train_epoch)
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,6 @@ log = logging.getLogger(__name__)
 DESCRIPTION = "UFD linear probe on the frozen CLIP embedding, AdamW + CNNDetection early stopping (docs/training.md)"
 FC_WEIGHTS = "fc_weights.pth"
 FC_INIT_STD = 0.02
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser, batch_size=256, lr=1e-4, name="ufd")
-    g = parser.add_argument_group("UFD (docs/training.md)")
-    g.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (beta2 0.999)")
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--niter", type=int, default=100, help="maximum number of epochs")
-    g.add_argument("--earlystop_epoch", type=int, default=5, help="early-stopping patience (epochs)")
 
 
 def reset_fc(fc: nn.Linear) -> None:
@@ -88,14 +79,14 @@ def ufd_step_loss(head: nn.Module, embedding: torch.Tensor, labels: torch.Tensor
     return F.binary_cross_entropy_with_logits(logit, labels.float()), logit
 
 
-def ufd_transforms(args: argparse.Namespace, crop: int) -> tuple[Transform, Transform]:
+def ufd_transforms(args: UfdOptions, crop: int) -> tuple[Transform, Transform]:
     """(train, val) transforms (docs/training.md) at the backbone's crop size (JPEG quality range 30..100;
     validation per ``get_val_opt`` unless ``--val_aug none``)."""
     cfg = augment_config(args, crop)
     return train_transform(cfg), val_transform(cfg)
 
 
-def cache_preprocessing(args: argparse.Namespace, crop: int) -> Preprocessing:
+def cache_preprocessing(args: UfdOptions, crop: int) -> Preprocessing:
     """The deterministic view cached with ``--feature_cache``: resize to ``--loadSize`` (unless
     ``--no_resize``, first ``--rz_interp``), CenterCrop, CLIP normalisation."""
     return Preprocessing(mean=CLIP_MEAN, std=CLIP_STD, crop="center", crop_size=crop,
@@ -107,11 +98,11 @@ def fc_state(fc: nn.Linear) -> OrderedDict[str, torch.Tensor]:
     return OrderedDict((k, v.detach().cpu().clone()) for k, v in fc.state_dict().items())
 
 
-def train(args: argparse.Namespace) -> TrainResult:
+def train(args: UfdOptions) -> TrainResult:
     """Train UFD's linear probe as docs/training.md describes (see the module docstring); the returned model
     holds the best probe (the one in ``fc_weights.pth``)."""
     seed_everything(args.seed)
-    run_dir = prepare_run_dir(Path(args.checkpoints_dir) / args.name, vars(args))
+    run_dir = prepare_run_dir(Path(args.checkpoints_dir) / args.name, args.as_dict())
     device = resolve_device(args.device)
     model: UfdDetector = create("ufd", backbone=args.backbone, backbone_weights=args.backbone_weights, device=device)
     fc = model.fc
@@ -186,8 +177,8 @@ def train(args: argparse.Namespace) -> TrainResult:
     return TrainResult(model, weights, run_dir, history)
 
 
-def run(args: argparse.Namespace) -> Path:
-    return train(args).weights
+def run(options: UfdOptions) -> Path:
+    return train(options).weights
 
 
-register_trainer(TrainerSpec(detectors=("ufd",), description=DESCRIPTION, add_arguments=add_arguments, run=run))
+register_trainer(TrainerSpec(detectors=("ufd",), description=DESCRIPTION, options=UfdOptions, run=run))

@@ -31,11 +31,11 @@ Additions to the reference (each documented at its option):
   (:func:`forensics.train.init.init_efficientnet_tf`); efficientnet_pytorch's ``from_name`` applies none.
 - Bad image files never crash a run: they are skipped, and listed once per epoch (RunSummary).
 
-Model initialisation lives in :mod:`.init`, the command-line options in :mod:`.universal_options`.
+Model initialisation lives in :mod:`.init`, the options (:class:`UniversalOptions`) in :mod:`.universal_options`;
+the command line that builds them in :mod:`forensics.cli.train_args`.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
@@ -62,12 +62,12 @@ from .checkpoint import BEST, LATEST, latest_checkpoint, load_checkpoint, rng_st
 from .common import TrainLog, prepare_run_dir, seed_everything, split_records
 from .earlystop import EarlyStopping, LrSchedule
 from .init import INIT_CHOICES, TRAINABLE, build_detector, init_efficientnet_tf, set_bn_momentum, train_init
-from .universal_options import OPTIMIZERS, add_arguments
+from .universal_options import OPTIMIZERS, UniversalOptions
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "train_log.jsonl"
-__all__ = ["UniversalTrainer", "TrainState", "run", "add_arguments", "build_detector", "set_bn_momentum",
+__all__ = ["UniversalTrainer", "UniversalOptions", "TrainState", "run", "build_detector", "set_bn_momentum",
            "init_efficientnet_tf", "INIT_CHOICES", "OPTIMIZERS", "LOG_FILE"]
 
 
@@ -95,40 +95,40 @@ class TrainState:
 
 # ---------------------------------------------------------------------------- trainer
 class UniversalTrainer:
-    """One training run of ``args.detector`` (see the module docstring); :meth:`fit` returns the
+    """One training run of ``options.detector`` (see the module docstring); :meth:`fit` returns the
     best checkpoint. Attributes ``model`` (the :class:`Detector`), ``optimizer``, ``state`` and
     ``run_dir`` are public for inspection."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.name: str = args.detector
+    def __init__(self, options: UniversalOptions):
+        self.options = options
+        self.name: str = options.detector
         train_init(self.name)
-        self.device = resolve_device(args.device)
-        self.amp = bool(args.amp) and self.device.type == "cuda"
-        if args.amp and not self.amp:
+        self.device = resolve_device(options.device)
+        self.amp = bool(options.amp) and self.device.type == "cuda"
+        if options.amp and not self.amp:
             log.warning("--amp needs CUDA; training in float32 on %s", self.device)
         on_cuda = self.device.type == "cuda"
-        self.num_workers = args.num_threads if args.num_threads is not None else (4 if on_cuda else 0)
-        default_name = self.name + ("_color_robust" if args.color_robust else "")
-        self.run_dir = Path(args.checkpoints_dir) / (args.name or default_name)
+        self.num_workers = options.num_threads if options.num_threads is not None else (4 if on_cuda else 0)
+        default_name = self.name + ("_color_robust" if options.color_robust else "")
+        self.run_dir = Path(options.checkpoints_dir) / (options.name or default_name)
         self.train_log = TrainLog(self.run_dir / LOG_FILE)
 
-        seed_everything(args.seed)
+        seed_everything(options.seed)
         pre = get_config(self.name).preprocessing
-        augment = AugmentConfig.from_options(args, mean=tuple(pre.mean), std=tuple(pre.std))
+        augment = AugmentConfig.from_options(options, mean=tuple(pre.mean), std=tuple(pre.std))
         if augment.gray_prob > 0:
             log.info("colour-robust training: random grayscale with p=%g%s", augment.gray_prob,
                      " (validation too)" if augment.gray_val else "")
-        self.train_set = ImageDataset(split_records(args.dataroot, args.train_split, args.classes),
+        self.train_set = ImageDataset(split_records(options.dataroot, options.train_split, options.classes),
                                       train_transform(augment))
-        self.val_set = ImageDataset(split_records(args.dataroot, args.val_split, args.classes), val_transform(augment))
+        self.val_set = ImageDataset(split_records(options.dataroot, options.val_split, options.classes), val_transform(augment))
         log.info("%d training and %d validation images", len(self.train_set), len(self.val_set))
 
-        self.model = build_detector(self.name, args.init, args.init_gain).to(self.device).train()
-        if getattr(args, "bn_momentum", None) is not None:
-            set_bn_momentum(self.model, args.bn_momentum)
-        self.schedule = LrSchedule(lr=args.lr)
-        self.stopper = EarlyStopping(patience=args.earlystop_epoch)
+        self.model = build_detector(self.name, options.init, options.init_gain).to(self.device).train()
+        if options.bn_momentum is not None:
+            set_bn_momentum(self.model, options.bn_momentum)
+        self.schedule = LrSchedule(lr=options.lr)
+        self.stopper = EarlyStopping(patience=options.earlystop_epoch)
         self.optimizer = self._new_optimizer()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.criterion = nn.BCEWithLogitsLoss()
@@ -143,14 +143,14 @@ class UniversalTrainer:
     def fit(self) -> Path:
         """Train until early stopping ends the schedule, ``niter`` epochs or ``max_steps`` steps;
         return ``<run_dir>/model_epoch_best.pth``."""
-        resumed = self.args.resume and self._resume()
+        resumed = self.options.resume and self._resume()
         if not resumed and latest_checkpoint(self.run_dir) is not None:
             log.warning("%s already holds checkpoints; starting a new run over them (use --resume to continue)",
                         self.run_dir)
-        prepare_run_dir(self.run_dir, vars(self.args))
+        prepare_run_dir(self.run_dir, self.options.as_dict())
         self.train_log.write("resume" if resumed else "start", detector=self.name, step=self.state.total_steps,
                              epoch=self.state.epoch, lr=self.schedule.lr, device=str(self.device))
-        with logging_redirect_tqdm(), tqdm(total=self.args.max_steps, initial=self.state.total_steps, unit="step",
+        with logging_redirect_tqdm(), tqdm(total=self.options.max_steps, initial=self.state.total_steps, unit="step",
                                            desc=f"train {self.name}", dynamic_ncols=True, disable=None) as bar:
             self._bar = bar
             self._clock = time.perf_counter()
@@ -170,7 +170,7 @@ class UniversalTrainer:
         summary = RunSummary()
         labels: list[torch.Tensor] = []
         scores: list[torch.Tensor] = []
-        seed = _stream_seed(self.args.seed, VAL_STREAM)
+        seed = _stream_seed(self.options.seed, VAL_STREAM)
         for batch in self._loader(self.val_set, list(range(len(self.val_set))), seed):
             summary.add(batch)
             if len(batch):
@@ -180,29 +180,29 @@ class UniversalTrainer:
         if summary.skipped:
             self._report_data(summary, "val")
         if not scores:
-            raise DatasetLayoutError(f"{self.args.dataroot}/{self.args.val_split}: no readable validation image")
+            raise DatasetLayoutError(f"{self.options.dataroot}/{self.options.val_split}: no readable validation image")
         return binary_metrics(torch.cat(labels).numpy(), torch.cat(scores).numpy())
 
     # ------------------------------------------------------------------ loop
     def _limit_reached(self) -> str | None:
-        if self.args.max_steps is not None and self.state.total_steps >= self.args.max_steps:
+        if self.options.max_steps is not None and self.state.total_steps >= self.options.max_steps:
             return "max_steps"
-        if self.state.epoch >= self.args.niter:
+        if self.state.epoch >= self.options.niter:
             return "niter"
         return None
 
     def _run_epoch(self) -> None:
-        st, bs = self.state, self.args.batch_size
+        st, bs = self.state, self.options.batch_size
         order = self._epoch_order(st.epoch)
         n_batches = math.ceil(len(order) / bs)
         summary = RunSummary()
         for batch in self._loader(self.train_set, order[st.epoch_batch * bs:],
-                                  _stream_seed(self.args.seed, LOADER_STREAM, st.epoch)):
+                                  _stream_seed(self.options.seed, LOADER_STREAM, st.epoch)):
             summary.add(batch)
             st.epoch_batch += 1
             if len(batch):  # a batch of skipped files only makes no step
                 self._train_step(batch.images, batch.labels)
-                if self.args.val_every and st.total_steps % self.args.val_every == 0:
+                if self.options.val_every and st.total_steps % self.options.val_every == 0:
                     self._validation_point()
             if st.stopped_by or (st.epoch_batch < n_batches and self._limit_reached()):
                 break
@@ -211,11 +211,11 @@ class UniversalTrainer:
         if st.epoch_batch < n_batches or st.stopped_by:
             return
         # End of the epoch, in the reference's order: periodic checkpoints, then validation.
-        freq = self.args.save_epoch_freq
+        freq = self.options.save_epoch_freq
         if freq and st.epoch % freq == 0:
             self._save(LATEST)
             self._save(f"model_epoch_{st.epoch}.pth")
-        if not self.args.val_every:
+        if not self.options.val_every:
             self._validation_point()
         st.epoch += 1
         st.epoch_batch = 0
@@ -233,9 +233,9 @@ class UniversalTrainer:
         self._loss_count += 1
         self._images += len(images)
         self._bar.update(1)
-        if st.total_steps % self.args.loss_freq == 0:
+        if st.total_steps % self.options.loss_freq == 0:
             self._log_loss(float(loss.detach()))
-        if st.total_steps % self.args.save_latest_freq == 0:
+        if st.total_steps % self.options.save_latest_freq == 0:
             self._save(LATEST)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -273,7 +273,7 @@ class UniversalTrainer:
             return
         if self.schedule.drop():
             self._set_lr(self.schedule.lr)
-            self.stopper = self.schedule.new_stopper(self.args.earlystop_epoch)
+            self.stopper = self.schedule.new_stopper(self.options.earlystop_epoch)
             log.info("learning rate dropped by 10 to %g; training continues", self.schedule.lr)
             self.train_log.write("lr_drop", step=st.total_steps, epoch=st.epoch, lr=self.schedule.lr)
         else:
@@ -297,10 +297,10 @@ class UniversalTrainer:
         """The sample order of ``epoch``: dataset order (``--serial_batches``), class-balanced draws
         (``--class_bal``) or a shuffle, from a generator seeded by ``(seed, epoch)``."""
         n = len(self.train_set)
-        if self.args.serial_batches:
+        if self.options.serial_batches:
             return list(range(n))
-        gen = torch.Generator().manual_seed(_stream_seed(self.args.seed, ORDER_STREAM, epoch))
-        if self.args.class_bal:
+        gen = torch.Generator().manual_seed(_stream_seed(self.options.seed, ORDER_STREAM, epoch))
+        if self.options.class_bal:
             labels = np.array([r.label for r in self.train_set.records])
             weights = torch.as_tensor(1.0 / np.bincount(labels)[labels], dtype=torch.double)
             return list(WeightedRandomSampler(weights, n, replacement=True, generator=gen))
@@ -309,7 +309,7 @@ class UniversalTrainer:
     def _loader(self, dataset: ImageDataset, indices: list[int], seed: int) -> DataLoader:
         # A private generator: creating the iterator must not draw from torch's global RNG
         # (augmentation draws), or a resumed run would diverge.
-        return DataLoader(dataset, batch_size=self.args.batch_size, sampler=indices, num_workers=self.num_workers,
+        return DataLoader(dataset, batch_size=self.options.batch_size, sampler=indices, num_workers=self.num_workers,
                           collate_fn=collate, worker_init_fn=seed_worker, pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(seed))
 
@@ -321,7 +321,7 @@ class UniversalTrainer:
 
     # ------------------------------------------------------------------ state
     def _new_optimizer(self) -> torch.optim.Optimizer:
-        return OPTIMIZERS[self.args.optim](self.model.parameters(), self.schedule.lr, self.args)
+        return OPTIMIZERS[self.options.optim](self.model.parameters(), self.schedule.lr, self.options)
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -342,7 +342,7 @@ class UniversalTrainer:
     def _resume(self) -> bool:
         path = latest_checkpoint(self.run_dir)
         if path is None:
-            log.warning("--resume: no %s in %s; starting a new run", LATEST, self.run_dir)
+            log.info("--resume: no %s in %s yet; starting a new run", LATEST, self.run_dir)
             return False
         ck = load_checkpoint(path)
         if ck.get("detector", self.name) != self.name:
@@ -350,7 +350,7 @@ class UniversalTrainer:
         self.model.load_state(ck["model"], source=str(path))
         self.schedule = LrSchedule(**ck["schedule"])
         self.stopper = EarlyStopping(**ck["stopper"])
-        if self.args.new_optim:
+        if self.options.new_optim:
             self.optimizer = self._new_optimizer()
         else:
             self.optimizer.load_state_dict(ck["optimizer"])
@@ -362,19 +362,19 @@ class UniversalTrainer:
                                 stopped_by="early_stop" if ck.get("stopped_by") == "early_stop" else None)
         set_rng_state(ck["rng"])
         log.info("resumed %s at step %d (epoch %d, batch %d), lr %g%s", path, self.state.total_steps, self.state.epoch,
-                 self.state.epoch_batch, self.schedule.lr, " with a fresh optimizer" if self.args.new_optim else "")
+                 self.state.epoch_batch, self.schedule.lr, " with a fresh optimizer" if self.options.new_optim else "")
         return True
 
 
-def run(args: argparse.Namespace) -> Path:
+def run(options: UniversalOptions) -> Path:
     """Entry point of ``analyses/train.py --detector {resnet50,efb0}``."""
-    return UniversalTrainer(args).fit()
+    return UniversalTrainer(options).fit()
 
 
 register_trainer(TrainerSpec(
     detectors=tuple(TRAINABLE),
     description=("Wang et al. (CVPR 2020) recipe: BCE, Adam 1e-4, blur/JPEG augmentation, early stopping on val "
                  "accuracy with lr/10 drops; --color_robust adds T-FF's random grayscale (docs/colour.md)"),
-    add_arguments=add_arguments,
+    options=UniversalOptions,
     run=run,
 ))

@@ -70,10 +70,10 @@ from __future__ import annotations
 
 from .build import _write_pngs, build_benchmark, read_manifest  # noqa: F401 (_write_pngs and the private helpers
 # below are shared with forensics.data.local_fakes)
-from .config import (BENCHMARK_VERSION, DEFAULT_COLOR, DEFAULT_COLOUR, DEFAULT_TRAIN_FAMILY, FAKE_DIR, FAMILIES,  # noqa: F401
-                     PHOTO_SOURCES, REAL_DIR, BenchmarkConfig, ColorFingerprint, ColourFingerprint, FamilySpec,
-                     PathLike, config_from_dict)  # DEFAULT_COLOUR, ColourFingerprint: deprecated spellings
-from .fingerprints import (apply_color_fingerprint, apply_colour_fingerprint, chroma_magnitude,  # noqa: F401
+from .config import (BENCHMARK_VERSION, DEFAULT_COLOR, DEFAULT_TRAIN_FAMILY, FAKE_DIR, FAMILIES,  # noqa: F401
+                     PHOTO_SOURCES, REAL_DIR, BenchmarkConfig, ColorFingerprint, FamilySpec,
+                     PathLike, config_from_dict)
+from .fingerprints import (apply_color_fingerprint, chroma_magnitude,  # noqa: F401
                            nyquist_ratio, nyquist_share, rgb_to_ycbcr, signed_to_uint8, uint8_to_signed, ycbcr_to_rgb)
 from .generators import Generator, build_generators, generate, selection_steps, train_generator
 from .seeding import _rng, _torch_seed, deterministic_torch

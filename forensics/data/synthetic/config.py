@@ -5,8 +5,8 @@ the default benchmark), the generator families (:data:`FAMILIES`), the training 
 Public names spell "color" as the rest of the API does (``ColorAblation``, ``--color_robust``). The
 serialized names stay as they were: :meth:`BenchmarkConfig.to_dict` writes ``colour`` and
 ``colour_families`` (the manifest's keys, and the default benchmark's cache key is a digest of that dict),
-and :func:`config_from_dict` reads either spelling. ``ColourFingerprint``, ``DEFAULT_COLOUR`` and the
-attributes ``BenchmarkConfig.colour`` / ``colour_families`` remain as deprecated aliases."""
+and :func:`config_from_dict` reads either spelling. The attributes ``BenchmarkConfig.colour`` /
+``colour_families`` remain, warning (``DeprecationWarning``) that they are deprecated."""
 from __future__ import annotations
 
 import dataclasses
@@ -182,7 +182,3 @@ def config_from_dict(d: Mapping) -> BenchmarkConfig:
 #: Field name -> its name in :meth:`BenchmarkConfig.to_dict` (the manifest and the cache key), and back.
 _SERIALIZED = {"color": "colour", "color_families": "colour_families"}
 _FIELDS = {v: k for k, v in _SERIALIZED.items()}
-
-#: Deprecated spellings.
-ColourFingerprint = ColorFingerprint
-DEFAULT_COLOUR = DEFAULT_COLOR

@@ -73,6 +73,3 @@ def nyquist_ratio(fakes: torch.Tensor, reals: torch.Tensor) -> float:
     q = lambda t: torch.round((t.clamp(-1, 1) + 1) * 127.5)  # noqa: E731
     return float(torch.median(nyquist_share(q(fakes)) / nyquist_share(q(reals)).clamp_min(1e-12)))
 
-
-#: Deprecated spelling of :func:`apply_color_fingerprint`.
-apply_colour_fingerprint = apply_color_fingerprint
