@@ -25,10 +25,11 @@ from forensics.analysis.color_comparison import compare_rgb_gray
 from forensics.analysis.evaluate import CROP_MODES, evaluate_sets
 from forensics.analysis.perturbation_study import evaluate_perturbations
 from forensics.cli import run, setup_logging
+from forensics.cli.layout_args import add_layout_args, layout_options
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, embedded_default,
                                          output_name, resolve_detector, uses_embedded_default)
 from forensics.cli.sharding import add_resume_args, sharded_session
-from forensics.data import LAYOUTS, load_sets
+from forensics.data import load_sets
 from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep
 from forensics.detectors import Detector
 
@@ -38,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_detector_args(p)
     g = add_data_args(p, gan_default=None, bsize=32)
-    g.add_argument("--layout", choices=list(LAYOUTS), default="forensynths",
-                   help="folder layout of --dataset_dir (default: %(default)s)")
+    add_layout_args(g)
     g = p.add_argument_group("evaluation")
     add_crop_arg(g, "center: CenterCrop (the references' default); none: full resolution (T-FF); ten: TenCrop, "
                     "logits averaged (RINE Synthbuster). Default: the detector's own policy",
@@ -82,7 +82,8 @@ def resolve_inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.detector is None:
         parser.error("--detector/--arch is required with --weights/--dataset_dir")
     detector = resolve_detector(args)
-    return detector, load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances)
+    return detector, load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances,
+                                   layout_options(args))
 
 
 def output_stem(args: argparse.Namespace, mode: str, crop: str) -> str:

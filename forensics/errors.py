@@ -23,3 +23,7 @@ class ImageTooLargeError(ImageReadError):
 
 class DatasetLayoutError(ForensicsError, ValueError):
     """A data-set folder does not have the layout that was asked for (or holds no images)."""
+
+
+class MaskError(ImageReadError):
+    """A mask cannot be used with its image: unreadable, missing for a fake, or of another size."""
