@@ -113,17 +113,6 @@ def _load_open(fp: BinaryIO, path, max_pixels: int | None) -> Image.Image:
     return to_rgb(im, path)
 
 
-def image_format(data: BinaryIO | PathLike) -> str:
-    """The format Pillow identifies from the header only (``JPEG``, ``PNG``, ``WEBP``...; ``""`` when
-    the header cannot be read). Nothing is decoded."""
-    try:
-        with Image.open(data) as im:
-            return im.format or ""
-    except Exception as exc:  # any unreadable header: the decode step reports the file itself
-        log.debug("%s: no readable header (%s)", data, _describe(exc))
-        return ""
-
-
 def _open_header(fp: BinaryIO, path) -> ImageFile.ImageFile:
     """Identify the format and read the header only (no pixel data)."""
     try:
