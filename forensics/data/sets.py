@@ -20,7 +20,7 @@ from .layout_options import LayoutOptions
 from .layouts import UFD_DIFFUSION_REAL_FOLDERS, forensynths, genimage, list_sources, ufd_diffusion
 from .listing import has_label_dirs, subdirs
 from .readers import folders, manifest, pairs, parquet, polygons
-from .records import ImageRecord
+from .records import ImageRecord, ParquetCell
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +164,15 @@ def describe_sets(layout: str, sets: Mapping[str, Sequence[ImageRecord]]) -> str
     lines = [f"layout {layout}: {len(sets)} set(s)"]
     for name, records in sets.items():
         labels = Counter(r.label for r in records)
-        masks = sum(r.mask is not None for r in records)
+        cells = sum(isinstance(r.mask, ParquetCell) for r in records)
+        masks = sum(r.mask is not None for r in records) - cells
         fakes_without = sum(r.mask is None and r.label == 1 for r in records)
         text = f"  {name}: {labels.get(0, 0)} real, {labels.get(1, 0)} fake"
         if labels.get(None):
             text += f", {labels[None]} unlabelled"
-        if masks or any(r.label == 1 for r in records) and layout in ("pairs", "polygons"):
+        if cells:
+            text += f"; mask column: {cells} cells (null = no mask, found when read)"
+        elif masks or any(r.label == 1 for r in records) and layout in ("pairs", "polygons"):
             text += f"; masks: {masks} given, {fakes_without} fake(s) without"
         sources = Counter(r.source for r in records)
         text += f"; sources: {', '.join(f'{s} ({n})' for s, n in sorted(sources.items())[:8])}"
