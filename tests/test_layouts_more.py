@@ -276,7 +276,20 @@ def test_auto_detects_each_layout_says_what_it_reads_and_refuses_ambiguity(tmp_p
     assert "layout pairs: 1 set(s)" in caplog.text and "1 real, 1 fake; masks: 1 given, 0 fake(s) without" in caplog.text
     assert describe_sets("pairs", sets).splitlines()[0] == "layout pairs: 1 set(s)"
     (pairs / "ann.json").write_text("{}")
+    img(pairs / "images" / "y.png")  # now it also looks like polygons: images/ beside one JSON
     with pytest.raises(DatasetLayoutError, match="ambiguous layout.*pairs and polygons"):
         detect_layout(pairs)
     with pytest.raises(DatasetLayoutError, match="no known layout"):
         detect_layout(img(tmp_path / "lonely" / "x.png").parent)
+
+
+def test_auto_prefers_the_more_specific_layout(tmp_path):
+    """pairs and polygons are special cases of a folder of generator folders (synthbuster with --real_dir)."""
+    root = tmp_path / "CocoGlide"
+    img(root / "fake" / "x.png"), mask(root / "mask" / "x.png")
+    img(tmp_path / "reals" / "r.png")
+    assert detect_layout(root, LayoutOptions(real_dir=tmp_path / "reals")) == "pairs"
+    fs = tmp_path / "cnn" / "progan"
+    img(fs / "0_real" / "a.png"), img(fs / "1_fake" / "b.png")
+    (tmp_path / "cnn" / "info.json").write_text("{}")  # metadata beside the sets, not polygons
+    assert detect_layout(tmp_path / "cnn") == "forensynths"

@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Sequence
 from ..errors import DatasetLayoutError
 from .layout_options import LayoutOptions
 from .layouts import UFD_DIFFUSION_REAL_FOLDERS, forensynths, genimage, list_sources, ufd_diffusion
+from .images import is_image_file
 from .listing import has_label_dirs, subdirs
 from .readers import folders, manifest, pairs, parquet, polygons
 from .records import ImageRecord, ParquetCell
@@ -97,8 +98,11 @@ def _is_pairs(root: Path, options: LayoutOptions) -> bool:
 
 
 def _is_polygons(root: Path, options: LayoutOptions) -> bool:
-    return root.is_dir() and (options.annotations is not None or len(list(root.glob("*.json"))) == 1) \
-        and not _is_manifest(root, options)
+    """A polygon JSON beside an image folder (``images/`` or ``--image_dir``) or image files."""
+    if not root.is_dir() or not (options.annotations is not None or len(list(root.glob("*.json"))) == 1):
+        return False
+    images = root / (options.image_dir or "images")
+    return images.is_dir() or any(p.is_file() and is_image_file(p) for p in root.iterdir())
 
 
 def _is_wildrf(root: Path, options: LayoutOptions) -> bool:
@@ -126,7 +130,7 @@ LAYOUTS: dict[str, Layout] = {
                      refines=("forensynths",)),
     "synthbuster": Layout(lambda root, o: folders.synthbuster_names(root, o.real_dir),
                           lambda root, name, classes, cap, o: folders.synthbuster(root, name, o.real_dir, cap),
-                          _is_synthbuster, refines=("pairs", "polygons")),
+                          _is_synthbuster),
     "manifest": Layout(lambda root, o: manifest.manifest_names(root),
                        lambda root, name, classes, cap, o: manifest.manifest(root, name, cap, o.labels), _is_manifest),
     "parquet": Layout(lambda root, o: parquet.parquet_names(root),
@@ -134,10 +138,11 @@ LAYOUTS: dict[str, Layout] = {
                           root, name, cap, o.labels, o.image_column, o.label_column, o.mask_column), _is_parquet),
     "pairs": Layout(lambda root, o: _set_name(root),
                     lambda root, name, classes, cap, o: pairs.pairs(root, o.image_dir, o.mask_dir, o.real_dir,
-                                                                    o.mask_pattern, cap), _is_pairs),
+                                                                    o.mask_pattern, cap), _is_pairs,
+                    refines=("synthbuster",)),
     "polygons": Layout(lambda root, o: _set_name(root),
                        lambda root, name, classes, cap, o: polygons.polygons(root, o.annotations, o.image_dir, cap),
-                       _is_polygons),
+                       _is_polygons, refines=("synthbuster",)),
 }
 
 
