@@ -26,9 +26,9 @@ from pathlib import Path
 
 from forensics.analysis.color import MIN_P, color_ablation
 from forensics.cli import run, setup_logging
+from forensics.cli.layout_args import add_layout_args
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          describe, resolve_test_sets)
-from forensics.data import LAYOUTS
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 
 
@@ -36,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_detector_args(p)
     g = add_data_args(p, gan_default=None, bsize=32)
-    g.add_argument("--layout", choices=list(LAYOUTS), default="forensynths",
-                   help="folder layout of --dataset_dir (default: %(default)s)")
+    add_layout_args(g)
     g = p.add_argument_group("colour ablation")
     g.add_argument("--ablation", choices=list(ABLATIONS), default=DEFAULT_ABLATION,
                    help="grayscale (ITU-R 601-2 luma x3, the reference; default) or another ablation: "

@@ -30,9 +30,10 @@ from pathlib import Path
 
 from forensics.analysis.color import MIN_P, arch_label, compare_color_robust, pair_labels
 from forensics.cli import run, setup_logging
+from forensics.cli.layout_args import add_layout_args, layout_options
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          resolve_detector, uses_embedded_default)
-from forensics.data import LAYOUTS, load_sets
+from forensics.data import load_sets
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 from forensics.defaults import DEFAULT_RECIPES, default_benchmark, default_detector
 from forensics.device import resolve_device
@@ -56,8 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="BASELINE:ROBUST", help="embedded default only: default-recipe pairs "
                                                    "(default: resnet50:resnet50_cr; also efb0:efb0_cr)")
     g = add_data_args(p, gan_default=None, bsize=32)
-    g.add_argument("--layout", choices=list(LAYOUTS), default="forensynths",
-                   help="folder layout of --dataset_dir (default: %(default)s)")
+    add_layout_args(g)
     g = p.add_argument_group("colour ablation")
     g.add_argument("--ablation", choices=list(ABLATIONS), default=DEFAULT_ABLATION,
                    help="colour ablation (default: grayscale, the reference)")
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline = resolve_detector(args)
         robust = resolve_detector(argparse.Namespace(**{**vars(args), "weights": args.cr_weights}))
         pairs = {arch_label(args.detector): (baseline, robust)}
-        sets = load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances)
+        sets = load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances,
+                                   layout_options(args))
     result = compare_color_robust(pairs, sets, ablation=args.ablation, min_p=args.min_p, crop=args.crop,
                                   batch_size=args.bsize, num_workers=args.workers, progress=True)
     paths = result.write(args.out or Path("figures/compare_color_robust"))

@@ -10,6 +10,12 @@ as CNNDetection's eval.py and RINE print them, plus a full table; CSV/JSON under
     ... --perturb jpeg --level 50    # clean vs every image re-compressed at quality 50
     ... --perturb combined --protocol rine --reference_bugs   # RINE's protocol as published, bugs included
     ... --sweep blur                 # AP over the standard sigma levels: table + PNG/PDF line plot
+    ... --format_audit               # a JPEG-vs-PNG classifier? stored vs all-PNG vs all-JPEG-95 (README "Your data")
+    ... --layout auto --dataset_dir data/WildRF   # any layout of forensics.data (auto: detected and described)
+
+A plain evaluation also writes eval-groups_<crop>.csv/.json: AP, accuracy at 0.5 and at the best threshold
+(the calibration gap) per generator, per real source, per file format and per image-size bucket
+(forensics.analysis.breakdown).
 
 Without --weights and --dataset_dir the embedded default (forensics.defaults) is used. With
 --dataset_dir but no --weights, the detector's default release is loaded (see
@@ -21,14 +27,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from forensics.analysis.breakdown import breakdown
 from forensics.analysis.color_comparison import compare_rgb_gray
+from forensics.analysis.format_audit import format_audit
 from forensics.analysis.evaluate import CROP_MODES, evaluate_sets
 from forensics.analysis.perturbation_study import evaluate_perturbations
 from forensics.cli import run, setup_logging
+from forensics.cli.layout_args import add_layout_args, layout_options
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, embedded_default,
                                          output_name, resolve_detector, uses_embedded_default)
 from forensics.cli.sharding import add_resume_args, sharded_session
-from forensics.data import LAYOUTS, load_sets
+from forensics.data import load_sets
 from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep
 from forensics.detectors import Detector
 
@@ -38,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_detector_args(p)
     g = add_data_args(p, gan_default=None, bsize=32)
-    g.add_argument("--layout", choices=list(LAYOUTS), default="forensynths",
-                   help="folder layout of --dataset_dir (default: %(default)s)")
+    add_layout_args(g)
     g = p.add_argument_group("evaluation")
     add_crop_arg(g, "center: CenterCrop (the references' default); none: full resolution (T-FF); ten: TenCrop, "
                     "logits averaged (RINE Synthbuster). Default: the detector's own policy",
@@ -57,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"evaluate clean and perturbed images; KIND: {', '.join(kinds)}")
     mode.add_argument("--sweep", choices=kinds, metavar="KIND",
                       help="evaluate clean and each standard level of KIND: table + line plot")
+    mode.add_argument("--format_audit", action="store_true",
+                      help="format-shortcut audit: score as stored, then every image re-encoded to PNG, then to JPEG "
+                           "95 (in memory); per set the AP/accuracy change with bootstrap CIs and a flag "
+                           "(forensics.analysis.format_audit)")
     g.add_argument("--level", type=float, default=None,
                    help="fixed level for --perturb (blur sigma, jpeg quality, noise std, crop fraction, resize "
                         "scale); default: drawn per image from the reference's range")
@@ -82,7 +94,8 @@ def resolve_inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.detector is None:
         parser.error("--detector/--arch is required with --weights/--dataset_dir")
     detector = resolve_detector(args)
-    return detector, load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances)
+    return detector, load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances,
+                                   layout_options(args))
 
 
 def output_stem(args: argparse.Namespace, mode: str, crop: str) -> str:
@@ -92,7 +105,10 @@ def output_stem(args: argparse.Namespace, mode: str, crop: str) -> str:
 
 def run_eval(detector, sets, args, options) -> tuple[str, dict]:
     result = evaluate_sets(detector, sets, calibrate=args.calibrate, **options)
-    return f"{result.format()}\n\n{result.format_table()}", {"eval": result}
+    groups = breakdown(result.predictions, {"detector": detector.name})
+    text = (f"{result.format()}\n\n{result.format_table()}\n\nper generator, real source, format and size "
+            f"(%; acc = balanced accuracy at 0.5, best = at the best threshold, gap = best - acc)\n{groups.format()}")
+    return text, {"eval": result, "eval-groups": groups}
 
 
 def run_grayscale(detector, sets, args, options) -> tuple[str, dict]:
@@ -124,7 +140,13 @@ def run_perturbations(detector, sets, args, options) -> tuple[str, dict]:
     return text, {f"perturb-{first.kind}{level}": study}
 
 
-MODES = {"eval": run_eval, "grayscale": run_grayscale, "perturb": run_perturbations, "sweep": run_perturbations}
+def run_format_audit(detector, sets, args, options) -> tuple[str, dict]:
+    options = {k: v for k, v in options.items() if k != "inclusive"}
+    audit = format_audit(detector, sets, seed=args.seed, **options)
+    return f"format-shortcut audit (AP and accuracy in %)\n{audit.format()}", {"format-audit": audit}
+
+
+MODES = {"format_audit": run_format_audit, "eval": run_eval, "grayscale": run_grayscale, "perturb": run_perturbations, "sweep": run_perturbations}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, run) -> int:
     detector, sets = resolve_inputs(args, parser)
-    mode = next((m for m in ("grayscale", "perturb", "sweep") if getattr(args, m)), "eval")
+    mode = next((m for m in ("grayscale", "perturb", "sweep", "format_audit") if getattr(args, m)), "eval")
     out_dir = args.out or Path("figures") / "evaluate" / output_name(args, detector)
     run.checkpoint_in(out_dir / ".resume")
     options = dict(crop=args.crop, crop_size=args.crop_size, batch_size=args.bsize,

@@ -28,3 +28,7 @@ class DatasetLayoutError(ForensicsError, ValueError):
 class InputError(ForensicsError, ValueError):
     """What the user gave (an option's value, a split file, a selection of images) cannot be used; the message
     names what was given and what is missing."""
+
+
+class MaskError(ImageReadError):
+    """A mask cannot be used with its image: unreadable, missing for a fake, or of another size."""

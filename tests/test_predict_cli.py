@@ -78,3 +78,18 @@ def test_missing_weights_message(tmp_path, monkeypatch, capsys):
 def test_module_entry_point_help():
     res = subprocess.run([sys.executable, "-m", "forensics", "predict", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--detector" in res.stdout and "--weights" in res.stdout
+
+
+def test_predict_reads_a_layout(tmp_path, cnndet_checkpoint, capsys):
+    """``--layout manifest``: the rows of a CSV (one Parquet-free layout stands for all: the readers are
+    tested in test_layouts_more.py); sources come from the manifest."""
+    ckpt, _ = cnndet_checkpoint
+    rng = np.random.default_rng(1)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    (tmp_path / "list.csv").write_text("path,label,source\na.png,real,coco\nb.png,fake,sd\nc.png,1,flux\n")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--detector", "resnet50", "--weights", str(ckpt), str(tmp_path / "list.csv"),
+                 "--layout", "manifest", "--out", str(out), "--device", "cpu"]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame["source"]) == ["coco", "sd", "flux"] and list(frame["label"]) == [0, 1, 1]

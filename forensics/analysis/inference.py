@@ -39,7 +39,7 @@ class Predictions:
     def to_frame(self):
         import pandas as pd
         return pd.DataFrame({
-            "path": [str(r.path) for r in self.records],
+            "path": [r.ref for r in self.records],
             "source": [r.source for r in self.records],
             "category": [r.category for r in self.records],
             "label": self.labels,

@@ -194,7 +194,10 @@ def resolve_test_sets(args: argparse.Namespace, layout: str = "forensynths") -> 
         return detector, label, load_sets(bench.test_root, args.gan_name, "forensynths", False, num), bench
     require_explicit(args, "dataset_dir")
     detector = resolve_detector(args)
-    return detector, detector.name, load_sets(args.dataset_dir, args.gan_name, layout, args.have_classes, num), None
+    from .layout_args import layout_options
+    options = layout_options(args) if hasattr(args, "mask_pattern") else None
+    return detector, detector.name, load_sets(args.dataset_dir, args.gan_name, layout, args.have_classes, num,
+                                              options), None
 
 
 def add_topk_args(group: argparse._ArgumentGroup) -> None:

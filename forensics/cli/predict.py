@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
                        description="Score image files and folders with a registered detector; writes per-image "
                                    "P(fake) to CSV and prints a table. Unreadable files are skipped and listed. "
                                    "Under torchrun the files are sharded over the processes (docs/distributed.md).")
-    p.add_argument("paths", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
+    p.add_argument("paths", nargs="+", type=Path,
+                   help="image files and/or folders (searched recursively), or with --layout data-set roots")
     p.add_argument("--detector", required=True, choices=list_detectors(), help="registered detector")
     p.add_argument("--weights", default="default",
                    help="release tag (see `python -m forensics weights list`), checkpoint path, or 'default' "
@@ -30,6 +31,8 @@ def add_parser(sub) -> None:
     add_crop_arg(p, "override the detector's crop policy (default: the detector's own)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default: 0)")
     add_option(p, "--max_rows", "--max-rows", type=int, default=50, help="rows of the printed table (default: 50)")
+    from .layout_args import add_layout_args
+    add_layout_args(p.add_argument_group("data layout"), default="files", extra=("files",))
     from .sharding import add_resume_args
     add_resume_args(p)
     p.set_defaults(func=run)
@@ -47,7 +50,7 @@ def predict(args: argparse.Namespace, session) -> int:
     from ..detectors import create
     from ..io import atomic_path, atomic_write_json
 
-    records = collect(args.paths)
+    records = collect(args.paths) if args.layout == "files" else layout_records(args)
     session.checkpoint_in(args.out.with_name(f".{args.out.name}.resume"))
     det = create(args.detector, weights=args.weights, device=args.device, **dict(args.option))
     preds = predict_records(det, records, batch_size=args.batch_size, transform=det.transform(crop=args.crop),
@@ -67,6 +70,15 @@ def predict(args: argparse.Namespace, session) -> int:
     print(format_table(frame, args.max_rows))
     print(f"\n{len(frame)} images scored, {len(preds.summary.skipped)} skipped; CSV: {args.out}")
     return 0
+
+
+def layout_records(args: argparse.Namespace) -> list:
+    """Every set of every path read in ``--layout`` (``auto``: detected, and what is read is logged)."""
+    from ..data import load_sets
+    from .layout_args import layout_options
+    options = layout_options(args)
+    return [r for path in args.paths for records in load_sets(path, None, args.layout, None, None, options).values()
+            for r in records]
 
 
 def format_table(frame, max_rows: int) -> str:

@@ -25,7 +25,7 @@ Every ablation is a picklable :class:`ColorAblation` (data-loader workers can us
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -73,6 +73,7 @@ class ColorAblation:
     """A named colour ablation from :data:`ABLATIONS`, callable on a PIL image (picklable)."""
 
     name: str = DEFAULT_ABLATION
+    photometric: ClassVar[bool] = True  # moves no pixel: a mask transform skips it
 
     def __post_init__(self) -> None:
         if self.name not in ABLATIONS:

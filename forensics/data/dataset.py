@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import to_tensor
 
 from ..errors import ImageReadError
-from .images import DEFAULT_MAX_PIXELS, load_rgb
-from .layouts import ImageRecord
+from .images import DEFAULT_MAX_PIXELS, load_rgb, load_rgb_bytes
+from .masks import MaskTransform, load_mask
+from .records import ImageRecord
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,18 @@ class Sample(TypedDict):
     index: int  # position in the dataset's records
     path: str
     error: str | None
+    mask: torch.Tensor | None  # with masks=True: uint8 0/1, the image's geometry (else None)
+
+
+def read_image(record: ImageRecord, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``record``'s image: its file, or the Parquet cell it names (:func:`load_rgb`'s rules)."""
+    if record.image is None:
+        return load_rgb(record.path, max_pixels=max_pixels)
+    try:
+        data = record.image.read()
+    except Exception as exc:  # pyarrow / file errors on one row: that row is skipped, not the run
+        raise ImageReadError(f"{record.ref}: unreadable Parquet row ({type(exc).__name__}: {exc})") from exc
+    return load_rgb_bytes(data, record.ref, max_pixels=max_pixels)
 
 
 class ImageDataset(Dataset):
@@ -44,13 +57,20 @@ class ImageDataset(Dataset):
     ``__getitem__`` never raises for a bad file: the sample's ``error`` holds the reason. An
     exception raised by ``transform`` on a readable image is a bug, not a bad file, and propagates
     (with a note naming the file).
+
+    ``masks=True``: each sample also carries the record's mask (:func:`~forensics.data.masks.load_mask`:
+    reals without one get zeros) through the transform's geometry (:class:`~forensics.data.masks.MaskTransform`,
+    nearest neighbour), aligned pixel for pixel with the image tensor; a fake without a mask, an
+    unreadable mask or one of another size (without ``mask_resize``) makes the sample a skip.
     """
 
     def __init__(self, records: Sequence[ImageRecord], transform: Transform | None = None,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, masks: bool = False, mask_resize: bool = False):
         self.records = list(records)
         self.transform = transform if transform is not None else to_tensor
         self.max_pixels = max_pixels
+        self.mask_transform = MaskTransform(self.transform) if masks else None
+        self.mask_resize = mask_resize
 
     def __len__(self) -> int:
         return len(self.records)
@@ -58,12 +78,16 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         rec = self.records[index]
         label = UNKNOWN_LABEL if rec.label is None else int(rec.label)
-        sample: Sample = {"image": None, "label": label, "index": index, "path": str(rec.path), "error": None}
+        sample: Sample = {"image": None, "label": label, "index": index, "path": rec.ref, "error": None,
+                          "mask": None}
         try:
-            image = load_rgb(rec.path, max_pixels=self.max_pixels)
-        except ImageReadError as exc:
+            image = read_image(rec, self.max_pixels)
+            mask = load_mask(rec, image.size, self.mask_resize) if self.mask_transform is not None else None
+        except ImageReadError as exc:  # MaskError included
             sample["error"] = _reason(exc, sample["path"])
             return sample
+        if mask is not None:
+            sample["mask"] = self.mask_transform(mask)
         try:
             sample["image"] = self.transform(image)
         except Exception as exc:
@@ -85,7 +109,8 @@ class Batch:
 
     ``images`` is ``[N, C, H, W]`` or None when every sample was skipped (``N == 0``); ``labels``
     (``int64``, -1 = unknown), ``indices`` and ``paths`` follow ``images``. ``skipped`` holds
-    ``(path, reason)`` in dataset order.
+    ``(path, reason)`` in dataset order. ``masks``: ``[N, H, W]`` uint8 (or ``[N, n_crops, H, W]``),
+    aligned with ``images``, when the dataset reads masks; else None.
     """
 
     images: torch.Tensor | None
@@ -93,6 +118,7 @@ class Batch:
     indices: list[int]
     paths: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -110,7 +136,8 @@ def collate(batch: Sequence[Sample]) -> Batch:
                  labels=torch.tensor([s["label"] for s in good], dtype=torch.int64),
                  indices=[s["index"] for s in good],
                  paths=[s["path"] for s in good],
-                 skipped=skipped)
+                 skipped=skipped,
+                 masks=torch.stack([s["mask"] for s in good]) if good and good[0].get("mask") is not None else None)
 
 
 def _single(sample: Sample) -> Sample:

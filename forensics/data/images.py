@@ -22,6 +22,7 @@ reference.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -92,14 +93,27 @@ def load_rgb(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Ima
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot open the file ({_describe(exc)})") from exc
     with fp:  # our handle, not Pillow's: the decoded image stays valid after it closes
-        im = _open_header(fp, path)
-        check_pixels(path, im.size, max_pixels)
-        _decode(im, path)
-        _apply_exif_orientation(im, path)
-        return to_rgb(im, path)
+        return _load_open(fp, path, max_pixels)
 
 
-def _open_header(fp: BinaryIO, path: Path) -> ImageFile.ImageFile:
+def load_rgb_bytes(data: bytes | None, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """:func:`load_rgb` for an encoded image held in memory (e.g. a Parquet cell); ``name`` names it in
+    errors. ``None`` or empty bytes raise :class:`ImageReadError`."""
+    if not data:
+        raise ImageReadError(f"{name}: no image data (null or empty)")
+    _warn_if_truncation_allowed()
+    return _load_open(io.BytesIO(data), name, max_pixels)
+
+
+def _load_open(fp: BinaryIO, path, max_pixels: int | None) -> Image.Image:
+    im = _open_header(fp, path)
+    check_pixels(path, im.size, max_pixels)
+    _decode(im, path)
+    _apply_exif_orientation(im, path)
+    return to_rgb(im, path)
+
+
+def _open_header(fp: BinaryIO, path) -> ImageFile.ImageFile:
     """Identify the format and read the header only (no pixel data)."""
     try:
         with warnings.catch_warnings():
@@ -116,7 +130,7 @@ def _open_header(fp: BinaryIO, path: Path) -> ImageFile.ImageFile:
                              f"({_describe(exc)})") from exc
 
 
-def _decode(im: ImageFile.ImageFile, path: Path) -> None:
+def _decode(im: ImageFile.ImageFile, path) -> None:
     """Decode every pixel now (``load``); truncated or corrupt data raises ImageReadError."""
     try:
         im.load()
@@ -170,7 +184,7 @@ def _check_file(path: Path) -> None:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
 
 
-def _apply_exif_orientation(im: Image.Image, path: Path) -> None:
+def _apply_exif_orientation(im: Image.Image, path) -> None:
     """Rotate/flip ``im`` in place as its EXIF orientation tag says. A malformed EXIF block leaves
     the pixels as stored (the reference never reads EXIF) and is logged, not raised."""
     try:
@@ -179,7 +193,7 @@ def _apply_exif_orientation(im: Image.Image, path: Path) -> None:
         log.warning("%s: unreadable EXIF orientation (%s); using the pixels as stored", path, _describe(exc))
 
 
-def _too_large_by_pillow(path: Path, exc: Exception) -> ImageTooLargeError:
+def _too_large_by_pillow(path, exc: Exception) -> ImageTooLargeError:
     return ImageTooLargeError(
         f"{path}: refused by Pillow's own decompression-bomb guard ({exc}); raise "
         "PIL.Image.MAX_IMAGE_PIXELS to read it")

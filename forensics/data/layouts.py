@@ -23,20 +23,17 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable
 
 from ..errors import DatasetLayoutError
-from .images import is_candidate_file
+from .listing import (FAKE_DIR, LABEL_DIRS, REAL_DIR, cap_files, has_label_dirs, label_records, list_files,
+                      require_dir, subdirs)
+from .records import ImageRecord
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-
-REAL_DIR = "0_real"
-FAKE_DIR = "1_fake"
-LABEL_DIRS: dict[str, int] = {REAL_DIR: 0, FAKE_DIR: 1}
 
 #: UFD ``diffusion_datasets/``: the shared folder (under the root) whose ``0_real`` holds the reals
 #: of each generator's ``<gen>/1_fake`` (``dataset_paths.py`` of the UFD release).
@@ -46,66 +43,6 @@ UFD_DIFFUSION_REAL_FOLDERS: dict[str, str] = {
     "glide_100_27": "laion", "glide_50_27": "laion", "glide_100_10": "laion",
     "dalle": "laion",
 }
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image file to score: where it is and what is known about it."""
-
-    path: Path
-    label: int | None  # 0 real, 1 fake, None unknown
-    source: str  # generator / test-set name
-    category: str = ""  # class folder (e.g. LSUN "car"), or "" for flat sets
-
-
-# ---------------------------------------------------------------------------- listing helpers
-def _require_dir(folder: Path, what: str) -> None:
-    if not folder.is_dir():
-        raise DatasetLayoutError(f"{folder}: {what} is not a folder" if folder.exists()
-                                 else f"{folder}: no such folder ({what})")
-
-
-def _list_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """Candidate image files in ``folder`` (sorted by relative path); raises if there are none."""
-    _require_dir(folder, "image folder")
-    walker = folder.rglob("*") if recursive else folder.iterdir()
-    # Everything but folders: a broken link or special file is kept and reported when decoded.
-    files = sorted((p for p in walker if not p.is_dir() and is_candidate_file(p)
-                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
-                   key=lambda p: p.relative_to(folder).parts)
-    if not files:
-        raise DatasetLayoutError(f"{folder}: no image files (the folder is empty or holds only "
-                                 "hidden/non-image files)")
-    return files
-
-
-def _cap(files: list[Path], n: int | None) -> list[Path]:
-    if n is not None and n < 0:
-        raise ValueError(f"a file cap must be >= 0 or None, got {n}")
-    return files if n is None else files[:n]
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _has_label_dirs(folder: Path) -> bool:
-    return any((folder / name).is_dir() for name in LABEL_DIRS)
-
-
-def _label_records(folder: Path, label_dir: str, label: int, cap: int | None, source: str,
-                   category: str = "", recursive: bool = False, cap_name: str = "") -> list[ImageRecord]:
-    """Records of ``folder/label_dir`` (first ``cap`` files); ``cap == 0`` skips it entirely.
-    ``cap_name`` (the caller's argument for ``cap``) makes the missing-folder message actionable."""
-    if cap == 0:
-        return []
-    label_folder = folder / label_dir
-    if not label_folder.is_dir():
-        side = "real" if label == 0 else "fake"
-        raise DatasetLayoutError(f"{label_folder}: no such folder (it should hold the {side} images)"
-                                 + (f"; pass {cap_name}=0 to read the other side only" if cap_name else ""))
-    files = _cap(_list_files(label_folder, recursive=recursive), cap)
-    return [ImageRecord(p, label, source, category) for p in files]
 
 
 # ---------------------------------------------------------------------------- ForenSynths
@@ -121,14 +58,14 @@ def forensynths(root: PathLike, gen: str | None = None, have_classes: bool | Non
     then its folders need not exist. Classes are visited in sorted order; all reals come first.
     """
     folder = Path(root) / gen if gen is not None else Path(root)
-    _require_dir(folder, "generator folder")
+    require_dir(folder, "generator folder")
     source = gen if gen is not None else folder.name
     classes = _class_dirs(folder, have_classes)
     records: list[ImageRecord] = []
     sides = ((REAL_DIR, 0, num_real, "num_real"), (FAKE_DIR, 1, num_fake, "num_fake"))
     for label_dir, label, cap, cap_name in sides:
         for cls in classes:
-            records += _label_records(cls, label_dir, label, cap, source,
+            records += label_records(cls, label_dir, label, cap, source,
                                       category=cls.name if cls != folder else "", cap_name=cap_name)
     if not records:
         raise DatasetLayoutError(f"{folder}: no images selected (num_real={num_real}, num_fake={num_fake})")
@@ -137,9 +74,9 @@ def forensynths(root: PathLike, gen: str | None = None, have_classes: bool | Non
 
 def _class_dirs(folder: Path, have_classes: bool | None) -> list[Path]:
     """The folders that hold ``0_real``/``1_fake``: ``[folder]`` when flat, else its class folders."""
-    flat = _has_label_dirs(folder)
-    subdirs = [d for d in _subdirs(folder) if d.name not in LABEL_DIRS]
-    classes = [d for d in subdirs if _has_label_dirs(d)]
+    flat = has_label_dirs(folder)
+    inner = [d for d in subdirs(folder) if d.name not in LABEL_DIRS]
+    classes = [d for d in inner if has_label_dirs(d)]
     hint = f"expected {folder}/{{0_real,1_fake}} (flat) or {folder}/<class>/{{0_real,1_fake}} (classes)"
     if have_classes is None:
         if flat and classes:
@@ -153,7 +90,7 @@ def _class_dirs(folder: Path, have_classes: bool | None) -> list[Path]:
             why = ("it has 0_real/1_fake directly, i.e. a flat set: pass have_classes=False (the reference "
                    "crashes here)") if flat else f"no class folder holds 0_real/1_fake; {hint}"
             raise DatasetLayoutError(f"{folder}: have_classes=True but {why}")
-        for d in subdirs:
+        for d in inner:
             if d not in classes:
                 log.warning("%s: ignoring sub-folder %s, which holds no 0_real/1_fake", folder, d.name)
         return classes
@@ -168,9 +105,9 @@ def list_sources(root: PathLike) -> list[str]:
     """Generator folders of a ForenSynths-style test root: the sub-folders of ``root`` holding
     ``0_real``/``1_fake`` directly or inside a class folder, sorted by name."""
     root = Path(root)
-    _require_dir(root, "test-set root")
-    sources = [d.name for d in _subdirs(root)
-               if _has_label_dirs(d) or any(_has_label_dirs(c) for c in _subdirs(d))]
+    require_dir(root, "test-set root")
+    sources = [d.name for d in subdirs(root)
+               if has_label_dirs(d) or any(has_label_dirs(c) for c in subdirs(d))]
     if not sources:
         raise DatasetLayoutError(f"{root}: no generator folder with 0_real/1_fake (at depth 1 or 2) inside")
     return sources
@@ -186,15 +123,15 @@ def ufd_diffusion(root: PathLike, gen: str, real_folder: PathLike | None = None,
     ``max_per_class`` keeps the first N of each side in sorted order.
     """
     root = Path(root)
-    _require_dir(root, "diffusion_datasets root")
+    require_dir(root, "diffusion_datasets root")
     if real_folder is None:
         if gen not in UFD_DIFFUSION_REAL_FOLDERS:
             raise DatasetLayoutError(f"{root}: no known real folder for generator {gen!r} (known: "
                                      f"{', '.join(UFD_DIFFUSION_REAL_FOLDERS)}); pass real_folder")
         real_folder = UFD_DIFFUSION_REAL_FOLDERS[gen]
     real_dir = root / real_folder  # an absolute real_folder replaces root
-    return (_label_records(real_dir, REAL_DIR, 0, max_per_class, gen, recursive=True)
-            + _label_records(root / gen, FAKE_DIR, 1, max_per_class, gen, recursive=True))
+    return (label_records(real_dir, REAL_DIR, 0, max_per_class, gen, recursive=True)
+            + label_records(root / gen, FAKE_DIR, 1, max_per_class, gen, recursive=True))
 
 
 # ---------------------------------------------------------------------------- GenImage
@@ -207,17 +144,17 @@ def genimage(root: PathLike, gen: str, split: str = "val", num_real: int | None 
     Caps keep the first N files of each side in sorted order.
     """
     gen_dir = Path(root) / gen
-    _require_dir(gen_dir, "GenImage generator folder")
+    require_dir(gen_dir, "GenImage generator folder")
     split_dir = gen_dir / split
     if not split_dir.is_dir():
-        nested = [d / split for d in _subdirs(gen_dir) if (d / split).is_dir()]
+        nested = [d / split for d in subdirs(gen_dir) if (d / split).is_dir()]
         if len(nested) != 1:
             found = f"several: {', '.join(str(n) for n in nested)}" if nested else "none"
             raise DatasetLayoutError(f"{gen_dir}: expected {gen_dir}/{split}/{{nature,ai}} or exactly one "
                                      f"{gen_dir}/*/{split}/ ({found})")
         split_dir = nested[0]
-    return (_label_records(split_dir, "nature", 0, num_real, gen, cap_name="num_real")
-            + _label_records(split_dir, "ai", 1, num_fake, gen, cap_name="num_fake"))
+    return (label_records(split_dir, "nature", 0, num_real, gen, cap_name="num_real")
+            + label_records(split_dir, "ai", 1, num_fake, gen, cap_name="num_fake"))
 
 
 # ---------------------------------------------------------------------------- plain folders / CLI inputs
@@ -237,7 +174,7 @@ def plain_folder(root: PathLike, recursive: bool = True) -> list[ImageRecord]:
     root = Path(root)
     source = root.resolve().name
     records = []
-    for p in _list_files(root, recursive=recursive):
+    for p in list_files(root, recursive=recursive):
         rel_dirs = [part for part in p.relative_to(root).parts[:-1] if part not in LABEL_DIRS]
         records.append(ImageRecord(p, label_from_path(p.absolute()), source, "/".join(rel_dirs)))
     return records
@@ -259,49 +196,3 @@ def collect(paths: Iterable[PathLike]) -> list[ImageRecord]:
     if not records:
         raise DatasetLayoutError("no input files or folders were given")
     return records
-
-
-# ---------------------------------------------------------------------------- sets of a benchmark
-@dataclass(frozen=True)
-class Layout:
-    """A benchmark folder layout: ``names(root)`` lists its sets, ``load(root, name, have_classes,
-    cap)`` reads one (``cap`` = files per class folder; ``None`` = all)."""
-
-    names: Callable[[Path], list[str]]
-    load: Callable[[Path, str, bool | None, int | None], list[ImageRecord]]
-
-
-def _ufd_names(root: Path) -> list[str]:
-    found = [g for g in UFD_DIFFUSION_REAL_FOLDERS if (root / g / "1_fake").is_dir()]
-    if not found:
-        raise DatasetLayoutError(f"{root}: none of the UFD diffusion sets ({', '.join(UFD_DIFFUSION_REAL_FOLDERS)}) "
-                                 "has a 1_fake folder here")
-    return found
-
-
-def _subfolders(root: Path) -> list[str]:
-    names = [d.name for d in _subdirs(Path(root))]
-    if not names:
-        raise DatasetLayoutError(f"{root}: no sub-folders (expected one per generator)")
-    return names
-
-
-LAYOUTS: dict[str, Layout] = {
-    "forensynths": Layout(list_sources, lambda root, name, classes, cap: forensynths(root, name, classes, cap, cap)),
-    "ufd_diffusion": Layout(_ufd_names, lambda root, name, classes, cap: ufd_diffusion(root, name, max_per_class=cap)),
-    "genimage": Layout(_subfolders, lambda root, name, classes, cap: genimage(root, name, num_real=cap, num_fake=cap)),
-}
-
-
-def load_sets(root: str | Path, names: Sequence[str] | None = None, layout: str = "forensynths",
-              have_classes: bool | None = None, num_instances: int | None = None
-              ) -> dict[str, list[ImageRecord]]:
-    """Records of each named set under ``root`` (default: every set the layout finds, e.g.
-    :func:`list_sources`). ``have_classes`` applies to ForenSynths (``None``: detected per set);
-    ``num_instances`` caps the files per class folder (T-FF's evaluation ignores its
-    ``--num_instances``; here it is honoured)."""
-    if layout not in LAYOUTS:
-        raise KeyError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    reader, root = LAYOUTS[layout], Path(root)
-    names = list(names) if names else reader.names(root)
-    return {name: reader.load(root, name, have_classes, num_instances) for name in names}

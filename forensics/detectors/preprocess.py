@@ -48,6 +48,10 @@ class PadToSize:
             return image
         return F.pad(image, [dw // 2, dh // 2, (dw + 1) // 2, (dh + 1) // 2], fill=0)
 
+    def for_mask(self) -> "PadToSize":
+        """The same padding for a mask (zero fill; see :class:`forensics.data.masks.MaskTransform`)."""
+        return self
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"
 
@@ -55,7 +59,9 @@ class PadToSize:
 class StackCrops:
     """Apply a per-crop transform to every crop of a ``TenCrop``/``FiveCrop`` tuple and stack the
     results into one ``[n_crops, C, H, W]`` tensor (a class, not a lambda, so data-loader workers
-    can pickle it)."""
+    can pickle it). ``per_crop``: a mask transform maps its steps over the crops."""
+
+    per_crop = True
 
     def __init__(self, transform):
         self.transform = transform

@@ -25,7 +25,7 @@ def files_digest(records: Sequence[ImageRecord]) -> str:
     """sha256 of the ordered (path, label) list: what a checkpoint is tied to."""
     h = hashlib.sha256()
     for rec in records:
-        h.update(f"{rec.path}\0{rec.label}\n".encode())
+        h.update(f"{rec.ref}\0{rec.label}\n".encode())
     return h.hexdigest()
 
 

@@ -99,19 +99,22 @@ class ShardPass:
     # -- iteration
     def batches(self, transform: Callable | None, batch_size: int, num_workers: int = 0,
                 max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: str | None = None, leave: bool = True,
-                **loader_kwargs: Any) -> Iterator:
+                masks: bool = False, mask_resize: bool = False, **loader_kwargs: Any) -> Iterator:
         """This rank's remaining batches (``batch.indices`` global), each added to :attr:`summary`; a
         checkpoint every ``every`` batches once the caller has processed the batch. ``progress``: the
         description of a tqdm bar over this rank's images (rank 0 only; ``None``: no bar), advanced by
-        each batch's images, readable or not, once the caller has processed it."""
+        each batch's images, readable or not, once the caller has processed it. ``masks``/``mask_resize``: the
+        batches carry the records' masks through the transform (:class:`~forensics.data.ImageDataset`)."""
         with tqdm(total=len(self.indices), initial=self.done, desc=progress, unit="img", leave=leave,
                   disable=progress is None or not self.run.is_main) as bar:
-            for batch in self._batches(transform, batch_size, num_workers, max_pixels, **loader_kwargs):
+            for batch in self._batches(transform, batch_size, num_workers, max_pixels, masks, mask_resize,
+                                       **loader_kwargs):
                 yield batch
                 bar.update(len(batch) + len(batch.skipped))
 
     def _batches(self, transform: Callable | None, batch_size: int, num_workers: int,
-                 max_pixels: int | None, **loader_kwargs: Any) -> Iterator:
+                 max_pixels: int | None, masks: bool = False, mask_resize: bool = False,
+                 **loader_kwargs: Any) -> Iterator:
         if self.complete:
             return
         start = self.done
@@ -120,7 +123,8 @@ class ShardPass:
         every = self.run.checkpointing.every if self.run.checkpointing is not None else 0
         dataset = _ShardDataset([self.records[i] for i in remaining], remaining, transform, max_pixels,
                                 seed=torch.initial_seed() if sharded else None,
-                                restore=None if sharded else self._rng, track=bool(every) and not sharded)
+                                restore=None if sharded else self._rng, track=bool(every) and not sharded,
+                                masks=masks, mask_resize=mask_resize)
         count = 0
         for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers, **loader_kwargs):
             self.summary.add(batch)

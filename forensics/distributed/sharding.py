@@ -46,8 +46,9 @@ class _ShardDataset(ImageDataset):
     (``num_workers=0``), as the reference's seeded runs."""
 
     def __init__(self, records, indices: Sequence[int], transform, max_pixels, seed: int | None,
-                 restore: torch.Tensor | None = None, track: bool = False):
-        super().__init__(records, transform, max_pixels=max_pixels)
+                 restore: torch.Tensor | None = None, track: bool = False, masks: bool = False,
+                 mask_resize: bool = False):
+        super().__init__(records, transform, max_pixels=max_pixels, masks=masks, mask_resize=mask_resize)
         self.indices = list(indices)
         self.seed = seed
         self.restore = restore

@@ -1,0 +1,2 @@
+"""Readers of the layouts beyond the folder conventions (one module each); registered in
+:data:`forensics.data.layouts.LAYOUTS`."""
