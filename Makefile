@@ -45,7 +45,7 @@ report: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
-## The README's result tables over seeds (benchmark seeds 0 1 x training seeds 0 1 2): ~2 h on 2 quiet CPU cores,
+## The result tables over seeds (docs/findings.md) (benchmark seeds 0 1 x training seeds 0 1 2): ~2 h on 2 quiet CPU cores,
 ## resumable (figures/seed_study/runs/); PARTS="properties dropout" picks parts.
 seeds: $(STAMP)
 	$(PY) analyses/seed_study.py $(if $(PARTS),--parts $(PARTS),)
