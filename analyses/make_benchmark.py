@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated generator families of the split (default %(default)s)")
     g.add_argument("--local_per_family", type=int, default=_L.per_family,
                    help="fakes (and reals) per family (default %(default)s)")
+    g.add_argument("--local_area", type=float, nargs=2, default=_L.area, metavar=("LO", "HI"),
+                   help="range of the masks' area fraction (default %(default)s; larger regions give more pairs "
+                        "a detector calls fake, but change what is localised)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
     return p
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = build_benchmark(a.out, cfg, overwrite=a.overwrite)
     if a.local_out is not None:
         local = LocalFakeConfig(families=tuple(x.strip() for x in a.local_families.split(",") if x.strip()),
-                                per_family=a.local_per_family, seed=a.seed)
+                                per_family=a.local_per_family, area=tuple(a.local_area), seed=a.seed)
         build_local_fakes(a.local_out, cfg, local, bench_manifest=manifest, overwrite=a.overwrite)
     return 0
 
