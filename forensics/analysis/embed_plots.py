@@ -35,7 +35,7 @@ def plot_embedding(frame, colour: str, path: str | Path, title: str, views: Sequ
     fig = Figure(figsize=(4.2 * ncols + 1.6, 4.0 * nrows + 0.5))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     n = max(1, int((frame["view"] == names[0]).sum()))
-    size = float(np.clip(3000 / n, 3, 30))
+    size = float(np.clip(8000 / n, 4, 30))
     colours = source_colours(frame["source"].astype(str)) if colour == "source" else {}
     for ax, view in zip(axes, views):
         part = frame[frame["view"] == view["view"]]
