@@ -20,8 +20,9 @@ k = min(114, 1% of the maps) unless --topk, and the FF-RS CSV written by `python
 Writes under OUT/<arch>/<blur_jpg or default>/: dropout.csv (tidy: set, variant, metric), dropout-table.csv
 (the README's table, %), dropout.json, per set <gan>_<blur_jpg>/<gan>-AP-#N-samples-no-crop.csv and
 <gan>-CALIBRATED_ACC-#N-samples-no-crop.csv (percent; the threshold column is NOT x100, unlike the
-reference), and with --sweep_k k_vs_ap.{csv,json,png,pdf}. Library: forensics.analysis.dropout. Sharded under
-torchrun and resumable with --resume (docs/distributed.md).
+reference), and with --sweep_k k_vs_ap.{csv,json,png,pdf}. --layout reads --dataset_dir in any registered
+layout (manifest, parquet, synthbuster, ...; auto detects it); --gan_name names its sets (default: every set).
+Library: forensics.analysis.dropout. Sharded under torchrun and resumable with --resume (docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
                                          describe, embedded_default, output_name, require_explicit, resolve_detector,
                                          uses_embedded_default)
+from forensics.cli.layout_args import add_layout_args, layout_options
 from forensics.cli.sharding import add_resume_args, sharded_session
 from forensics.data import load_sets
 from forensics.detectors import POINTS
@@ -43,7 +45,7 @@ from forensics.detectors import POINTS
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_detector_args(p)
-    add_data_args(p, gan_default=None, bsize=16, per_label=False)
+    add_layout_args(add_data_args(p, gan_default=None, bsize=16, per_label=False))
     g = p.add_argument_group("dropout")
     g.add_argument("--fmap_csv", type=Path, default=None,
                    help="FF-RS fake CSV (key,mean_relevance) to take the sets from (required with --dataset_dir; "
@@ -91,10 +93,10 @@ def sensitivity(args: argparse.Namespace, run) -> int:
         ranking = read_ranking_csv(csv_path)
         k = args.topk if args.topk is not None else default_k(len(ranking))
     else:
-        require_explicit(args, "dataset_dir", "gan_name", "fmap_csv")
+        require_explicit(args, "dataset_dir", "fmap_csv")
         detector = resolve_detector(args)
-        sets = load_sets(args.dataset_dir, args.gan_name, have_classes=args.have_classes,
-                         num_instances=args.num_instances)
+        sets = load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances,
+                         layout_options(args))
         fixed = args.fixed_threshold_sets or ["progan"]
         csv_path, ranking = args.fmap_csv, read_ranking_csv(args.fmap_csv)
         k = args.topk if args.topk is not None else REFERENCE_K

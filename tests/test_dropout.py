@@ -237,3 +237,26 @@ def test_cli_end_to_end(data_root, tmp_path, capsys):
     assert list(pd.read_csv(run / "k_vs_ap.csv")["k"]) == [10, 30]
     text = capsys.readouterr().out
     assert "Feature-map dropout of resnet50, k = 30" in text and "top-k AP" in text
+
+
+def test_cli_reads_a_layout(data_root, tmp_path):
+    """``--layout manifest``: the progan images listed in a CSV give the same dropout table as the folders."""
+    from helpers import calibrated, run_script
+    model = calibrated("resnet50", size=SIZE)
+    ckpt = save_cnndet_checkpoint(tmp_path / "r50.pth", model)
+    csv_path = write_ranking_csv(tmp_path / "fake.csv", detector_ranking(model, seed=1))
+    lines = [f"{p},{label},progan" for label, sub in enumerate(("0_real", "1_fake"))
+             for p in sorted((data_root / "progan" / sub).glob("*.png"))]
+    manifest = tmp_path / "m" / "progan.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("path,label,source\n" + "\n".join(lines) + "\n")
+    common = ["--arch", "resnet50", "--weights", str(ckpt), "--topk", "30", "--fmap_csv", str(csv_path), "--bsize", "8",
+              "--replicas", "2", "--device", "cpu"]
+    with single_thread():
+        assert run_script(SCRIPT, [*common, "--dataset_dir", str(data_root), "--gan_name", "progan",
+                                   "--out", str(tmp_path / "folders")]) == 0
+        assert run_script(SCRIPT, [*common, "--dataset_dir", str(manifest), "--layout", "manifest",
+                                   "--out", str(tmp_path / "manifest")]) == 0
+    a, b = (pd.read_csv(tmp_path / name / "resnet50" / "default" / "dropout.csv") for name in ("folders", "manifest"))
+    assert set(a["set"]) == set(b["set"]) == {"progan"} and len(a) > 0
+    pd.testing.assert_frame_equal(a, b)

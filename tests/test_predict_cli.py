@@ -93,3 +93,31 @@ def test_predict_reads_a_layout(tmp_path, cnndet_checkpoint, capsys):
                  "--layout", "manifest", "--out", str(out), "--device", "cpu"]) == 0
     frame = pd.read_csv(out)
     assert list(frame["source"]) == ["coco", "sd", "flux"] and list(frame["label"]) == [0, 1, 1]
+    # labels known: the per-group table is printed and written, and equals breakdown() of the same scores
+    groups = pd.read_csv(tmp_path / "preds-groups.csv")
+    assert "per generator, real source, format and size" in capsys.readouterr().out
+    gen = groups[groups["grouping"] == "generator"].set_index("group")
+    assert set(gen.index) == {"sd", "flux"} and (gen["pool"] == "vs all reals").all()
+    assert list(gen.loc[["sd", "flux"], "n_fake"]) == [1, 1]
+    p = frame.set_index("source")["logit"]
+    for g in ("sd", "flux"):  # one real, one fake: AP 1 when the fake scores higher, else 0.5
+        assert gen.loc[g, "ap"] == (1.0 if p[g] > p["coco"] else 0.5)
+    from forensics.analysis.breakdown import breakdown
+    from forensics.analysis.inference import Predictions
+    from forensics.data import load_sets
+    records = load_sets(tmp_path / "list.csv", None, "manifest")
+    (name, recs), = records.items()
+    expected = breakdown({name: Predictions(recs, frame["logit"].to_numpy())}).to_frame()
+    pd.testing.assert_frame_equal(groups.drop(columns=["ap", "acc", "acc_best", "threshold_best", "gap", "group_acc"]),
+                                  expected.drop(columns=["ap", "acc", "acc_best", "threshold_best", "gap", "group_acc"]),
+                                  check_dtype=False)
+    np.testing.assert_allclose(groups["acc"], expected["acc"], atol=1e-5)
+
+
+def test_predict_without_labels_writes_no_groups(tmp_path, cnndet_checkpoint, capsys):
+    ckpt, _ = cnndet_checkpoint
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--detector", "resnet50", "--weights", str(ckpt), str(tmp_path / "x.png"),
+                 "--out", str(out), "--device", "cpu"]) == 0
+    assert not (tmp_path / "p-groups.csv").exists() and "per generator" not in capsys.readouterr().out

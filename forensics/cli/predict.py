@@ -50,7 +50,8 @@ def predict(args: argparse.Namespace, session) -> int:
     from ..detectors import create
     from ..io import atomic_path, atomic_write_json
 
-    records = collect(args.paths) if args.layout == "files" else layout_records(args)
+    sets = {"files": collect(args.paths)} if args.layout == "files" else layout_sets(args)
+    records = [r for recs in sets.values() for r in recs]
     session.checkpoint_in(args.out.with_name(f".{args.out.name}.resume"))
     det = create(args.detector, weights=args.weights, device=args.device, **dict(args.option))
     preds = predict_records(det, records, batch_size=args.batch_size, transform=det.transform(crop=args.crop),
@@ -69,16 +70,46 @@ def predict(args: argparse.Namespace, session) -> int:
             "provenance": provenance.collect(det, files=records)})
     print(format_table(frame, args.max_rows))
     print(f"\n{len(frame)} images scored, {len(preds.summary.skipped)} skipped; CSV: {args.out}")
+    groups = labelled_breakdown(sets, preds, det.name)
+    if groups is not None:
+        paths = groups.write(args.out.parent, f"{args.out.stem}-groups")
+        print(f"\nper generator, real source, format and size of the labelled images (%; acc = balanced accuracy "
+              f"at 0.5, best = at the best threshold, gap = best - acc)\n{groups.format()}\ngroups: {paths['csv']}")
     return 0
 
 
-def layout_records(args: argparse.Namespace) -> list:
-    """Every set of every path read in ``--layout`` (``auto``: detected, and what is read is logged)."""
+def labelled_breakdown(sets: dict, preds, detector: str):
+    """The per-group table (:func:`forensics.analysis.breakdown.breakdown`) of the scored images whose label
+    is known, per set; ``None`` when no scored image has a label."""
+    import numpy as np
+
+    from ..analysis.breakdown import breakdown
+    from ..analysis.inference import Predictions
+    set_of = {id(r): name for name, recs in sets.items() for r in recs}
+    per_set: dict[str, tuple[list, list]] = {}
+    for record, logit in zip(preds.records, preds.logits):
+        if record.label in (0, 1):
+            recs, logits = per_set.setdefault(set_of[id(record)], ([], []))
+            recs.append(record)
+            logits.append(logit)
+    if not per_set:
+        return None
+    return breakdown({name: Predictions(recs, np.asarray(logits)) for name, (recs, logits) in per_set.items()},
+                     {"detector": detector, "labelled": sum(len(r) for r, _ in per_set.values()),
+                      "scored": len(preds.records)})
+
+
+def layout_sets(args: argparse.Namespace) -> dict[str, list]:
+    """Every set of every path read in ``--layout`` (``auto``: detected, and what is read is logged); a set of
+    a second path with the same name is told apart by its path."""
     from ..data import load_sets
     from .layout_args import layout_options
     options = layout_options(args)
-    return [r for path in args.paths for records in load_sets(path, None, args.layout, None, None, options).values()
-            for r in records]
+    sets: dict[str, list] = {}
+    for path in args.paths:
+        for name, records in load_sets(path, None, args.layout, None, None, options).items():
+            sets[name if name not in sets else f"{path}/{name}"] = records
+    return sets
 
 
 def format_table(frame, max_rows: int) -> str:
