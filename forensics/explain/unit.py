@@ -32,7 +32,8 @@ import torch
 
 from ..detectors import Detector, FeatureMapKey
 from ..detectors.registry import FactView, register_fact
-from .lrp import LRP_CONFIGS, LRPExplainer, _float_dtype
+from .inputs import model_input
+from .lrp import LRP_CONFIGS, LRPEngine
 
 
 @dataclass
@@ -95,11 +96,11 @@ def max_unit_gradient(fmap: torch.Tensor, channel: int) -> tuple[torch.Tensor, t
 
 
 def lrp_unit_relevance(detector: Detector, images: torch.Tensor, key: FeatureMapKey | str, *,
-                       explainer: LRPExplainer | None = None, bn_identity: bool = False) -> UnitRelevance:
+                       explainer: LRPEngine | None = None, bn_identity: bool = False) -> UnitRelevance:
     """LRP-max with the detector's LRP composite (``resnet50``, ``efb0``). Pass an active
-    ``explainer`` (``with LRPExplainer(detector) as lrp``) to canonise once for many calls."""
+    ``explainer`` (``with LRPEngine(detector) as lrp``) to canonise once for many calls."""
     if explainer is None or not explainer.active:
-        with LRPExplainer(detector, bn_identity=bn_identity) as lrp:
+        with LRPEngine(detector, bn_identity=bn_identity) as lrp:
             return lrp_unit_relevance(detector, images, key, explainer=lrp)
     if explainer.spec.head_only:
         raise NotImplementedError(f"{detector.name}: its LRP spec is head-only (no pixel relevance)")
@@ -110,7 +111,7 @@ def lrp_unit_relevance(detector: Detector, images: torch.Tensor, key: FeatureMap
     def keep(_module, _inputs, output):
         captured.setdefault("out", output)
 
-    x = images.detach().to(detector.device, _float_dtype(detector)).requires_grad_(True)
+    x = model_input(detector, images, requires_grad=True)
     handle = module.register_forward_hook(keep)
     try:
         with torch.enable_grad():
