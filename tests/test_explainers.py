@@ -111,6 +111,29 @@ def test_the_old_lrp_engine_name_warns():
     assert LRPExplainer is old is LRPEngine and not issubclass(LRPEngine, Explainer)
 
 
+def test_one_context_shape_for_explainers_and_engines(models):
+    """Explainers and LRP engines enter the same way: not re-entrant, and a failure while entering
+    unwinds what was already entered (the detector as before, nothing left active)."""
+    model = models["resnet50"]
+    before = snapshot(model)
+    for context in (create_explainer("gradcam", model), LRPEngine(model), ViTLRP(models["rine"])):
+        with context:
+            with pytest.raises(RuntimeError, match="already active"):
+                context.__enter__()
+        assert not context.active
+
+    class Failing(type(create_explainer("saliency", model))):
+        def _setup(self, stack):
+            super()._setup(stack)  # explain mode entered ...
+            raise RuntimeError("boom")  # ... then a failure
+
+    ex = Failing(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        ex.attribute(images("resnet50"))
+    assert not ex.active
+    assert_same_snapshot(before, snapshot(model))
+
+
 @pytest.mark.parametrize("method", LINEAR)
 @pytest.mark.parametrize("name", list_detectors())
 def test_real_is_the_negated_fake_explanation(models, name, method):
@@ -161,6 +184,20 @@ def test_resolve_target():
             resolve_target(bad, logits)
     with pytest.raises(KeyError, match="registered"):
         create_explainer("no-such-method", tiny("ufd"))
+
+
+def test_one_check_of_classes_for_targets_and_lrp_labels(models):
+    """The explainers' targets and the LRP engine's labels go through the same 0/1 check."""
+    from forensics.explain import start_signal
+    logits = torch.tensor([2.0, -1.0])
+    assert resolve_target([1.0, 0.0], logits).dtype == torch.int64
+    for bad, match in (([0.5, 1.0], "0 \\(real\\) or 1"), ([2, 1], "got \\[2\\]"), ([1], "1 target classes for 2")):
+        with pytest.raises(ValueError, match=match):
+            resolve_target(bad, logits)
+    with pytest.raises(ValueError, match="labels must be 0 .*got \\[3\\].*labels=None"):
+        start_signal(logits, [3, 1])
+    with pytest.raises(ValueError, match="3 target classes for 2 images"):  # before any work
+        create_explainer("saliency", models["resnet50"]).attribute(images("resnet50"), [1, 0, 1])
 
 
 # ---------------------------------------------------------------------------- sign convention
