@@ -53,6 +53,7 @@ import torch
 from .. import distributed
 from ..data import ImageRecord, RunSummary
 from ..detectors import Detector, FeatureMapKey
+from ..explain.inputs import check_classes
 from ..explain.lrp import LRPEngine, LRPResult
 from .fmap_ranking import (CSV_HEADER, Ranking, layer_share, lowk, omega_curve, plot_omega,  # noqa: F401 (re-exported)
                            read_ranking_csv, sort_ranking, topk, write_ranking_csv)
@@ -136,14 +137,10 @@ class FFRSAccumulator:
             raise ValueError(f"shares lack {len(missing)} layer(s), e.g. {missing[:3]}")
         first = shares[next(iter(self.layers))]
         device = first.device
-        labels = torch.as_tensor(labels, device=device).reshape(-1)
+        labels = check_classes(labels, first.shape[0], device=device, what="FF-RS labels")
         keep = torch.as_tensor(keep, device=device).reshape(-1).bool()
-        if not (labels.shape == keep.shape == first.shape[:1]):
-            raise ValueError(f"labels {tuple(labels.shape)}, keep {tuple(keep.shape)} and the batch "
-                             f"({first.shape[0]} samples) must all be [B]")
-        bad = ~((labels == 0) | (labels == 1))
-        if bad.any():
-            raise ValueError(f"FF-RS needs labels 0 (real) or 1 (fake), got {labels[bad].unique().tolist()}")
+        if keep.shape != labels.shape:
+            raise ValueError(f"keep {tuple(keep.shape)} and the batch ({first.shape[0]} samples) must both be [B]")
         for label in LABELS:
             side = labels == label
             sel = (side & keep).nonzero().squeeze(1)
