@@ -103,12 +103,21 @@ def test_families_are_declared_and_read_as_documented():
         Capabilities(family="vibes")
 
 
-def test_the_old_lrp_engine_name_warns():
+def test_the_old_lrp_engine_names_warn(models):
+    from forensics.explain.unit import lrp_unit_relevance
     with pytest.warns(DeprecationWarning, match="LRPEngine"):
         from forensics.explain import LRPExplainer
     with pytest.warns(DeprecationWarning, match="LRPEngine"):
         from forensics.explain.lrp import LRPExplainer as old
     assert LRPExplainer is old is LRPEngine and not issubclass(LRPEngine, Explainer)
+    model, x = models["resnet50"], images("resnet50")
+    layer = model.feature_layers()[0]
+    key = f"{layer.name}.#0(T={layer.channels})"
+    with LRPEngine(model) as lrp:
+        new = lrp_unit_relevance(model, x, key, engine=lrp)
+        with pytest.warns(DeprecationWarning, match="engine="):
+            same = lrp_unit_relevance(model, x, key, explainer=lrp)
+    assert torch.equal(new.pixel, same.pixel)
 
 
 def test_one_context_shape_for_explainers_and_engines(models):
