@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import torch
 
@@ -30,7 +29,7 @@ from forensics.analysis.heatmaps import explain_records, write_outputs
 from forensics import provenance
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, chosen_methods, describe,
-                                         output_name, parse_method_option, resolve_set)
+                                         parse_method_option, resolve_heatmap_set)
 from forensics.cli.options import add_crop_arg
 from forensics.data import forensynths
 from forensics.explain import TARGET_NAMES, list_explainers
@@ -60,16 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
-    detector, root, gan, have_classes, bench = resolve_set(args, "test")
+    hs = resolve_heatmap_set(args, "figures/explain")
+    detector, gan = hs.detector, hs.gan
     available = list_explainers(detector)
     if args.list:
         print("\n".join(available))
         return 0
     methods, options = chosen_methods(detector.name, available, args.method, args.explainer_option)
-    crop = args.crop or ("none" if bench is not None else None)
-    records = forensynths(root, gan, have_classes, args.num_real, args.num_fake)
-    out = (args.out or Path("figures/explain")) / output_name(args, detector) / gan / args.target
-    result = explain_records(detector, records, methods, args.target, options=options, crop=crop,
+    records = forensynths(hs.root, gan, hs.have_classes, args.num_real, args.num_fake)
+    out = hs.out / args.target
+    result = explain_records(detector, records, methods, args.target, options=options, crop=hs.crop,
                              batch_size=args.bsize, num_workers=args.workers)
     summary = write_outputs(result, out, title=f"{detector.name} on {gan}, target: {args.target}",
                             extra={"args": describe(args), "detector": detector.name, "options": options,

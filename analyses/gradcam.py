@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from forensics.analysis.heatmaps import collect_heatmaps, first_fakes
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
-                                         output_name, resolve_set)
+                                         resolve_heatmap_set)
 from forensics.explain import create_explainer
 from forensics.explain.cam import TARGETS
-from forensics.explain.figures import collect_heatmaps, first_fakes, write_heatmap_figures
+from forensics.explain.figures import write_heatmap_figures
 from forensics.plots import positive_heatmap
 
 log = logging.getLogger("forensics.gradcam")
@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
-    detector, root, gan, have_classes, bench = resolve_set(args, "test")
-    crop = args.crop or ("none" if bench is not None else None)
-    records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
-    out = (args.out or Path("figures/gradcam")) / output_name(args, detector) / gan / args.target
+    hs = resolve_heatmap_set(args, "figures/gradcam")
+    detector, gan, crop = hs.detector, hs.gan, hs.crop
+    records = first_fakes(hs.root, gan, hs.have_classes, args.num_instances, args.max_images)
+    out = hs.out / args.target
     cam = create_explainer("gradcam", detector)
     guided = create_explainer("guided_gradcam", detector) if args.guided else None
     labels: list[str] = [cam.label]

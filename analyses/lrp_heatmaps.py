@@ -22,22 +22,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from forensics.analysis.heatmaps import collect_heatmaps, first_fakes
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
-                                         output_name, resolve_set)
+                                         resolve_heatmap_set)
 from forensics.cli.options import parse_option
-from forensics.explain import SIGNS, create_explainer, list_explainers
-from forensics.explain.figures import collect_heatmaps, first_fakes, write_heatmap_figures
+from forensics.explain import SIGNS, create_explainer, explainer_class, list_explainers
+from forensics.explain.figures import write_heatmap_figures
 from forensics.plots import positive_heatmap
 
 log = logging.getLogger("forensics.lrp_heatmaps")
 
-LRP_METHODS = ("lrp", "cp_lrp", "attn_lrp")
+#: the LRP family: the registered methods that conserve relevance (lrp, cp_lrp, attn_lrp)
+LRP_METHODS = tuple(m for m in list_explainers() if explainer_class(m).capabilities.conservation)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
-    detector, root, gan, have_classes, bench = resolve_set(args, "test")
-    crop = args.crop or ("none" if bench is not None else None)
+    hs = resolve_heatmap_set(args, "figures/lrp_heatmaps")
+    detector, gan, crop = hs.detector, hs.gan, hs.crop
     available = [m for m in LRP_METHODS if m in list_explainers(detector)]
     method = args.method or (available[0] if available else None)
     if method not in available:
         raise SystemExit(f"error: {method or 'LRP'} is not defined on {detector.name}; available: {available}")
-    records = first_fakes(root, gan, have_classes, args.num_instances, args.max_images)
-    out = (args.out or Path("figures/lrp_heatmaps")) / output_name(args, detector) / gan
+    records = first_fakes(hs.root, gan, hs.have_classes, args.num_instances, args.max_images)
+    out = hs.out
     unexplained = [0]
     with create_explainer(method, detector, **dict(args.explainer_option)) as lrp:
         def explain(batch):

@@ -76,13 +76,13 @@ def store_all(model, records, transform, batch_size: int) -> int:
 
     from forensics.analysis.ffrs import channel_shares, confidence_mask
     from forensics.data import ImageDataset, iter_batches
-    from forensics.explain.lrp import LRPExplainer, lrp_spec
+    from forensics.explain.lrp import LRPEngine, lrp_spec
     spec = dataclasses.replace(
         lrp_spec(model), canonizers=lambda d: [ResNetCanonizer()],
         composite=lambda s, det, bn: dataclasses.replace(s, composite=None).build_composite(det, bn,
                                                                                             zennit_hooks=True))
     kept: dict[int, dict[str, list[torch.Tensor]]] = {0: {}, 1: {}}
-    with LRPExplainer(model, spec=spec) as lrp:
+    with LRPEngine(model, spec=spec) as lrp:
         for batch in iter_batches(ImageDataset(records, transform), batch_size=batch_size):
             res = lrp.explain(batch.images, batch.labels, layers=None)
             keep = confidence_mask(res.probs, batch.labels, 0.5, 0.5)

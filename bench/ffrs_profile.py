@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from forensics.analysis.ffrs import FFRSAccumulator, confidence_mask
-    from forensics.explain.lrp import LRPExplainer
+    from forensics.explain.lrp import LRPEngine
     model = calibrated_resnet50(args.size, "cpu")
     torch.manual_seed(1)
     x = torch.randn(args.batch, 3, args.size, args.size)
@@ -48,7 +48,7 @@ def main() -> None:
         res = lrp.explain(x, labels, layers=None)
         acc.update(res, labels, confidence_mask(res.probs, labels, 0.5, 0.5))
 
-    with LRPExplainer(model) as lrp:
+    with LRPEngine(model) as lrp:
         t0 = time.perf_counter()
         ffrs_batch()
         lrp_s = time.perf_counter() - t0

@@ -18,7 +18,7 @@ from forensics.analysis.ffrs import (FFRSAccumulator, channel_shares, compute_ff
 from forensics.analysis.fmap_ranking import read_ranking_csv, write_ranking_csv
 from forensics.data import ImageRecord
 from forensics.detectors import Detector, FeatureMapKey, create
-from forensics.explain import LRPExplainer, LRPResult, explain_lrp
+from forensics.explain import LRPEngine, LRPResult, explain_lrp
 from helpers import calibrated_cached
 
 REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference-data" / "tff" / "fmap_relevances"
@@ -48,7 +48,7 @@ def test_streaming_equals_keep_everything():
     x = torch.randn(5, 3, 32, 32)
     acc = FFRSAccumulator.for_detector(model)
     kept: dict[int, dict[str, list[torch.Tensor]]] = {0: {}, 1: {}}
-    with LRPExplainer(model) as lrp:
+    with LRPEngine(model) as lrp:
         for part in (slice(0, 3), slice(3, 5)):
             res = lrp.explain(x[part], None, layers=None)  # labels=None: explain the predicted class
             labels = (res.probs >= 0.5).long()

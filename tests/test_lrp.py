@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from forensics.detectors import Detector, DetectorConfig, FeatureLayer, Preprocessing
-from forensics.explain import LRP_CONFIGS, LRPExplainer, LRPSpec, explain_lrp, lrp_spec, start_signal
+from forensics.explain import LRP_CONFIGS, LRPEngine, LRPSpec, explain_lrp, lrp_spec, start_signal
 from forensics.explain.canonizers import EfficientNetBlockCanonizer, merge_feature_layer_bn
 from forensics.explain.lrp_rules import zbox_bounds
 from helpers import assert_same_snapshot, calibrated_cached, snapshot, tiny_rine
@@ -212,7 +212,7 @@ def test_restored_after_error_inside_block():
     model = calibrated("efb0")
     before = snapshot(model)
     with pytest.raises(KeyError):
-        with LRPExplainer(model) as lrp:
+        with LRPEngine(model) as lrp:
             assert model.net._blocks[2].__dict__.get("forward") is not None  # canonised
             lrp.explain(torch.randn(1, 3, 32, 32), layers=["no-such-layer"])
     assert_same_snapshot(before, snapshot(model))

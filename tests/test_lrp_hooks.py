@@ -15,7 +15,7 @@ from zennit.rules import Epsilon, Pass, ZBox, ZPlus
 from zennit.torchvision import ResNetCanonizer
 
 from forensics.analysis.ffrs import FFRSAccumulator, channel_shares
-from forensics.explain import LRPExplainer, lrp_spec
+from forensics.explain import LRPEngine, lrp_spec
 from forensics.explain.canonizers import ResidualSum
 from forensics.explain.lrp_hooks import BasicRule, PassRule, ResidualSumRule, ZPlusRule
 from forensics.explain.lrp_rules import CONV_STABILISER, EPSILON, SafeDivisor
@@ -122,7 +122,7 @@ def old_ffrs(model, batches, zennit_canonizers):
         composite=lambda s, det, bn: dataclasses.replace(s, composite=None).build_composite(det, bn,
                                                                                             zennit_hooks=True))
     acc = FFRSAccumulator.for_detector(model)
-    with LRPExplainer(model, spec=spec) as lrp:
+    with LRPEngine(model, spec=spec) as lrp:
         for x, labels in batches:
             res = lrp.explain(x, labels, layers=None)
             acc.add_shares({n: shares_float64(r) for n, r in res.layer_relevance.items()}, labels,
@@ -132,7 +132,7 @@ def old_ffrs(model, batches, zennit_canonizers):
 
 def new_ffrs(model, batches):
     acc = FFRSAccumulator.for_detector(model)
-    with LRPExplainer(model) as lrp:
+    with LRPEngine(model) as lrp:
         for x, labels in batches:
             res = lrp.explain_reduced(x, channel_shares, labels)
             assert all(t.shape == (len(labels), c) for (n, c), t in zip(acc.layers.items(),
@@ -164,5 +164,5 @@ def test_ffrs_top1000_equals_the_zennit_hook_computation(arch, size, canonizers)
 
 def lrp_forward(model, x):
     """Logits of the canonised model (what the explainer filters on)."""
-    with LRPExplainer(model) as lrp:
+    with LRPEngine(model) as lrp:
         return lrp.explain(x, include=torch.zeros(len(x), dtype=torch.bool)).logits

@@ -53,7 +53,8 @@ import torch
 from .. import distributed
 from ..data import ImageRecord, RunSummary
 from ..detectors import Detector, FeatureMapKey
-from ..explain.lrp import LRPExplainer, LRPResult
+from ..explain.inputs import check_classes
+from ..explain.lrp import LRPEngine, LRPResult
 from .fmap_ranking import (CSV_HEADER, Ranking, layer_share, lowk, omega_curve, plot_omega,  # noqa: F401 (re-exported)
                            read_ranking_csv, sort_ranking, topk, write_ranking_csv)
 
@@ -129,21 +130,17 @@ class FFRSAccumulator:
     def add_shares(self, shares: Mapping[str, torch.Tensor], labels: torch.Tensor | Sequence[int],
                    keep: torch.Tensor | Sequence[bool]) -> None:
         """Add one batch given as its per-sample :func:`channel_shares` (``{layer: [B, C]}``, e.g.
-        from :meth:`LRPExplainer.explain_reduced` with ``reduce=channel_shares``); ``labels`` and
+        from :meth:`LRPEngine.explain_reduced` with ``reduce=channel_shares``); ``labels`` and
         ``keep`` as in :meth:`update`."""
         missing = [n for n in self.layers if n not in shares]
         if missing:
             raise ValueError(f"shares lack {len(missing)} layer(s), e.g. {missing[:3]}")
         first = shares[next(iter(self.layers))]
         device = first.device
-        labels = torch.as_tensor(labels, device=device).reshape(-1)
+        labels = check_classes(labels, first.shape[0], device=device, what="FF-RS labels")
         keep = torch.as_tensor(keep, device=device).reshape(-1).bool()
-        if not (labels.shape == keep.shape == first.shape[:1]):
-            raise ValueError(f"labels {tuple(labels.shape)}, keep {tuple(keep.shape)} and the batch "
-                             f"({first.shape[0]} samples) must all be [B]")
-        bad = ~((labels == 0) | (labels == 1))
-        if bad.any():
-            raise ValueError(f"FF-RS needs labels 0 (real) or 1 (fake), got {labels[bad].unique().tolist()}")
+        if keep.shape != labels.shape:
+            raise ValueError(f"keep {tuple(keep.shape)} and the batch ({first.shape[0]} samples) must both be [B]")
         for label in LABELS:
             side = labels == label
             sel = (side & keep).nonzero().squeeze(1)
@@ -229,11 +226,11 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
 
     ``transform``: PIL -> normalised tensor (default :func:`reference_transform`). ``device``: moves
     the detector there first (default: where it is). ``sign``/``bn_identity``: see
-    :class:`~forensics.explain.lrp.LRPExplainer`. Unreadable files are skipped and listed in
+    :class:`~forensics.explain.lrp.LRPEngine`. Unreadable files are skipped and listed in
     ``result.summary``.
 
     Memory: each layer's relevance is reduced to its per-sample channel shares inside the backward
-    pass (:meth:`~forensics.explain.lrp.LRPExplainer.explain_reduced`), so no relevance map
+    pass (:meth:`~forensics.explain.lrp.LRPEngine.explain_reduced`), so no relevance map
     outlives its layer and peak memory is bounded by one batch's LRP (the inputs the rules keep),
     whatever the number of images; it grows with ``batch_size`` (bench/README.md).
 
@@ -253,7 +250,7 @@ def compute_ffrs(detector: Detector, records: Sequence[ImageRecord], *, batch_si
     shard = run.shard(records, block=batch_size, state=acc.state_dict(), label=f"FF-RS {detector.name}")
     acc.load_state_dict(shard.state)
     shard.state = acc.state_dict()  # the accumulator's own tensors, updated in place between checkpoints
-    with LRPExplainer(detector, bn_identity=bn_identity) as lrp:
+    with LRPEngine(detector, bn_identity=bn_identity) as lrp:
         for batch in shard.batches(transform, batch_size, num_workers=num_workers,
                                    progress=f"FF-RS {detector.name}" if progress else None):
             if len(batch):

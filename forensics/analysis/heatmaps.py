@@ -1,5 +1,10 @@
-"""Heatmaps of several explanation methods on the same images (``analyses/explain.py``).
+"""Heatmaps of explanation methods on a set's images: the data selection and the one batch loop
+behind the heatmap CLIs (``analyses/explain.py``, ``analyses/gradcam.py``, ``analyses/lrp_heatmaps.py``).
 
+:func:`first_fakes` picks the first fakes of a set (as the reference's ``gradcam.py``);
+:func:`explained_batches` is the loop (the detector's transform, skipped files listed in a
+:class:`~forensics.data.RunSummary`, each batch with the uint8 pixels the detector saw);
+:func:`collect_heatmaps` gathers per-image maps of any ``explain(batch)`` over it (the overlay CLIs).
 :func:`explain_records` runs every requested registered method (:mod:`forensics.explain`) on the
 same batches and times each; :func:`write_outputs` writes the grid figure (rows = images, columns =
 the input then one heatmap per method, one colour convention: :func:`forensics.explain.figures.explanation_grid`),
@@ -14,12 +19,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ..data import ImageDataset, ImageRecord, RunSummary, iter_batches
+from ..data import Batch, ImageDataset, ImageRecord, RunSummary, forensynths, iter_batches
 from ..detectors import Detector
 from ..errors import ForensicsError
 from ..explain import create_explainer
@@ -27,6 +32,58 @@ from ..explain.figures import explanation_grid, to_uint8
 from ..io import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
+
+
+def first_fakes(root: str | Path, gan: str | None, have_classes: bool | None = None, per_folder: int | None = None,
+                max_images: int | None = None) -> list[ImageRecord]:
+    """The first fakes of a ForenSynths-style set (sorted, as the reference's ``gradcam.py``):
+    ``per_folder`` per class folder, then at most ``max_images`` in all."""
+    records = forensynths(root, gan, have_classes=have_classes, num_real=0, num_fake=per_folder)
+    return records if max_images is None else records[:max_images]
+
+
+def explained_batches(detector: Detector, records: Sequence[ImageRecord], summary: RunSummary, *,
+                      crop: str | None = None, batch_size: int = 8, num_workers: int = 0
+                      ) -> Iterator[tuple[Batch, np.ndarray]]:
+    """The readable batches of ``records`` under the detector's transform (``crop``: its crop policy),
+    each with its de-normalised uint8 pixels ``[B, H, W, 3]``; unreadable files go to ``summary``."""
+    dataset = ImageDataset(list(records), detector.transform(crop=crop))
+    pre = detector.config.preprocessing
+    for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
+        summary.add(batch)
+        if len(batch):
+            yield batch, to_uint8(batch.images, pre.mean, pre.std)
+
+
+@dataclass
+class Heatmaps:
+    """Per-image heatmaps of a run: file-stem ``names`` (``<index>_<stem>``), the de-normalised
+    ``images`` [N, H, W, 3] uint8, ``maps`` (name -> [N, H, W]) and the ``summary`` of skipped files."""
+
+    names: list[str]
+    images: np.ndarray
+    maps: dict[str, np.ndarray]
+    summary: RunSummary
+
+
+def collect_heatmaps(detector: Detector, records: Sequence[ImageRecord],
+                     explain: Callable[[Batch], Mapping[str, np.ndarray]], *, crop: str | None = None,
+                     batch_size: int = 8, num_workers: int = 0) -> Heatmaps:
+    """Run ``explain(batch) -> {name: [B, H, W] array}`` over ``records`` (:func:`explained_batches`)
+    and gather the maps with the images they explain."""
+    summary = RunSummary()
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    maps: dict[str, list[np.ndarray]] = {}
+    for batch, pixels in explained_batches(detector, records, summary, crop=crop, batch_size=batch_size,
+                                           num_workers=num_workers):
+        for key, value in explain(batch).items():
+            maps.setdefault(key, []).append(value)
+        images.append(pixels)
+        names += [f"{len(names) + i:03d}_{Path(p).stem}" for i, p in enumerate(batch.paths)]
+    if not names:
+        raise ForensicsError("no readable image to explain")
+    return Heatmaps(names, np.concatenate(images), {k: np.concatenate(v) for k, v in maps.items()}, summary)
 
 
 @dataclass
@@ -72,18 +129,14 @@ def explain_records(detector: Detector, records: Sequence[ImageRecord], methods:
     :func:`~forensics.explain.create_explainer`). ``target``: ``fake``/``real``/``predicted`` or
     ``label`` (each image's true class)."""
     options = options or {}
-    dataset = ImageDataset(list(records), detector.transform(crop=crop))
-    pre = detector.config.preprocessing
     explainers = {m: create_explainer(m, detector, **dict(options.get(m, {}))) for m in methods}
     maps = {m: MethodMaps(ex.label, ex.capabilities.signed) for m, ex in explainers.items()}
     summary = RunSummary()
     paths: list[str] = []
     labels: list[int | None] = []
     images, logits, targets, sizes = [], [], [], []
-    for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
-        summary.add(batch)
-        if not len(batch):
-            continue
+    for batch, pixels in explained_batches(detector, records, summary, crop=crop, batch_size=batch_size,
+                                           num_workers=num_workers):
         batch_labels = [int(v) if v >= 0 else None for v in batch.labels.tolist()]
         if target == "label":
             if any(v is None for v in batch_labels):
@@ -104,7 +157,7 @@ def explain_records(detector: Detector, records: Sequence[ImageRecord], methods:
         logits.append(last.logits)
         targets.append(last.target)
         sizes.append(len(batch))
-        images.append(to_uint8(batch.images, pre.mean, pre.std))
+        images.append(pixels)
         paths += [str(p) for p in batch.paths]
         labels += batch_labels
         log.info("explained %d images with %d methods", len(paths), len(methods))
@@ -161,4 +214,5 @@ def _label_name(label: int | None) -> str:
     return {0: "real", 1: "fake"}.get(label if label is not None else -1, "?")
 
 
-__all__ = ["HeatmapRun", "MethodMaps", "explain_records", "write_outputs"]
+__all__ = ["HeatmapRun", "Heatmaps", "MethodMaps", "collect_heatmaps", "explain_records", "explained_batches",
+           "first_fakes", "write_outputs"]

@@ -31,7 +31,7 @@ import torch
 from .. import distributed, plots
 from ..data import ImageDataset, ImageRecord, RunSummary
 from ..detectors import Detector
-from ..explain.lrp import LRPExplainer
+from ..explain.lrp import LRPEngine
 from ..io import atomic_path, atomic_write_json
 from .tie import importance_matrix, mean_importance
 from ..errors import DatasetLayoutError
@@ -93,7 +93,7 @@ def collect_block_relevance(detector: Detector, records: Sequence[ImageRecord], 
         return {"relevance": block_relevance(res.layer_relevance, layers).double(), "logits": res.logits.double(),
                 "labels": batch.labels}
 
-    with LRPExplainer(detector) as lrp:
+    with LRPEngine(detector) as lrp:
         indices, rows, summary = distributed.collect_rows(
             records, step, ("relevance", "logits", "labels"), transform=transform or detector.transform(),
             batch_size=batch_size, num_workers=num_workers, label=f"LRP blocks {detector.name}",

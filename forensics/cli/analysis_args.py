@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -173,6 +174,29 @@ def resolve_set(args: argparse.Namespace, default_set: str = "test") -> tuple[An
         return detector, bench.test_root, (args.gan_name or [bench.train_family])[0], False, bench
     require_explicit(args, "dataset_dir", "gan_name")
     return resolve_detector(args), args.dataset_dir, args.gan_name[0], args.have_classes, None
+
+
+@dataclass(frozen=True)
+class HeatmapSet:
+    """What a heatmap CLI explains (``analyses/explain.py``, ``gradcam.py``, ``lrp_heatmaps.py``): the
+    detector, the set (``root``, ``gan``, ``have_classes``), the ``crop`` and the output folder ``out``."""
+
+    detector: Any
+    root: Path
+    gan: str
+    have_classes: bool | None
+    crop: str | None
+    out: Path
+
+
+def resolve_heatmap_set(args: argparse.Namespace, default_out: str) -> HeatmapSet:
+    """:func:`resolve_set`'s test set; ``--crop``, else full images for the embedded default (its 64x64
+    images are explained whole), else the detector's policy; ``out`` = ``OUT/<detector>/<set>`` with
+    ``OUT`` = ``--out`` or ``default_out``."""
+    detector, root, gan, have_classes, bench = resolve_set(args, "test")
+    crop = args.crop or ("none" if bench is not None else None)
+    out = (args.out or Path(default_out)) / output_name(args, detector) / gan
+    return HeatmapSet(detector, root, gan, have_classes, crop, out)
 
 
 def add_heatmap_args(group: argparse._ArgumentGroup) -> None:

@@ -16,12 +16,14 @@ Usage::
 score is the target's logit ``g = s * f`` with ``s = +1`` for fake and ``s = -1`` for real
 (:func:`target_sign`), as a two-class softmax over ``(-f/2, f/2)`` would give. ``target`` is
 ``"fake"``, ``"real"``, ``"predicted"`` (``f >= 0``, i.e. ``p >= 0.5``, is fake) or a tensor of
-per-image classes (e.g. the true labels); :func:`resolve_target` turns it into ``[B]`` classes.
+per-image classes (e.g. the true labels); :func:`resolve_target` turns it into ``[B]`` classes
+(:mod:`.inputs`, where the images and targets of every method are checked).
 
 **Sign convention**: positive values of ``pixel``/``input_map`` are evidence FOR the target class
-(they raise ``g``), negative values evidence against it. Unsigned methods (Grad-CAM, saliency's
-absolute gradient, the random control) say so in :attr:`Capabilities.signed` and give values >= 0
-that mean "important for the target". ``pixel`` is ``input_map`` summed over the colour channels.
+(they raise ``g``), negative values evidence against it. How the values read is each method's
+:attr:`Capabilities.family`: ``evidence`` (signed contributions to ``g``), ``sensitivity`` (signed
+gradients of ``g``) or ``importance`` (Grad-CAM, saliency's absolute gradient, the random control:
+values >= 0 that mean "important for the target"; :attr:`Capabilities.signed` is False). ``pixel`` is ``input_map`` summed over the colour channels.
 
 Methods register with :func:`register_explainer`; each declares its :class:`Capabilities` and which
 detectors it is defined on (:meth:`Explainer.supports`).
@@ -30,56 +32,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 
 from ..detectors import Detector
-from ._context import StackedContext
-
-TARGET_NAMES = ("fake", "real", "predicted")
-Target = str | torch.Tensor | Sequence[int]
-
-
-# ---------------------------------------------------------------------------- targets and sign
-def resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """Per-image target classes ``[B]`` (int64, 1 fake / 0 real, on ``logits``' device) for
-    ``target`` = ``"fake"``, ``"real"``, ``"predicted"`` (``logit >= 0`` is fake) or a tensor /
-    sequence of 0/1 classes, one per image."""
-    logits = logits.detach().reshape(-1)
-    if isinstance(target, str):
-        if target not in TARGET_NAMES:
-            raise ValueError(f"target must be one of {TARGET_NAMES} or a tensor of 0/1 classes, got {target!r}")
-        if target == "predicted":
-            return (logits >= 0).long()
-        return torch.full_like(logits, 1 if target == "fake" else 0, dtype=torch.long)
-    classes = torch.as_tensor(target, device=logits.device).reshape(-1)
-    if classes.shape != logits.shape:
-        raise ValueError(f"{classes.numel()} target classes for {logits.numel()} images")
-    if classes.is_floating_point() and not torch.equal(classes, classes.round()):
-        raise ValueError("target classes must be 0 (real) or 1 (fake)")
-    classes = classes.long()
-    bad = (classes != 0) & (classes != 1)
-    if bad.any():
-        raise ValueError(f"target classes must be 0 (real) or 1 (fake); got {classes[bad].unique().tolist()}")
-    return classes
-
-
-def classes_for(target: Target, x: torch.Tensor, logits_of) -> torch.Tensor:
-    """:func:`resolve_target` that runs ``logits_of(x)`` only when ``target`` is ``"predicted"``."""
-    if isinstance(target, str) and target == "predicted":
-        return resolve_target(target, logits_of(x))
-    return resolve_target(target, x.new_zeros(x.shape[0]))
-
-
-def target_sign(classes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``s`` per image: +1 for fake (explain ``f``), -1 for real (explain ``-f``)."""
-    return (2 * classes - 1).to(dtype)
-
-
-def target_score(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """The explained score ``g = s * f`` of each image (see the module docstring)."""
-    return target_sign(classes, logits.dtype) * logits
+from ._context import StackedContext, keep_grads
+from .inputs import (TARGET_NAMES, Target, check_target, classes_for, float_dtype, model_input, resolve_target,
+                     target_score, target_sign)
 
 
 # ---------------------------------------------------------------------------- result
@@ -140,24 +100,43 @@ def make_explanation(method: str, label: str, *, logits: torch.Tensor, target: t
 
 
 # ---------------------------------------------------------------------------- explainers
+#: How a method's values read (docs/explainers.md, "What is explained, and the sign").
+FAMILIES = ("evidence", "sensitivity", "importance")
+Family = Literal["evidence", "sensitivity", "importance"]
+
+
 @dataclass(frozen=True)
 class Capabilities:
-    """What a method gives: ``input_map`` (a ``[B, C, H, W]`` map besides ``pixel``), ``layers``
-    (per-layer / per-block relevance), ``conservation`` (LRP family: ``relevance``/``absorbed``),
-    ``signed`` (values of both signs; else >= 0), ``stochastic`` (uses the ``seed`` option)."""
+    """What a method gives: ``family`` (how its values read: ``"evidence"``, signed contributions to the
+    target's score; ``"sensitivity"``, signed gradients of it; ``"importance"``, unsigned, >= 0),
+    ``input_map`` (a ``[B, C, H, W]`` map besides ``pixel``), ``layers`` (per-layer / per-block
+    relevance), ``conservation`` (LRP family: ``relevance``/``absorbed``), ``linear`` (the map is
+    linear in the explained score ``g``, so explaining the other class negates it), ``stochastic``
+    (uses the ``seed`` option). ``signed``: values of both signs (every family but importance)."""
 
+    family: Family = "evidence"
     input_map: bool = True
     layers: bool = False
     conservation: bool = False
-    signed: bool = True
+    linear: bool = False
     stochastic: bool = False
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+
+    @property
+    def signed(self) -> bool:
+        return self.family != "importance"
 
 
 class Explainer(StackedContext):
-    """Base of every registered method. Subclasses set ``name``/``label``, implement
-    :meth:`supports` and :meth:`_attribute`, and may extend :meth:`_enter` (the temporary model
-    changes, on an ``ExitStack``). Use as a context manager to set up once for many batches;
-    :meth:`attribute` outside a ``with`` block enters and leaves around the one call."""
+    """Base of every registered method (docs/explainers.md, "Adding a method"). Subclasses set
+    ``name``/``label``/``capabilities``, implement :meth:`supports` and :meth:`_attribute`, and may
+    override :meth:`_setup` (the temporary model changes, on an ``ExitStack``; default: the
+    detector's explain mode). Use as a context manager to set up once for many batches;
+    :meth:`attribute` outside a ``with`` block enters and leaves around the one call. Every
+    parameter's ``.grad`` is restored on exit."""
 
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
@@ -178,38 +157,26 @@ class Explainer(StackedContext):
     def _supported(self, detector: Detector) -> bool:
         return self.supports(detector)
 
-    def __enter__(self) -> "Explainer":
-        if self._stack is not None:
-            raise RuntimeError(f"{self.name} explainer is already active (not re-entrant)")
-        stack = contextlib.ExitStack()
-        try:
-            stack.enter_context(_keep_grads(self.detector))
-            self._enter(stack)
-        except BaseException:
-            stack.close()
-            raise
-        self._stack = stack
-        return self
+    def _context_name(self) -> str:
+        return f"{self.name} explainer"
 
     def _enter(self, stack: contextlib.ExitStack) -> None:
+        stack.enter_context(keep_grads(self.detector))
+        self._setup(stack)
+
+    def _setup(self, stack: contextlib.ExitStack) -> None:
         stack.enter_context(self.detector.explain_mode())
 
     def attribute(self, images: torch.Tensor, target: Target = "fake") -> Explanation:
         """Explain normalised ``images`` ``[B, C, H, W]`` (moved to the detector's device and dtype)
-        for ``target`` (see :func:`resolve_target`)."""
+        for ``target`` (see :func:`~forensics.explain.inputs.resolve_target`)."""
         if images.ndim != 4:
             raise ValueError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}")
-        if not isinstance(target, str):
-            target = torch.as_tensor(target)
-            if target.numel() != images.shape[0]:
-                raise ValueError(f"{target.numel()} target classes for {images.shape[0]} images")
-        elif target not in TARGET_NAMES:
-            raise ValueError(f"target must be one of {TARGET_NAMES} or a tensor of 0/1 classes, got {target!r}")
+        target = check_target(target, images.shape[0])
         if not self.active:
             with self:
                 return self.attribute(images, target)
-        x = images.detach().to(self.detector.device, float_dtype(self.detector))
-        return self._attribute(x, target)
+        return self._attribute(model_input(self.detector, images), target)
 
     def _attribute(self, x: torch.Tensor, target: Target) -> Explanation:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -224,22 +191,6 @@ class Explainer(StackedContext):
 
     def explanation(self, label: str | None = None, **kwargs: Any) -> Explanation:
         return make_explanation(self.name, label or self.label, **kwargs)
-
-
-def float_dtype(model: torch.nn.Module) -> torch.dtype:
-    """The model's floating dtype (float32 unless converted, e.g. to float64 in tests)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-
-
-@contextlib.contextmanager
-def _keep_grads(detector: Detector):
-    """Restore every parameter's ``.grad`` on exit (pytorch-grad-cam calls ``model.zero_grad()``)."""
-    saved = [(p, p.grad) for p in detector.parameters()]
-    try:
-        yield
-    finally:
-        for p, g in saved:
-            p.grad = g
 
 
 # ---------------------------------------------------------------------------- registry
@@ -286,6 +237,6 @@ def detector_name(detector: Detector | str) -> str:
     return detector.name if isinstance(detector, Detector) else str(detector)
 
 
-__all__ = ["TARGET_NAMES", "Capabilities", "Explainer", "Explanation", "create_explainer", "explainer_class",
+__all__ = ["FAMILIES", "TARGET_NAMES", "Capabilities", "Explainer", "Explanation", "create_explainer", "explainer_class",
            "list_explainers", "make_explanation", "register_explainer", "resolve_target", "target_score",
-           "target_sign"]
+           "target_sign", "classes_for", "float_dtype", "model_input"]

@@ -55,8 +55,9 @@ from torch import nn
 
 from ..detectors import Detector
 from ..detectors.clip_backbone import ClipDetector
-from .base import (Capabilities, Explainer, Explanation, Target, classes_for, detector_type, float_dtype,
-                   register_explainer, resolve_target)
+from ._context import keep_grads
+from .base import Capabilities, Explainer, Explanation, Target, detector_type, register_explainer
+from .inputs import check_target, classes_for, model_input, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,7 @@ _OTHER_ACTIVATION_NAMES = ("GELU", "Swish", "SiLU")  # e.g. open_clip's QuickGEL
 # ---------------------------------------------------------------------------- targets and restoration
 def _classes(target: str | torch.Tensor | Sequence[int], n: int) -> torch.Tensor:
     """Per-image classes of an explicit target: ``"fake"``/``"real"`` or ``n`` classes (never implicit)."""
-    if isinstance(target, str) and target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS} or per-image classes, got {target!r}")
-    if target is None:
-        raise ValueError(f"target must be one of {TARGETS} or per-image classes, got None")
-    return resolve_target(target, torch.zeros(n)).cpu()
+    return resolve_target(check_target(target, n, TARGETS), torch.zeros(n)).cpu()
 
 
 def cam_targets(target: str | torch.Tensor | Sequence[int], n: int) -> list[BinaryClassifierOutputTarget]:
@@ -88,20 +85,15 @@ def cam_targets(target: str | torch.Tensor | Sequence[int], n: int) -> list[Bina
 def _explaining(detector: Detector) -> Iterator[Detector]:
     """``explain_mode`` plus restoration of every parameter's ``.grad`` (pytorch-grad-cam calls
     ``model.zero_grad()``, which would drop them)."""
-    grads = [(p, p.grad) for p in detector.parameters()]
-    try:
-        with detector.explain_mode():
-            yield detector
-    finally:
-        for p, g in grads:
-            p.grad = g
+    with keep_grads(detector), detector.explain_mode():
+        yield detector
 
 
 def _input(detector: Detector, images: torch.Tensor) -> torch.Tensor:
     """A fresh leaf copy of ``images`` on the detector's device and dtype that requires grad."""
     if images.ndim != 4:
         raise ValueError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}")
-    return images.detach().to(detector.device, float_dtype(detector)).clone().requires_grad_(True)
+    return model_input(detector, images, requires_grad=True)
 
 
 # ---------------------------------------------------------------------------- Grad-CAM
@@ -229,7 +221,7 @@ class _CAMExplainer(Explainer):
     """Grad-CAM family: pytorch-grad-cam manages its own hooks per call, so entering sets up nothing
     beyond the base class's restoration of ``.grad``; each call enters explain mode itself."""
 
-    def _enter(self, stack: contextlib.ExitStack) -> None:
+    def _setup(self, stack: contextlib.ExitStack) -> None:
         return None
 
     @classmethod
@@ -250,7 +242,7 @@ class GradCAMExplainer(_CAMExplainer):
 
     name = "gradcam"
     label = "Grad-CAM"
-    capabilities = Capabilities(input_map=False, signed=False)
+    capabilities = Capabilities(family="importance", input_map=False)
 
     def _attribute(self, x: torch.Tensor, target: Target) -> Explanation:
         logits, classes = self._logits_and_classes(x, target)
@@ -264,7 +256,7 @@ class GuidedGradCAMExplainer(_CAMExplainer):
 
     name = "guided_gradcam"
     label = "Guided Grad-CAM"
-    capabilities = Capabilities()
+    capabilities = Capabilities(family="sensitivity")
 
     def _attribute(self, x: torch.Tensor, target: Target) -> Explanation:
         logits, classes = self._logits_and_classes(x, target)
@@ -279,7 +271,7 @@ class BlockGradCAMExplainer(_CAMExplainer):
 
     name = "block_gradcam"
     label = "block Grad-CAM"
-    capabilities = Capabilities(input_map=False, layers=True, signed=False)
+    capabilities = Capabilities(family="importance", input_map=False, layers=True)
 
     def __init__(self, detector: Detector, *, blocks: Sequence[int] | None = None):
         super().__init__(detector, blocks=blocks)

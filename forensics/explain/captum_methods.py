@@ -41,7 +41,8 @@ import torch
 from captum.attr import (GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Occlusion, Saliency)
 
 from ..detectors import Detector
-from .base import Capabilities, Explainer, Explanation, Target, classes_for, register_explainer
+from .base import Capabilities, Explainer, Explanation, Target, register_explainer
+from .inputs import classes_for
 from .lrp_rules import zbox_bounds
 
 
@@ -114,10 +115,12 @@ class _CaptumExplainer(Explainer):
 class SaliencyExplainer(_CaptumExplainer):
     name, label = "saliency", "saliency"
     defaults = {"abs": True}
+    capabilities = Capabilities(family="importance")
 
     def __init__(self, detector: Detector, **options: Any):
         super().__init__(detector, **options)
-        self.capabilities = Capabilities(signed=not self.options["abs"])
+        if not self.options["abs"]:  # the signed gradient
+            self.capabilities = Capabilities(family="sensitivity", linear=True)
 
     def _captum(self, x, classes):
         return Saliency(self.two_class).attribute(x, target=classes, abs=bool(self.options["abs"]))
@@ -126,6 +129,7 @@ class SaliencyExplainer(_CaptumExplainer):
 @register_explainer
 class InputXGradientExplainer(_CaptumExplainer):
     name, label = "input_x_gradient", "input x gradient"
+    capabilities = Capabilities(linear=True)
 
     def _captum(self, x, classes):
         return InputXGradient(self.two_class).attribute(x, target=classes)
@@ -135,6 +139,7 @@ class InputXGradientExplainer(_CaptumExplainer):
 class IntegratedGradientsExplainer(_CaptumExplainer):
     name, label = "integrated_gradients", "integrated gradients"
     defaults = {"baseline": "zero", "n_steps": 50, "method": "gausslegendre", "internal_batch_size": 128}
+    capabilities = Capabilities(linear=True)
 
     def _captum(self, x, classes):
         o = self.options
@@ -147,7 +152,7 @@ class IntegratedGradientsExplainer(_CaptumExplainer):
 class SmoothGradExplainer(_CaptumExplainer):
     name, label = "smoothgrad", "SmoothGrad"
     defaults = {"nt_samples": 25, "noise": 0.15, "seed": 0, "nt_samples_batch_size": 5}
-    capabilities = Capabilities(stochastic=True)
+    capabilities = Capabilities(family="sensitivity", linear=True, stochastic=True)
 
     def _captum(self, x, classes):
         o = self.options
@@ -160,6 +165,7 @@ class SmoothGradExplainer(_CaptumExplainer):
 class OcclusionExplainer(_CaptumExplainer):
     name, label = "occlusion", "occlusion"
     defaults = {"window": 16, "stride": 8, "baseline": "zero", "perturbations_per_eval": 16}
+    capabilities = Capabilities(linear=True)
 
     def _captum(self, x, classes):
         o = self.options
@@ -173,7 +179,7 @@ class OcclusionExplainer(_CaptumExplainer):
 class GradientShapExplainer(_CaptumExplainer):
     name, label = "gradient_shap", "GradientSHAP"
     defaults = {"baseline": "zero", "n_samples": 20, "noise": 0.1, "seed": 0, "internal_batch_size": 128}
-    capabilities = Capabilities(stochastic=True)
+    capabilities = Capabilities(linear=True, stochastic=True)
 
     def _captum(self, x, classes):
         o = self.options
@@ -192,7 +198,7 @@ class RandomExplainer(_CaptumExplainer):
 
     name, label = "random", "random"
     defaults = {"seed": 0}
-    capabilities = Capabilities(signed=False, stochastic=True)
+    capabilities = Capabilities(family="importance", stochastic=True)
 
     def _attribute(self, x: torch.Tensor, target: Target) -> Explanation:
         logits = self.logits(x)

@@ -1,17 +1,16 @@
 """Heatmap figures of explanations, shared by the heatmap CLIs (``analyses/explain.py``,
-``analyses/gradcam.py``, ``analyses/lrp_heatmaps.py``) and the analyses.
+``analyses/gradcam.py``, ``analyses/lrp_heatmaps.py``) and the analyses. Figures only: the data
+selection and batch loop behind the CLIs are :mod:`forensics.analysis.heatmaps`'s.
 
 - :func:`explanation_grid`: rows = images, columns = the input then one heatmap per method, in ONE
   colour convention: a diverging map (red = evidence for the target class, blue = against, white = 0),
   each heatmap scaled by its own robust maximum ``|value|`` (99.5th percentile); unsigned methods
   (Grad-CAM, the random control) use its red half.
 - :func:`write_heatmap_figures`: T-FF's overlays (black -> #ffc300 -> #ffaa00) per image and a grid.
-- :func:`collect_heatmaps`: the loop behind the heatmap CLIs (images, maps and the run summary).
 - :func:`to_uint8`: undo a detector's normalisation for display.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,9 +19,6 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import plots
-from ..data import ImageRecord, RunSummary, forensynths
-from ..detectors import Detector
-from ..errors import ForensicsError
 
 #: Diverging colormap of :func:`explanation_grid` (red = evidence for the target, blue = against).
 SIGNED_CMAP = "bwr"
@@ -96,46 +92,3 @@ def write_heatmap_figures(out_dir: str | Path, names: Sequence[str], images: np.
     fig = plots.image_grid(rows, row_labels=[n[:18] for n in names], col_labels=["image", *maps], title=title)
     written["grid"] = plots.save_figure(fig, out_dir / "grid", formats=formats, dpi=150)
     return written
-
-
-def first_fakes(root: str | Path, gan: str | None, have_classes: bool | None = None, per_folder: int | None = None,
-                max_images: int | None = None) -> list[ImageRecord]:
-    """The first fakes of a ForenSynths-style set (sorted, as the reference's ``gradcam.py``):
-    ``per_folder`` per class folder, then at most ``max_images`` in all."""
-    records = forensynths(root, gan, have_classes=have_classes, num_real=0, num_fake=per_folder)
-    return records if max_images is None else records[:max_images]
-
-
-@dataclass
-class Heatmaps:
-    """Per-image heatmaps of a run: file-stem ``names``, the de-normalised ``images`` [N,H,W,3]
-    uint8, ``maps`` (name -> [N,H,W]) and the ``summary`` of skipped files."""
-
-    names: list[str]
-    images: np.ndarray
-    maps: dict[str, np.ndarray]
-    summary: RunSummary
-
-
-def collect_heatmaps(detector: Detector, records: Sequence[ImageRecord], explain, *, crop: str | None = None,
-                     batch_size: int = 8, num_workers: int = 0) -> Heatmaps:
-    """Run ``explain(batch) -> {name: [B,H,W] array}`` over ``records`` with the detector's transform
-    and gather the maps with the images they explain (the loop behind the heatmap CLIs)."""
-    from ..data import ImageDataset, iter_batches
-    dataset = ImageDataset(list(records), detector.transform(crop=crop))
-    pre = detector.config.preprocessing
-    summary = RunSummary()
-    names: list[str] = []
-    images: list[np.ndarray] = []
-    maps: dict[str, list[np.ndarray]] = {}
-    for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers):
-        summary.add(batch)
-        if not len(batch):
-            continue
-        for key, value in explain(batch).items():
-            maps.setdefault(key, []).append(value)
-        images.append(to_uint8(batch.images, pre.mean, pre.std))
-        names += [f"{len(names) + i:03d}_{Path(p).stem}" for i, p in enumerate(batch.paths)]
-    if not names:
-        raise ForensicsError("no readable image to explain")
-    return Heatmaps(names, np.concatenate(images), {k: np.concatenate(v) for k, v in maps.items()}, summary)

@@ -3,12 +3,12 @@
 
 Usage::
 
-    with LRPExplainer(detector) as lrp:             # explain mode + canonisation + rules
+    with LRPEngine(detector) as lrp:                # explain mode + canonisation + rules
         res = lrp.explain(images, labels, layers=None)  # None: every feature layer
     res.pixel              # [B, 3, H, W] input relevance
     res.layer_relevance    # {feature-layer name: [B, C, H, W]} at the folded conv outputs
     # on exit the detector is bit-identical to before (parameters, buffers, forward, hooks)
-    with LRPExplainer(detector) as lrp:             # FF-RS: each layer reduced inside the backward pass
+    with LRPEngine(detector) as lrp:                # FF-RS: each layer reduced inside the backward pass
         res = lrp.explain_reduced(images, channel_shares, labels)  # {layer: [B, C]}, no full maps kept
 
 What is explained (docs/explainers.md, "What is explained, and the sign"): one forward pass; the
@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -69,6 +70,7 @@ from zennit.core import Composite
 from ..detectors import Detector
 from ..detectors.registry import FactView, register_fact
 from ._context import StackedContext
+from .inputs import check_classes, model_input
 from .canonizers import (BatchNormIdentity, EfficientNetBlockCanonizer, RineHeadCanonizer, merge_feature_layer_bn,
                          resnet_canonizers)
 from .lrp_rules import beta0_composite, zbox_bounds
@@ -181,13 +183,8 @@ def start_signal(logits: torch.Tensor, labels: torch.Tensor | Sequence[int] | No
     if labels is None:
         fake = fake_pred
     else:
-        labels = torch.as_tensor(labels, device=logits.device).reshape(-1)
-        if labels.shape != logits.shape:
-            raise ValueError(f"{labels.numel()} labels for {logits.numel()} logits")
-        bad = ~((labels == 0) | (labels == 1))
-        if bad.any():
-            raise ValueError(f"labels must be 0 (real) or 1 (fake); got {labels[bad].unique().tolist()} "
-                             "(pass labels=None to explain the predicted class)")
+        labels = check_classes(labels, logits.numel(), device=logits.device, what="labels",
+                               hint=" (pass labels=None to explain the predicted class)")
         fake = labels == 1
     if include is None:
         keep = fake == fake_pred
@@ -221,8 +218,11 @@ class LRPResult:
         return int(self.logits.shape[0])
 
 
-class LRPExplainer(StackedContext):
-    """Explain a detector with T-FF's beta=0 LRP composite (see the module docstring).
+class LRPEngine(StackedContext):
+    """The LRP engine: explain a detector with T-FF's beta=0 LRP composite, or its spec's composite
+    (see the module docstring). Not an :class:`~forensics.explain.Explainer`: it takes labels, starts
+    and layers as T-FF does; the registered ``lrp`` explainer (:mod:`.lrp_methods`) wraps it behind
+    ``attribute``.
 
     Use as a context manager to canonise once for many batches (:meth:`explain` outside a ``with``
     block enters and leaves it around the one call). Inside the block the detector is in
@@ -241,27 +241,18 @@ class LRPExplainer(StackedContext):
         self._stack: contextlib.ExitStack | None = None
 
     # ------------------------------------------------------------------ context
-    def __enter__(self) -> "LRPExplainer":
-        if self._stack is not None:
-            raise RuntimeError("LRPExplainer is already active (not re-entrant)")
-        stack = contextlib.ExitStack()
-        try:
-            stack.enter_context(self.detector.explain_mode())
-            if self.reference_precision and self.detector.device.type == "cuda":
-                stack.enter_context(_no_tf32())
-            composite = self.spec.build_composite(self.detector, bn_identity=self.bn_identity)
-            stack.callback(composite.remove)  # before register: also undoes a partial registration
-            composite.register(self.detector)
-            # BN merging creates bias Parameters (requires_grad=True); keep everything frozen. They
-            # are discarded when the canonizers are removed; explain_mode restores the originals.
-            for p in self.detector.parameters():
-                p.requires_grad_(False)
-            _check_batchnorms_merged(self.detector)
-        except BaseException:
-            stack.close()
-            raise
-        self._stack = stack
-        return self
+    def _enter(self, stack: contextlib.ExitStack) -> None:
+        stack.enter_context(self.detector.explain_mode())
+        if self.reference_precision and self.detector.device.type == "cuda":
+            stack.enter_context(_no_tf32())
+        composite = self.spec.build_composite(self.detector, bn_identity=self.bn_identity)
+        stack.callback(composite.remove)  # before register: also undoes a partial registration
+        composite.register(self.detector)
+        # BN merging creates bias Parameters (requires_grad=True); keep everything frozen. They
+        # are discarded when the canonizers are removed; explain_mode restores the originals.
+        for p in self.detector.parameters():
+            p.requires_grad_(False)
+        _check_batchnorms_merged(self.detector)
 
     # ------------------------------------------------------------------ explain
     def layer_names(self, layers: Iterable[str] | str | None) -> list[str]:
@@ -309,7 +300,7 @@ class LRPExplainer(StackedContext):
         if head_only and not names:
             raise ValueError(f"{self.detector.name}: LRP stops at the feature layers (no pixel relevance); "
                              "request layers (None = all)")
-        x = images.detach().to(self.detector.device, _float_dtype(self.detector)).requires_grad_(not head_only)
+        x = model_input(self.detector, images, requires_grad=not head_only)
         captured: dict[str, torch.Tensor] = {}
         handles = []
         try:
@@ -351,19 +342,11 @@ class LRPExplainer(StackedContext):
 
 def explain_lrp(detector: Detector, images: torch.Tensor, labels: torch.Tensor | Sequence[int] | None = None,
                 **kwargs) -> LRPResult:
-    """One-shot :meth:`LRPExplainer.explain` (canonises, explains one batch, restores).
+    """One-shot :meth:`LRPEngine.explain` (canonises, explains one batch, restores).
     ``bn_identity``/``reference_precision``/``spec`` go to the explainer, the rest to ``explain``."""
     opts = {k: kwargs.pop(k) for k in ("bn_identity", "reference_precision", "spec") if k in kwargs}
-    with LRPExplainer(detector, **opts) as lrp:
+    with LRPEngine(detector, **opts) as lrp:
         return lrp.explain(images, labels, **kwargs)
-
-
-def _float_dtype(model: nn.Module) -> torch.dtype:
-    """The model's floating dtype (float32 unless it was converted, e.g. to float64 for tests)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
 
 
 def _capture_grad(name: str, store: dict[str, torch.Tensor],
@@ -414,3 +397,12 @@ def _check_batchnorms_merged(model: nn.Module) -> None:
             if not reset:
                 raise RuntimeError(f"LRP canonisation left BatchNorm {name!r} unmerged; the detector's LRP spec "
                                    "must fold every BatchNorm into the layer before it")
+
+
+def __getattr__(name: str):
+    """``LRPExplainer``: the engine's old name (it is not an :class:`~forensics.explain.Explainer`)."""
+    if name == "LRPExplainer":
+        warnings.warn("forensics.explain.lrp.LRPExplainer is deprecated: the LRP engine is now LRPEngine "
+                      "(registered explainers: create_explainer('lrp', detector))", DeprecationWarning, stacklevel=2)
+        return LRPEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

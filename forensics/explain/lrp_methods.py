@@ -24,10 +24,10 @@ from zennit.composites import EpsilonAlpha2Beta1Flat, EpsilonGammaBox, EpsilonPl
 from ..detectors import Detector
 from ..detectors.clip_backbone import ClipDetector
 from .attn_lrp import AttnLRP
-from .base import (Capabilities, Explainer, Explanation, Target, classes_for, detector_name, detector_type, register_explainer,
-                   resolve_target, target_sign)
+from .base import Capabilities, Explainer, Explanation, Target, detector_name, detector_type, register_explainer
+from .inputs import classes_for, target_sign
 from .canonizers import BatchNormIdentity, GatedProduct, ResidualSum
-from .lrp import LRP_CONFIGS, LRPExplainer, LRPSpec
+from .lrp import LRP_CONFIGS, LRPEngine, LRPSpec
 from .lrp_hooks import ResidualSumRule
 from .lrp_rules import GatePass
 from .vit_lrp import ViTLRP
@@ -76,12 +76,12 @@ def _pixel_lrp_spec(detector: Detector | str) -> LRPSpec | None:
 class LRP(Explainer):
     """LRP of a CNN detector. Options: ``composite`` (``beta0``, T-FF's, default; or a zennit composite
     of :data:`ZENNIT_COMPOSITES`), ``layers`` (feature layers whose relevance is returned: ``()`` none,
-    default; ``None`` all; or names), ``bn_identity`` (see :class:`~forensics.explain.lrp.LRPExplainer`),
+    default; ``None`` all; or names), ``bn_identity`` (see :class:`~forensics.explain.lrp.LRPEngine`),
     ``zero_params`` (zennit composites only: ``"bias"`` ignores biases, as T-FF's composite does)."""
 
     name = "lrp"
     label = "LRP"
-    capabilities = Capabilities(layers=True, conservation=True)
+    capabilities = Capabilities(layers=True, conservation=True, linear=True)
 
     def __init__(self, detector: Detector, *, composite: str = "beta0", layers=(), bn_identity: bool = False,
                  zero_params: str | list[str] | None = None, spec: LRPSpec | None = None):
@@ -92,7 +92,7 @@ class LRP(Explainer):
             raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
         base = self._spec or _pixel_lrp_spec(detector)
         self.layers = layers
-        self.lrp = LRPExplainer(detector, bn_identity=bn_identity,
+        self.lrp = LRPEngine(detector, bn_identity=bn_identity,
                                 spec=base if composite == "beta0" else zennit_spec(base, composite, zero_params))
         self.label = "LRP" if composite == "beta0" else f"LRP {composite}"
 
@@ -121,7 +121,7 @@ class _ViTMethod(Explainer):
     """CP-LRP / AttnLRP through the ViT. Options: ``blocks`` (also the pixel map of each block's share,
     in ``layers`` as ``[B, C, H, W]``; one extra backward pass per block)."""
 
-    capabilities = Capabilities(layers=True, conservation=True)
+    capabilities = Capabilities(layers=True, conservation=True, linear=True)
     vit_class: type[ViTLRP] = ViTLRP
 
     def __init__(self, detector: Detector, *, blocks: bool = False):
@@ -133,7 +133,7 @@ class _ViTMethod(Explainer):
     def supports(cls, detector: Detector | str) -> bool:
         return issubclass(detector_type(detector), ClipDetector)
 
-    def _enter(self, stack: contextlib.ExitStack) -> None:
+    def _setup(self, stack: contextlib.ExitStack) -> None:
         stack.enter_context(self.vit)
 
     def _attribute(self, x: torch.Tensor, target: Target) -> Explanation:

@@ -25,6 +25,7 @@ the same up to floating-point noise) on the temporarily canonised detector.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Protocol
 
@@ -32,7 +33,8 @@ import torch
 
 from ..detectors import Detector, FeatureMapKey
 from ..detectors.registry import FactView, register_fact
-from .lrp import LRP_CONFIGS, LRPExplainer, _float_dtype
+from .inputs import model_input
+from .lrp import LRP_CONFIGS, LRPEngine
 
 
 @dataclass
@@ -95,22 +97,28 @@ def max_unit_gradient(fmap: torch.Tensor, channel: int) -> tuple[torch.Tensor, t
 
 
 def lrp_unit_relevance(detector: Detector, images: torch.Tensor, key: FeatureMapKey | str, *,
-                       explainer: LRPExplainer | None = None, bn_identity: bool = False) -> UnitRelevance:
-    """LRP-max with the detector's LRP composite (``resnet50``, ``efb0``). Pass an active
-    ``explainer`` (``with LRPExplainer(detector) as lrp``) to canonise once for many calls."""
-    if explainer is None or not explainer.active:
-        with LRPExplainer(detector, bn_identity=bn_identity) as lrp:
-            return lrp_unit_relevance(detector, images, key, explainer=lrp)
-    if explainer.spec.head_only:
+                       engine: LRPEngine | None = None, bn_identity: bool = False,
+                       explainer: LRPEngine | None = None) -> UnitRelevance:
+    """LRP-max with the detector's LRP composite (``resnet50``, ``efb0``). Pass an active LRP
+    ``engine`` (``with LRPEngine(detector) as lrp``) to canonise once for many calls (``explainer``:
+    its old, deprecated name)."""
+    if explainer is not None:
+        warnings.warn("lrp_unit_relevance(explainer=...) is deprecated: pass engine=", DeprecationWarning,
+                      stacklevel=2)
+        engine = explainer
+    if engine is None or not engine.active:
+        with LRPEngine(detector, bn_identity=bn_identity) as lrp:
+            return lrp_unit_relevance(detector, images, key, engine=lrp)
+    if engine.spec.head_only:
         raise NotImplementedError(f"{detector.name}: its LRP spec is head-only (no pixel relevance)")
     k = detector.check_keys([key])[0]
-    module = detector.get_submodule(detector.feature_layer(k.layer).modules[explainer.spec.point])
+    module = detector.get_submodule(detector.feature_layer(k.layer).modules[engine.spec.point])
     captured: dict[str, torch.Tensor] = {}
 
     def keep(_module, _inputs, output):
         captured.setdefault("out", output)
 
-    x = images.detach().to(detector.device, _float_dtype(detector)).requires_grad_(True)
+    x = model_input(detector, images, requires_grad=True)
     handle = module.register_forward_hook(keep)
     try:
         with torch.enable_grad():

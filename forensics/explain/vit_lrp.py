@@ -55,7 +55,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +65,8 @@ from ..detectors import Detector
 from ..detectors.keys import FeatureMapKey, parse_keys
 from ._context import StackedContext
 from .canonizers import SwapAttributes
-from .lrp import _float_dtype, start_signal
+from .inputs import model_input
+from .lrp import start_signal
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,8 @@ class ViTRelevance:
 
 # ---------------------------------------------------------------------------- explainer
 class ViTLRP(StackedContext):
-    """CP-LRP of a CLIP detector down to pixels (see the module docstring). Use as a context manager
+    """The CP-LRP engine of a CLIP detector down to pixels (see the module docstring; the registered
+    ``cp_lrp`` explainer wraps it). Use as a context manager
     (explain mode + rules, restored on exit); outside a ``with`` block each call enters and leaves it."""
 
     #: module -> swapped attributes (CP-LRP's rules); :class:`forensics.explain.attn_lrp.AttnLRP` swaps the attention's
@@ -207,21 +209,12 @@ class ViTLRP(StackedContext):
         self.detector = detector
         self._stack: contextlib.ExitStack | None = None
 
-    def __enter__(self) -> "ViTLRP":
-        if self._stack is not None:
-            raise RuntimeError("ViTLRP is already active (not re-entrant)")
-        stack = contextlib.ExitStack()
-        try:
-            stack.enter_context(self.detector.explain_mode())
-            stack.enter_context(transformer_rules(self.detector, self.rule_map))
-        except BaseException:
-            stack.close()
-            raise
-        self._stack = stack
-        return self
+    def _enter(self, stack: contextlib.ExitStack) -> None:
+        stack.enter_context(self.detector.explain_mode())
+        stack.enter_context(transformer_rules(self.detector, self.rule_map))
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
-        return images.detach().to(self.detector.device, _float_dtype(self.detector)).requires_grad_(True)
+        return model_input(self.detector, images, requires_grad=True)
 
     def _tap_modules(self, layers: Sequence[str]) -> list[nn.Module]:
         return [self.detector.get_submodule(self.detector.feature_layer(n).modules["pre_bn"]) for n in layers]
