@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 
-.PHONY: venv lock test test-fast demo report bench seeds clean
+.PHONY: venv lock test test-fast demo report app bench seeds clean
 
 $(STAMP): requirements.txt $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ demo: $(STAMP)
 ## One self-contained HTML page of every run under figures/ (figures/report.html; docs/report.md).
 report: $(STAMP)
 	$(PY) -m forensics report figures
+
+## The explorer: every detector and explainer on your own images in the browser, http://127.0.0.1:7860
+## (offline; ARGS="--port 8080 --dataset_dir DIR" passes options to `python -m forensics app`).
+app: $(STAMP)
+	$(PY) -m forensics app $(ARGS)
 
 ## The README's result tables over seeds (benchmark seeds 0 1 x training seeds 0 1 2): ~2 h on 2 quiet CPU cores,
 ## resumable (figures/seed_study/runs/); PARTS="properties dropout" picks parts.

@@ -44,11 +44,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def default_cache(tmp_path_factory):
-    """The cached full-size default when there is one, else a private cache at the smoke scale."""
+def default_cache(smoke_cache):
+    """The cached full-size default when there is one, else the smoke scale in the test session's private cache."""
     with pytest.MonkeyPatch.context() as mp:
         if not defaults.is_cached("resnet50"):
-            mp.setenv(defaults.CACHE_ENV, str(tmp_path_factory.mktemp("forensics-cache")))
+            mp.setenv(defaults.CACHE_ENV, str(smoke_cache))
             mp.setenv(defaults.SCALE_ENV, "smoke")
         yield defaults.default_detector_and_data("resnet50")
 
@@ -95,6 +95,12 @@ def browser_page(served):
         browser.close()
 
 
+def upload(page, path: Path) -> None:
+    """Give the page's file input ``path`` and wait until the page lists it."""
+    page.locator("#uploads input[type=file]").set_input_files(str(path))
+    page.locator("#uploads").get_by_text(path.name).first.wait_for()
+
+
 def sample_image(tmp_path: Path, bench) -> Path:
     """A fake test image of the benchmark (the detector's own 64 px inputs), copied under a new name."""
     from forensics.data import forensynths
@@ -121,8 +127,7 @@ def test_page_verdict_and_maps_equal_the_library_offline(browser_page, default_c
     # select two methods: LRP and saliency
     methods.get_by_label("gradcam", exact=True).uncheck()
     methods.get_by_label("saliency", exact=True).check()
-    page.locator("#uploads input[type=file]").set_input_files(str(image))
-    page.get_by_text("upload.png").first.wait_for()
+    upload(page, image)
     page.get_by_role("button", name="Explain").click()
     page.locator("#heatmaps img").nth(1).wait_for()
     page.locator("#message").get_by_text("Explained 1 image").wait_for()
@@ -130,9 +135,9 @@ def test_page_verdict_and_maps_equal_the_library_offline(browser_page, default_c
     # the verdict is the library's prediction for this image
     record = ImageRecord(image, None, "upload")
     p = float(1 / (1 + np.exp(-predict_records(detector, [record], progress=False).logits[0])))
-    cells = page.locator("#verdicts td").all_inner_texts()
-    assert f"{p:.3f}" in [c.strip() for c in cells]
-    assert ("fake" if p >= 0.5 else "real") in [c.strip() for c in cells]
+    row = [c.strip() for c in page.locator("#verdicts td").evaluate_all("els => els.map(e => e.textContent)")]
+    assert row[:4] == ["000_upload", "default resnet50", "fake" if p >= 0.5 else "real", f"{p:.3f}"]
+    assert row[5] == "0.500" and float(row[4]) == pytest.approx(float(np.log(p / (1 - p))), abs=2e-3)
 
     # every heatmap in the page decodes and is not blank
     sources = page.locator("#heatmaps img").evaluate_all("els => els.map(e => e.src)")
@@ -166,8 +171,7 @@ def test_unreadable_upload_is_refused_with_a_message(browser_page, tmp_path):
     page, blocked = browser_page
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    page.locator("#uploads input[type=file]").set_input_files(str(bad))
-    page.get_by_text("broken.png").first.wait_for()
+    upload(page, bad)
     page.get_by_role("button", name="Explain").click()
     message = page.locator("#message")
     message.get_by_text("Refused").wait_for()

@@ -172,10 +172,11 @@ def build(explorer: Explorer) -> gr.Blocks:
                 verdicts = gr.Dataframe(headers=VERDICT_HEADERS, label="Verdicts", interactive=False,
                                         elem_id="verdicts")
                 heatmaps = gr.Gallery(label="Heatmaps (detector x method)", columns=4, format="png",
-                                      elem_id="heatmaps")
-                figures = gr.Gallery(label="Figure per image", columns=1, format="png", elem_id="figures")
+                                      object_fit="contain", height="auto", elem_id="heatmaps")
+                figures = gr.Gallery(label="Figure per image (detectors x methods)", columns=1, format="png",
+                                     object_fit="contain", height="auto", elem_id="figures")
                 tie = gr.Gallery(label="RINE TIE block importances", columns=2, format="png", visible=False,
-                                 elem_id="tie")
+                                 object_fit="contain", height="auto", elem_id="tie")
                 download = gr.DownloadButton("Download maps (safetensors) + figures (PNG)", visible=False,
                                              elem_id="download")
         detectors.change(lambda chosen, now: gr.update(choices=explorer.methods_for(chosen),
