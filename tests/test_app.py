@@ -169,3 +169,32 @@ def test_cli_registers_the_app_and_checks_its_options():
     res = subprocess.run([sys.executable, "-m", "forensics", "app", "--detector", "resnet50"], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode != 0 and "--detector and --weights go together" in res.stderr
+
+
+@pytest.mark.slow
+def test_the_command_serves_the_page_on_localhost(tmp_path):
+    """``make app``'s command: ``python -m forensics app`` serves the page on 127.0.0.1 (a free port here)."""
+    pytest.importorskip("gradio", reason="the explorer needs the app extra")
+    import socket
+    import time
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "forensics", "app", "--port", str(port)], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline, page = time.monotonic() + 180, None
+        while page is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+            except OSError:
+                time.sleep(1)
+        assert page is not None, log.read_text()
+        assert '"title":"forensics explorer"' in page and "default resnet50" in page
+        assert '"analytics_enabled":false' in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
