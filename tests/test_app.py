@@ -139,7 +139,7 @@ def test_dataset_picker_and_ground_truth_masks(tmp_path):
 
 def test_page_handler_answers_with_messages(tmp_path, r50):
     pytest.importorskip("gradio", reason="the explorer needs the app extra")
-    from forensics.app.ui import Explorer, verdict_table
+    from forensics.app.ui import Explorer, options_help, verdict_table
     source = DetectorSource("random r50", "resnet50", weights="unused")
     explorer = Explorer([source], work_dir=tmp_path)
     explorer.cache = loaded(source, r50)
@@ -159,7 +159,8 @@ def test_page_handler_answers_with_messages(tmp_path, r50):
     assert [c.split(" · ")[-1].split(" (")[0] for _, c in gallery] == ["LRP epsilon_plus_flat", "Grad-CAM"]
     assert verdicts["value"][0][:3] == ["000_good", "random r50", verdicts["value"][0][2]]
     assert len(figures) == 1 and download["visible"] and Path(download["value"]).name == "explorer.zip"
-    assert verdict_table  # the table's rows come from the same function
+    assert verdicts["value"] == verdict_table(explorer.last_run)
+    assert "`n_steps=50`" in options_help(["gradcam", "integrated_gradients"]) and options_help(["gradcam"]) == ""
 
 
 def test_cli_registers_the_app_and_checks_its_options():

@@ -43,6 +43,7 @@ class Explorer:
         self.cache = DetectorCache(device)
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="forensics-app-"))
         self.runs = 0
+        self.last_run: ExplorerRun | None = None
 
     def methods_for(self, labels: Sequence[str]) -> list[str]:
         """Every method defined on at least one of the chosen detectors, in registry order."""
@@ -72,6 +73,7 @@ class Explorer:
             log.exception("explorer: run failed")
             return _outputs("\n\n".join([*notes, f"Failed: {type(exc).__name__}: {exc}"]))
         self.runs += 1
+        self.last_run = run
         out = self.work_dir / f"run{self.runs:03d}"
         files = write_downloads(run, out)
         gallery = self._gallery(run, out)
@@ -137,6 +139,16 @@ def verdict_table(run: ExplorerRun) -> list[list[Any]]:
     return rows
 
 
+def options_help(methods: Sequence[str] | None) -> str:
+    """The options of the chosen methods with their defaults (what ``METHOD:KEY=VALUE`` may set)."""
+    lines = []
+    for m in methods or []:
+        shown = {k: v for k, v in method_options(m).items() if v is None or isinstance(v, (str, int, float, bool))}
+        if shown:
+            lines.append(f"`{m}`: " + ", ".join(f"`{k}={v!r}`" for k, v in shown.items()))
+    return "Options (defaults): " + "; ".join(lines) if lines else ""
+
+
 VERDICT_HEADERS = ["image", "detector", "verdict", "P(fake)", "logit", "threshold", "failed methods"]
 
 
@@ -166,6 +178,7 @@ def build(explorer: Explorer) -> gr.Blocks:
                 composite = gr.Dropdown(list(COMPOSITES), value="beta0", label="LRP composite", elem_id="composite")
                 option_text = gr.Textbox(label="Method options (METHOD:KEY=VALUE, one a line)", lines=2,
                                          placeholder="integrated_gradients:n_steps=32", elem_id="options")
+                option_help = gr.Markdown(options_help(methods.value), elem_id="option_help")
                 button = gr.Button("Explain", variant="primary", elem_id="explain")
             with gr.Column(scale=2):
                 message = gr.Markdown(elem_id="message")
@@ -182,9 +195,10 @@ def build(explorer: Explorer) -> gr.Blocks:
         detectors.change(lambda chosen, now: gr.update(choices=explorer.methods_for(chosen),
                                                        value=[m for m in now if m in explorer.methods_for(chosen)]),
                          [detectors, methods], methods)
+        methods.change(options_help, methods, option_help)
         button.click(explorer.explain, [uploads, picks, detectors, methods, composite, option_text],
                      [message, verdicts, heatmaps, figures, tie, download])
     return page
 
 
-__all__ = ["THEME", "TITLE", "Explorer", "VERDICT_HEADERS", "build", "verdict_table"]
+__all__ = ["THEME", "TITLE", "Explorer", "VERDICT_HEADERS", "build", "options_help", "verdict_table"]
