@@ -111,7 +111,7 @@ def test_rine_gets_its_tie_block_importances(tmp_path):
     source = DetectorSource("tiny rine", "rine", weights="unused")
     records = [ImageRecord(write_png(tmp_path / "a.png"), None, "upload")]
     run = run_explorer(records, [source], ["cp_lrp"], loaded(source, rine))
-    mean = run.tie["tiny rine"]
+    mean = run.tie["tiny rine"].mean
     assert mean.shape == (4,) and mean.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(mean, rine.importances().mean(1).detach().numpy(), rtol=1e-6)
     assert run.images[0].cells[0].error is None

@@ -17,6 +17,7 @@ import torch
 from .. import plots
 from ..analysis.heatmaps import explain_records
 from ..analysis.inference import predict_records
+from ..analysis.tie import TIESummary, summarize
 from ..data import ImageRecord
 from ..explain.figures import GridCell, overlay_grid, signed_overlay
 from ..io import atomic_path
@@ -85,7 +86,7 @@ class ExplorerRun:
     images: list[ImageResult]
     methods: list[str]
     detectors: list[str]
-    tie: dict[str, np.ndarray] = field(default_factory=dict)  # detector -> TIE mean importance per block
+    tie: dict[str, TIESummary] = field(default_factory=dict)  # RINE detectors: their TIE block importances
 
 
 def run_explorer(records: Sequence[ImageRecord], sources: Sequence[DetectorSource], methods: Sequence[str],
@@ -110,8 +111,7 @@ def run_explorer(records: Sequence[ImageRecord], sources: Sequence[DetectorSourc
             if str(path) in by_path:
                 by_path[str(path)].skipped[source.label] = reason
         if hasattr(detector, "importances"):
-            from ..analysis.tie import summarize
-            run.tie[source.label] = summarize(detector, source.label).mean
+            run.tie[source.label] = summarize(detector, source.label)
         done += 1
         for method in methods:
             say(done / steps, f"{source.label}: {method}")
@@ -181,23 +181,6 @@ def image_figure(result: ImageResult, run: ExplorerRun, display_names: Mapping[s
     return overlay_grid(rows, row_labels, cols, title=f"{result.name}: target fake")
 
 
-def tie_figure(label: str, mean: np.ndarray):
-    """Bar chart of a RINE head's mean TIE importance per transformer block (uniform level dashed)."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(max(4.0, 0.4 * len(mean)), 2.6))
-    ax = fig.add_subplot()
-    x = np.arange(1, len(mean) + 1)
-    ax.bar(x, mean, color="olive")
-    ax.axhline(1.0 / len(mean), color="k", ls="--", lw=1, label=f"uniform 1/{len(mean)}")
-    ax.set_xticks(x)
-    ax.set_xlabel("Transformer block")
-    ax.set_ylabel("mean softmax weight")
-    ax.set_title(f"TIE block importances: {label}", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def write_downloads(run: ExplorerRun, out_dir: str | Path) -> dict[str, Any]:
     """Write every image's figure (PNG) and one ``maps.safetensors`` (``<image>/<detector>/<method>.pixel``
     ``[H, W]`` and ``<image>/<detector>/logit``) under ``out_dir``, and both in ``explorer.zip``.
@@ -226,4 +209,4 @@ def write_downloads(run: ExplorerRun, out_dir: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["THRESHOLD", "Cell", "ExplorerRun", "ImageResult", "Verdict", "cell_overlay", "image_figure",
-           "run_explorer", "tie_figure", "write_downloads"]
+           "run_explorer", "write_downloads"]

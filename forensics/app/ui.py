@@ -17,10 +17,11 @@ import gradio as gr
 import numpy as np
 
 from .. import plots
+from ..analysis.tie import block_bars_figure
 from ..cli.analysis_args import parse_method_option
 from ..explain.lrp_methods import COMPOSITES
 from ..io import atomic_write_text
-from .session import ExplorerRun, cell_overlay, image_figure, run_explorer, tie_figure, write_downloads
+from .session import ExplorerRun, cell_overlay, image_figure, run_explorer, write_downloads
 from .sources import DEFAULT_METHODS, DetectorCache, DetectorSource, method_options, split_uploads
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,8 @@ class Explorer:
         out = self.work_dir / f"run{self.runs:03d}"
         files = write_downloads(run, out)
         gallery = self._gallery(run, out)
-        tie = [(plots.save_figure(tie_figure(label, mean), out / f"tie-{i}", formats=("png",), dpi=120)[0],
-                f"TIE: {label}") for i, (label, mean) in enumerate(run.tie.items())]
+        tie = [(plots.save_figure(block_bars_figure(summary), out / f"tie-{i}", formats=("png",), dpi=120)[0],
+                f"TIE: {label}") for i, (label, summary) in enumerate(run.tie.items())]
         errors = sum(c.error is not None for r in run.images for c in r.cells)
         notes.append(f"Explained {len(run.images)} image(s) with {len(run.detectors)} detector(s) x "
                      f"{len(run.methods)} method(s)" + (f"; {errors} cell(s) failed (see their captions)." if errors
