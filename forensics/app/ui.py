@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +21,6 @@ from .. import plots
 from ..analysis.tie import block_bars_figure
 from ..cli.analysis_args import parse_method_option
 from ..explain.lrp_methods import COMPOSITES
-from ..io import atomic_write_text
 from .session import ExplorerRun, cell_overlay, image_figure, run_explorer, write_downloads
 from .sources import DEFAULT_METHODS, DetectorCache, DetectorSource, method_options, split_uploads
 
@@ -75,6 +75,9 @@ class Explorer:
             return _outputs("\n\n".join([*notes, f"Failed: {type(exc).__name__}: {exc}"]))
         self.runs += 1
         self.last_run = run
+        previous = self.work_dir / f"run{self.runs - 1:03d}"
+        if previous.is_dir():  # the page shows Gradio's copies of its files
+            shutil.rmtree(previous)
         out = self.work_dir / f"run{self.runs:03d}"
         files = write_downloads(run, out)
         gallery = self._gallery(run, out)
@@ -82,7 +85,7 @@ class Explorer:
                 f"TIE: {label}") for i, (label, summary) in enumerate(run.tie.items())]
         errors = sum(c.error is not None for r in run.images for c in r.cells)
         notes.append(f"Explained {len(run.images)} image(s) with {len(run.detectors)} detector(s) x "
-                     f"{len(run.methods)} method(s)" + (f"; {errors} cell(s) failed (see their captions)." if errors
+                     f"{len(run.methods)} method(s)" + (f"; {errors} cell(s) failed (their errors are in the figure)." if errors
                                                         else "."))
         return _outputs("\n\n".join(notes), verdict_table(run), gallery, [(str(p), p.stem) for p in files["figures"]],
                         tie, str(files["zip"]))
@@ -111,13 +114,11 @@ class Explorer:
         for r in run.images:
             for k, c in enumerate(r.cells):
                 caption = f"{r.name} · {c.caption()}"
-                if c.error is None:
+                if c.error is None:  # a failed cell: its error is in the figure and the verdict table
                     path = out / "cells" / f"{r.name}-{k:02d}.png"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(cell_overlay(c)).save(path)
                     items.append((str(path), caption))
-                else:
-                    atomic_write_text(out / "cells" / f"{r.name}-{k:02d}.txt", caption)
             if r.mask is not None:
                 path = out / "cells" / f"{r.name}-mask.png"
                 Image.fromarray(r.mask.astype(np.uint8) * 255).save(path)
@@ -162,7 +163,8 @@ def _outputs(message: str, verdicts=None, gallery=None, figures=None, tie=None, 
 def build(explorer: Explorer) -> gr.Blocks:
     """The page. It opens with the first detector (the embedded default ResNet-50) and LRP + Grad-CAM chosen."""
     first = next(iter(explorer.sources))
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as page:
+    # Gradio's own copies of the served files are deleted after an hour (checked every hour)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown(f"# {TITLE}\nUpload images, choose detectors and explanation methods, press **Explain**. "
                     "Maps: red = evidence for *fake*, blue = against, white = 0; each map scaled to its 99.5th "
                     "percentile of |value| (unsigned methods use the red half).")
