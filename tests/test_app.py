@@ -60,6 +60,9 @@ def test_uploads_are_checked_with_a_message_per_refused_file(tmp_path):
     assert check_upload(good) is None
     too_big = check_upload(good, max_bytes=100)
     assert too_big.startswith("good.png:") and "over the explorer's limit" in too_big
+    bomb = tmp_path / "bomb.png"  # a small file of 108 M pixels: refused before decoding
+    Image.new("L", (12000, 9000)).save(bomb)
+    assert bomb.stat().st_size < 1_000_000 and "exceeds the limit" in check_upload(bomb)
 
 
 def test_method_options_come_from_the_methods_themselves():

@@ -21,7 +21,7 @@ from .. import plots
 from ..analysis.tie import block_bars_figure
 from ..cli.analysis_args import parse_method_option
 from ..explain.lrp_methods import COMPOSITES
-from .session import ExplorerRun, cell_overlay, image_figure, run_explorer, write_downloads
+from .session import ExplorerRun, cell_overlay, run_explorer, write_downloads
 from .sources import DEFAULT_METHODS, DetectorCache, DetectorSource, method_options, split_uploads
 
 log = logging.getLogger(__name__)
