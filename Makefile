@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 
-.PHONY: venv lock test test-fast demo report docs bench seeds clean
+.PHONY: venv lock test test-fast demo report docs app bench seeds clean
 
 $(STAMP): requirements.txt $(LOCK) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ report: $(STAMP)
 ## site/; --strict, so a broken link, a missing anchor or a page left out of the navigation fails (as in the tests).
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+## The explorer: every detector and explainer on your own images in the browser, http://127.0.0.1:7860
+## (offline; ARGS="--port 8080 --dataset_dir DIR" passes options to `python -m forensics app`).
+app: $(STAMP)
+	$(PY) -m forensics app $(ARGS)
 
 ## The result tables over seeds (docs/findings.md) (benchmark seeds 0 1 x training seeds 0 1 2): ~2 h on 2 quiet CPU cores,
 ## resumable (figures/seed_study/runs/); PARTS="properties dropout" picks parts.

@@ -35,12 +35,6 @@ def test_there_are_tutorials_and_they_are_stored_without_outputs():
         assert book.cells[0].cell_type == "markdown" and book.cells[0].source.startswith("# ")
 
 
-@pytest.fixture(scope="session")
-def smoke_cache(tmp_path_factory) -> Path:
-    """One empty cache for every notebook of the session: the first builds the smoke default, the rest reuse it."""
-    return tmp_path_factory.mktemp("forensics-cache")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs_without_error(path, tmp_path, smoke_cache, monkeypatch):

@@ -166,7 +166,12 @@ def plot_heatmap(summary: TIESummary, path: str | Path) -> list[Path]:
 
 
 def plot_block_bars(summary: TIESummary, path: str | Path) -> list[Path]:
-    """Mean importance per block with the uniform level 1/blocks."""
+    """Mean importance per block with the uniform level 1/blocks (:func:`block_bars_figure`), saved."""
+    return plots.save_figure(block_bars_figure(summary), path, dpi=150)
+
+
+def block_bars_figure(summary: TIESummary):
+    """The figure of :func:`plot_block_bars` (also the explorer's TIE chart)."""
     from matplotlib.figure import Figure
     fig = Figure(figsize=(max(5, summary.blocks * 0.4), 3))
     ax = fig.add_subplot()
@@ -179,7 +184,7 @@ def plot_block_bars(summary: TIESummary, path: str | Path) -> list[Path]:
     ax.set_title(f"TIE mean importance per block: {summary.label}")
     ax.legend()
     fig.tight_layout()
-    return plots.save_figure(fig, path, dpi=150)
+    return fig
 
 
 def write_outputs(summaries: Sequence[TIESummary], out_dir: str | Path,

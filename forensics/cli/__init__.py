@@ -1,4 +1,4 @@
-"""``python -m forensics <command>``: ``predict``, ``report`` and ``weights``; and :func:`run`, the one boundary
+"""``python -m forensics <command>``: ``app``, ``predict``, ``report`` and ``weights``; and :func:`run`, the one boundary
 between a command-line entry point and the library, which every ``analyses/*.py`` script and
 ``python -m forensics`` go through.
 
@@ -21,7 +21,7 @@ ERROR_EXIT = 2
 
 log = logging.getLogger("forensics")
 
-COMMANDS = ("predict", "report", "weights")
+COMMANDS = ("app", "predict", "report", "weights")
 
 
 def build_parser() -> argparse.ArgumentParser:

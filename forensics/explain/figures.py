@@ -8,9 +8,13 @@ selection and batch loop behind the CLIs are :mod:`forensics.analysis.heatmaps`'
   (Grad-CAM, the random control) use its red half.
 - :func:`write_heatmap_figures`: T-FF's overlays (black -> #ffc300 -> #ffaa00) per image and a grid.
 - :func:`to_uint8`: undo a detector's normalisation for display.
+- :func:`signed_overlay` and :func:`overlay_grid`: the same convention as overlays on the (grey) input, as
+  a grid of detectors x methods of one image with a colour bar (the explorer, ``python -m forensics app``).
 """
 from __future__ import annotations
 
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -61,6 +65,67 @@ def explanation_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], signed:
                  "to its 99.5th percentile of |value|)", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def signed_overlay(image: np.ndarray, heat: np.ndarray, signed: bool = True) -> np.ndarray:
+    """``heat`` ``[H, W]`` scaled as :func:`explanation_grid` does (:func:`scale_map`) in :data:`SIGNED_CMAP`
+    over the grey version of ``image`` uint8 ``[H, W, 3]``; returns uint8 RGB ``[H, W, 3]``."""
+    img = np.asarray(image, dtype=np.float64)
+    grey = np.repeat((img @ np.array([0.299, 0.587, 0.114]))[..., None], 3, axis=2)
+    unit = (scale_map(heat, signed) + 1.0) / 2.0  # -1 (blue) .. 0 (white) .. 1 (red) onto the map's [0, 1]
+    return plots.overlay(np.clip(np.rint(grey), 0, 255).astype(np.uint8), unit, cmap=SIGNED_CMAP)
+
+
+def overlay_grid(cells: Sequence[Sequence["GridCell"]], row_labels: Sequence[str], col_labels: Sequence[str],
+                 title: str | None = None, cell_inches: float = 1.7) -> Figure:
+    """One image's grid (rows = detectors, columns = the input, the ground-truth mask where there is one,
+    then one column per method): each :class:`GridCell` is an image (shown as is), a map (overlaid with
+    :func:`signed_overlay`) or an error text; one colour bar for every map."""
+    from matplotlib import cm, colors
+    rows, cols = len(cells), max((len(r) for r in cells), default=1)
+    fig = Figure(figsize=(cell_inches * cols + 0.9, cell_inches * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r, row in enumerate(cells):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_box_aspect(1)
+            cell = row[c] if c < len(row) else GridCell()
+            if cell.error is not None:
+                ax.text(0.5, 0.5, "\n".join(textwrap.wrap(cell.error, 22)[:6]), ha="center", va="center",
+                        fontsize=5, color="darkred", transform=ax.transAxes)
+            elif cell.heat is not None:
+                ax.imshow(signed_overlay(cell.image, cell.heat, cell.signed), interpolation="nearest")
+            elif cell.image is not None:
+                ax.imshow(cell.image, cmap="gray", interpolation="nearest")
+            else:
+                ax.axis("off")
+            if cell.caption:
+                ax.set_xlabel(cell.caption, fontsize=6)
+        axes[r][0].set_ylabel(row_labels[r], fontsize=7)
+    for c, label in enumerate(col_labels[:cols]):
+        axes[0][c].set_title(label, fontsize=7)
+    bar = fig.colorbar(cm.ScalarMappable(colors.Normalize(-1, 1), SIGNED_CMAP), ax=axes, shrink=0.8, aspect=30)
+    bar.set_ticks([-1, 0, 1], labels=["against", "0", "for"])
+    bar.set_label("evidence for the target\n(map / 99.5th pct of |map|)", fontsize=6)
+    bar.ax.tick_params(labelsize=6)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    return fig
+
+
+@dataclass
+class GridCell:
+    """A cell of :func:`overlay_grid`: ``image`` uint8 ``[H, W, 3]`` (or a grey ``[H, W]`` mask), ``heat``
+    ``[H, W]`` overlaid on it (``signed``: the method's values have both signs), or an ``error``; ``caption``
+    under it (e.g. seconds)."""
+
+    image: np.ndarray | None = None
+    heat: np.ndarray | None = None
+    signed: bool = True
+    error: str | None = None
+    caption: str = ""
 
 
 def to_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
