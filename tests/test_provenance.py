@@ -40,10 +40,13 @@ def test_lock_differences_names_every_mismatch():
 
 def test_lock_file_pins_every_requirement():
     pins = provenance.read_lock(ROOT / provenance.LOCK_FILE)
+    from packaging.requirements import Requirement
     for line in (ROOT / "requirements.txt").read_text().splitlines():
-        name = line.split("#", 1)[0].strip().split("==", 1)[0]
-        if name:
-            assert provenance._canonical(name) in pins, f"{name} of requirements.txt is not in the lock"
+        spec = line.split("#", 1)[0].strip()
+        if spec:   # a pin, a range (gradio>=6,<7) or extras (mkdocstrings[python]): the distribution's name
+            req = Requirement(spec)
+            assert provenance._canonical(req.name) in pins, f"{spec} of requirements.txt is not in the lock"
+            assert req.specifier.contains(pins[provenance._canonical(req.name)]), f"the lock's pin breaks {spec}"
 
 
 @pytest.mark.skipif(Path(sys.prefix).resolve() != (ROOT / ".venv").resolve(),
