@@ -46,7 +46,7 @@ def test_faithfulness_cli_writes_leaderboard_and_figures(local, tmp_path, capsys
     argv = ["--detector", "resnet50", "--weights", str(ckpt), "--dataset_dir", str(local), "--gan_name",
             "tconv_local", "--crop", "none", "--method", "random", "saliency", "--num_images", "3", "--steps", "2",
             "--patch", "16", "--randomisation_images", "2", "--bsize", "3", "--out", str(out), "--device", "cpu",
-            "--threshold", repr(threshold), "--validity_draws", "2"]
+            "--threshold", repr(threshold), "--validity_draws", "2", "--perturbation_images", "0"]
     with single_thread():
         assert run_script(ROOT / "analyses" / "faithfulness.py", argv) == 0
     run = out / "resnet50" / "tconv_local"
@@ -90,12 +90,16 @@ def test_faithfulness_cli_without_bases_takes_masks_on_trust(local, tmp_path, ca
     out = tmp_path / "out"
     argv = ["--detector", "resnet50", "--weights", str(ckpt), "--dataset_dir", str(copy), "--gan_name",
             "tconv_local", "--crop", "none", "--method", "random", "--num_images", "2", "--steps", "2", "--patch",
-            "16", "--randomisation_images", "0", "--out", str(out), "--device", "cpu", "--threshold=-1e9"]
+            "16", "--randomisation_images", "0", "--out", str(out), "--device", "cpu", "--threshold=-1e9",
+            "--perturbation_images", "1"]
     with single_thread():
         assert run_script(ROOT / "analyses" / "faithfulness.py", argv) == 0
     summary = json.loads((out / "resnet50" / "tconv_local" / "summary.json").read_text())
     assert summary["selection"]["bases"] is False and summary["mask_validity"] is None
     assert summary["references"] == ["mask"] and summary["images"] == 2
+    board = summary["leaderboard"]["random"]
+    assert board["srg_blur"]["n"] == 1 and board["mass_accuracy"]["n"] == 2   # SRG capped, localisation not
+    assert summary["metric_sets"]["perturbation"] == "the first 1 scored images"
     assert "taken on trust" in capsys.readouterr().out
 
 

@@ -30,7 +30,7 @@ def curve_figure(ev: Evaluation, fill: str):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mean logit of 'fake'")
     axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{ev.detector}: perturbation curves, fill-in '{fill}', {len(ev.data.paths)} fakes, "
+    fig.suptitle(f"{ev.detector}: perturbation curves, fill-in '{fill}', {ev.perturbed} fakes, "
                  f"{ev.perturbation.patch}px patches", fontsize=9)
     fig.tight_layout()
     return fig

@@ -101,9 +101,12 @@ def header(ev: Evaluation) -> str:
                          "measure agreement with the masks, not with what the detector uses.")
     elif ev.data.masks is not None:
         lines.append("Mask validity: not checked (no bases); the masks are taken on trust.")
-    lines.append("SRG and localisation on the scored images; `mask` and `difference` are reference maps, not "
-                 "methods (the ground truth itself, and |fake - base| summed over channels); `chance` is what a "
-                 "heatmap unrelated to the mask scores.")
+    n = len(ev.data.paths)
+    srg = "all" if ev.perturbed == n else f"the first {ev.perturbed}"
+    lines.append(f"SRG on {srg} of the {n} scored images (--perturbation_images), localisation on the "
+                 f"{int(ev.valid.sum())} valid pairs, randomisation on the first {ev.randomisation_images}; `mask` and "
+                 "`difference` are reference maps, not methods (the ground truth itself, and |fake - base| summed "
+                 "over channels); `chance` is what a heatmap unrelated to the mask scores.")
     return "\n".join(lines) + "\n\n"
 
 
@@ -212,7 +215,8 @@ def write_outputs(ev: Evaluation, out_dir: str | Path, formats: Sequence[str] = 
                "valid_pairs": int(valid.sum()), "threshold": ev.threshold,
                "selection": ev.selection.to_dict() if ev.selection is not None else None,
                "mask_validity": ev.validity.to_dict() if ev.validity is not None else None,
-               "metric_sets": {"perturbation": "every scored image", "localisation": "the valid pairs among them",
+               "metric_sets": {"perturbation": f"the first {ev.perturbed} scored images",
+                               "localisation": "the valid pairs among the scored images",
                                "randomisation": f"the first {ev.randomisation_images} scored images",
                                "mask_validity": "the valid pairs"},
                "localisation_binarisation": ("top-k pixels, k = mask area" if ev.quantile is None

@@ -231,6 +231,13 @@ class Evaluation:
     quantile: float | None = None
     selection: Selection | None = None
     validity: ValidityResult | None = None
+    perturbation_images: int | None = None
+
+    @property
+    def perturbed(self) -> int:
+        """How many images the perturbation curves (SRG) use: the first ones."""
+        n = len(self.data.paths)
+        return n if self.perturbation_images is None else min(self.perturbation_images, n)
 
     @property
     def called_fake(self) -> np.ndarray:
@@ -258,9 +265,11 @@ def evaluate(detector: Detector, data: ImageSet, methods: Sequence[str], *,
              perturbation: PerturbationConfig = PerturbationConfig(), randomisation_images: int = 8,
              min_groups: int = 4, batch_size: int = 16, seed: int = 0, threshold: float = 0.0,
              quantile: float | None = None, selection: Selection | None = None, validity_draws: int = 8,
-             references: bool = True) -> Evaluation:
+             references: bool = True, perturbation_images: int | None = None) -> Evaluation:
     """Explain ``data`` (target: fake) with each method and measure it (see the module docstring); the mask
-    validity check runs first on the valid pairs where ``data`` has bases."""
+    validity check runs first on the valid pairs where ``data`` has bases. ``perturbation_images``: the
+    perturbation curves (the costliest metric: fill-ins x orders x steps forward passes per image) on the first
+    N images only (``None``: all)."""
     options = options or {}
     detector.eval()
     x = data.images
@@ -281,7 +290,8 @@ def evaluate(detector: Detector, data: ImageSet, methods: Sequence[str], *,
     masks = data.masks[valid] if data.masks is not None else None
 
     def measure(heat: torch.Tensor) -> tuple[dict, dict]:
-        curves = perturbation_curves(score, x.to(dev), heat, perturbation, chunk=max(batch_size * 8, 64))
+        n = len(x) if perturbation_images is None else min(perturbation_images, len(x))
+        curves = perturbation_curves(score, x[:n].to(dev), heat[:n], perturbation, chunk=max(batch_size * 8, 64))
         loc = localisation(heat.numpy()[valid], masks, quantile) if masks is not None else {}
         return curves, loc
 
@@ -309,7 +319,7 @@ def evaluate(detector: Detector, data: ImageSet, methods: Sequence[str], *,
             curves, loc = measure(heat)
             results[name] = MethodResult(name, False, heat, 0.0, curves, loc, reference=True)
     return Evaluation(detector.name, data, fl, valid, results, perturbation, randomisation_images, seed, threshold,
-                      bl, quantile, selection, validity)
+                      bl, quantile, selection, validity, perturbation_images)
 
 
 __all__ = ["Evaluation", "ImageSet", "MethodResult", "REFERENCES", "Selection", "evaluate", "load_images", "logits",
