@@ -16,7 +16,7 @@ test (forensics.attribution.splits, .openset).
 Embedded default (no --weights, no --dataset_dir): the synthetic benchmark's test families
 (synthetic:split1: known tconv, tconv3, pshuffle; unknown nearest, bilinear, denoise; 400 images per
 class) and forensics.defaults.default_clip_backbone('forensics-small-vit') (seeded random weights),
-the 64 px images resized to its 224 px input; C swept one value per decade. See the README for what
+the 64 px images resized to its 224 px input; C swept one value per decade. See docs/attribution_results.md for what
 random features do (the 56 px forensics-tiny-vit barely separates the families).
 
 Writes under OUT (default figures/attribution/<split>/<backbone>-<site>-<classifier>, plus

@@ -10,7 +10,7 @@ as CNNDetection's eval.py and RINE print them, plus a full table; CSV/JSON under
     ... --perturb jpeg --level 50    # clean vs every image re-compressed at quality 50
     ... --perturb combined --protocol rine --reference_bugs   # RINE's protocol as published, bugs included
     ... --sweep blur                 # AP over the standard sigma levels: table + PNG/PDF line plot
-    ... --format_audit               # a JPEG-vs-PNG classifier? stored vs all-PNG vs all-JPEG-95 (README "Your data")
+    ... --format_audit               # a JPEG-vs-PNG classifier? stored vs all-PNG vs all-JPEG-95 (docs/your_data.md)
     ... --layout auto --dataset_dir data/WildRF   # any layout of forensics.data (auto: detected and described)
 
 A plain evaluation also writes eval-groups_<crop>.csv/.json: AP, accuracy at 0.5 and at the best threshold

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Findings over seeds: rebuild the README's result tables on the embedded default for several benchmark
+"""Findings over seeds: rebuild the result tables of docs/findings.md on the embedded default for several benchmark
 seeds and training seeds, and summarise them as mean, sd and min-max with the per-seed rows kept.
 
     python analyses/seed_study.py                                   # benchmark seeds 0 1 x training seeds 0 1 2

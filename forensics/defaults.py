@@ -21,7 +21,7 @@ GenImage.
 
 **Scales.** The embedded default comes in named sizes (:data:`SCALES`, chosen by ``$FORENSICS_DEFAULT_SCALE``,
 read by :func:`default_scale` only): ``full`` (the default, unset) is the benchmark and recipes above, on which
-the README's numbers are measured; ``smoke`` is a smaller benchmark and shorter trainings, which build from an
+the documented numbers are measured; ``smoke`` is a smaller benchmark and shorter trainings, which build from an
 empty cache in a fraction of the time, so that the test suite can execute the tutorial notebooks on a fresh
 clone. A scale's benchmark settings and recipes are ordinary settings, so its entries live under their own
 cache keys beside the full default's, which they never change.
@@ -227,7 +227,7 @@ def default_detector(name: str = "resnet50", config: BenchmarkConfig | None = No
 #: ``forensics-bench-vit`` (64 px, patch 8, 6 blocks, width 64) sees the benchmark's full 64x64 images
 #: (no crop, as every CLI feeds them) and its per-block CLS tokens separate the training family far
 #: better than ``forensics-tiny-vit``'s (56 px, patch 14, 4 blocks): logistic regression on the
-#: flattened ln_2 CLS tokens of the train split, AP on val, 0.9997 vs 0.925 (README, "RINE explainability").
+#: flattened ln_2 CLS tokens of the train split, AP on val, 0.9997 vs 0.925 (docs/rine_results.md).
 DEFAULT_CLIP_BACKBONE = "forensics-bench-vit"
 DEFAULT_CLIP_SEED = 0
 
@@ -267,7 +267,7 @@ class RineRecipe:
     augmentation; the feature cache makes each epoch cost only head time).
 
     Differences from the reference recipe (1 epoch, dropout 0.5, nproj 4, proj_dim 128), measured on
-    the benchmark (README, "RINE explainability"): with dropout 0.5 the head stays at chance on the random
+    the benchmark (docs/rine_results.md): with dropout 0.5 the head stays at chance on the random
     backbone's small-variance tokens (30 epochs: val acc 0.50, AP 0.58; dropout 0: 0.94, 0.968); this
     recipe (dropout 0, 60 epochs, lr/10 from epoch 40) reaches val acc 0.958, AP 0.985 in ~50 s of CPU.
     """
@@ -351,7 +351,7 @@ class DefaultScale:
 
 #: The embedded default's sizes (``$FORENSICS_DEFAULT_SCALE``; unset: ``full``).
 SCALES: dict[str, DefaultScale] = {scale.name: scale for scale in (
-    DefaultScale("full", "the documented default: every analysis and the README's numbers"),
+    DefaultScale("full", "the documented default: every analysis and the documented numbers"),
     # Sizes for executing the tutorial notebooks from an empty cache within the test suite's time budget
     # (docs/report.md, "Tutorials"): the notebooks sample at most 48 test images per family and label (the
     # attribution probe 40 per class), so 60 are enough. The ResNet-50 keeps the full recipe at 120 steps

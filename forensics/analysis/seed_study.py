@@ -1,4 +1,4 @@
-"""Findings over seeds: the README's result tables rebuilt from scratch for several benchmark seeds and
+"""Findings over seeds: the result tables of docs/findings.md rebuilt from scratch for several benchmark seeds and
 training seeds, summarised as mean, standard deviation and min-max, with the per-seed rows kept.
 
 One (benchmark seed, training seed) pair is one *run*: the benchmark built with

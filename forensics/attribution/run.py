@@ -58,7 +58,7 @@ def run_attribution(model, root: str | Path, spec: SplitSpec, blocks: str | Sequ
 
 #: The embedded default's backbone: forensics.defaults.default_clip_backbone() of this open_clip config
 #: (seeded random weights). The 4-block, 56 px forensics-tiny-vit barely separates the benchmark's
-#: families (README, "Open-set attribution"); the 6-block, 224 px forensics-small-vit does.
+#: families (docs/attribution_results.md); the 6-block, 224 px forensics-small-vit does.
 EMBEDDED_BACKBONE = "forensics-small-vit"
 #: Images per class of the embedded default (the benchmark has 400 fakes per family).
 EMBEDDED_PER_CLASS = 400

@@ -1,5 +1,5 @@
 """``python -m forensics app``: the explorer, a local web page (Gradio) that runs every detector and explainer
-on your own images (:mod:`forensics.app`; README, "Interactive explorer"). Needs the ``app`` extra
+on your own images (:mod:`forensics.app`; docs/app.md). Needs the ``app`` extra
 (``pip install .[app]``). Serves on 127.0.0.1 unless ``--host`` says otherwise; no share link unless
 ``--share``; no analytics."""
 from __future__ import annotations
