@@ -229,7 +229,7 @@ def test_a_default_trained_from_options_equals_the_command_line_run(tmp_path, mo
         main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "analyses" / "train.py"))["main"]
         assert main(_cli_argv(recipe, bench.root, tmp_path / "cli" / "run")) == 0
     via_cli = tmp_path / "cli" / "run" / via_options.name
-    a, b = torch.load(via_options, weights_only=False), torch.load(via_cli, weights_only=False)
+    a, b = torch.load(via_options, weights_only=True), torch.load(via_cli, weights_only=True)
     assert a["total_steps"] == b["total_steps"] == recipe.max_steps
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
