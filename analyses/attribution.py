@@ -37,7 +37,8 @@ from forensics.attribution.classifiers import PROBES, KNNProbe
 from forensics.attribution.features import NORMS, SITES, attribution_preprocessing
 from forensics.attribution.openset import SELECT
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import add_run_args, describe, uses_embedded_default
+from forensics.cli.analysis_args import add_run_args, describe
+from forensics.cli.inputs import uses_embedded_default
 from forensics.cli.options import add_bsize_arg, add_option
 from forensics.cli.sharding import sharded_session
 from forensics.device import DEVICE_CHOICES

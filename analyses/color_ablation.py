@@ -27,8 +27,8 @@ from pathlib import Path
 from forensics.analysis.color import MIN_P, color_ablation
 from forensics.cli import run, setup_logging
 from forensics.cli.layout_args import add_layout_args
-from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
-                                         describe, resolve_test_sets)
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
+from forensics.cli.inputs import resolve_inputs
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 
 
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    detector, label, sets, _ = resolve_test_sets(args, args.layout)
+    inputs = resolve_inputs(args)
+    detector, label, sets = inputs.detector, inputs.label, inputs.sets
     study = color_ablation(detector, sets, ablation=args.ablation, label=label, min_p=args.min_p,
                            crop=args.crop, batch_size=args.bsize, inclusive=args.inclusive_threshold,
                            num_workers=args.workers, progress=True)

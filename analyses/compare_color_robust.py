@@ -31,8 +31,8 @@ from pathlib import Path
 from forensics.analysis.color import MIN_P, arch_label, compare_color_robust, pair_labels
 from forensics.cli import run, setup_logging
 from forensics.cli.layout_args import add_layout_args, layout_options
-from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
-                                         resolve_detector, uses_embedded_default)
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args
+from forensics.cli.inputs import resolve_detector, uses_embedded_default
 from forensics.data import load_sets
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 from forensics.defaults import DEFAULT_RECIPES, default_benchmark, default_detector

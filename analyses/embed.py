@@ -27,8 +27,8 @@ import torch
 from forensics import provenance
 from forensics.analysis.embed import SITES, embed
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, describe,
-                                         resolve_test_sets)
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
+from forensics.cli.inputs import resolve_inputs
 from forensics.cli.layout_args import add_layout_args
 from forensics.cli.sharding import add_resume_args, sharded_session
 
@@ -67,7 +67,8 @@ def embed_main(args: argparse.Namespace, session) -> int:
     torch.manual_seed(args.seed)
     out_root = args.out or Path("figures/embed")
     session.checkpoint_in(out_root / ".resume")
-    detector, label, sets, _ = resolve_test_sets(args, args.layout)
+    inputs = resolve_inputs(args)
+    detector, label, sets = inputs.detector, inputs.label, inputs.sets
     result = embed(detector, sets, max_images=args.max_images, seed=args.seed, perplexity=args.perplexity,
                    pca_dims=args.pca_dims, blocks=args.block, site=args.site, batch_size=args.bsize,
                    transform=detector.transform(crop=args.crop), num_workers=args.workers)

@@ -33,13 +33,11 @@ from forensics.analysis.format_audit import format_audit
 from forensics.analysis.evaluate import CROP_MODES, evaluate_sets
 from forensics.analysis.perturbation_study import evaluate_perturbations
 from forensics.cli import run, setup_logging
-from forensics.cli.layout_args import add_layout_args, layout_options
-from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, embedded_default,
-                                         output_name, resolve_detector, uses_embedded_default)
+from forensics.cli.layout_args import add_layout_args
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args
+from forensics.cli.inputs import resolve_inputs
 from forensics.cli.sharding import add_resume_args, sharded_session
-from forensics.data import load_sets
 from forensics.data.perturb import ALIASES, PERTURBATIONS, PROTOCOLS, Perturbation, make, sweep
-from forensics.detectors import Detector
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,21 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(p, out_help="output folder (default: figures/evaluate/<detector>)")
     add_resume_args(p)
     return p
-
-
-def resolve_inputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Detector, dict]:
-    """The detector and the sets: explicit arguments, or the embedded default (its test families)
-    when neither --weights nor --dataset_dir is given."""
-    if uses_embedded_default(args):
-        detector, bench = embedded_default(args)
-        return detector, load_sets(bench.test_root, args.gan_name, "forensynths", False, args.num_instances)
-    if args.dataset_dir is None:
-        parser.error("--dataset_dir is required when --weights is given")
-    if args.detector is None:
-        parser.error("--detector/--arch is required with --weights/--dataset_dir")
-    detector = resolve_detector(args)
-    return detector, load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances,
-                                   layout_options(args))
 
 
 def output_stem(args: argparse.Namespace, mode: str, crop: str) -> str:
@@ -164,13 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     setup_logging(args.verbose)
     with sharded_session(args) as run:
-        return evaluate(args, parser, run)
+        return evaluate(args, run)
 
 
-def evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, run) -> int:
-    detector, sets = resolve_inputs(args, parser)
+def evaluate(args: argparse.Namespace, run) -> int:
+    inputs = resolve_inputs(args)
+    detector, sets = inputs.detector, inputs.sets
     mode = next((m for m in ("grayscale", "perturb", "sweep", "format_audit") if getattr(args, m)), "eval")
-    out_dir = args.out or Path("figures") / "evaluate" / output_name(args, detector)
+    out_dir = args.out or Path("figures") / "evaluate" / inputs.label
     run.checkpoint_in(out_dir / ".resume")
     options = dict(crop=args.crop, crop_size=args.crop_size, batch_size=args.bsize,
                    inclusive=args.inclusive_threshold, num_workers=args.workers, progress=True)

@@ -29,9 +29,9 @@ from forensics.analysis.heatmaps import explain_records, write_outputs
 from forensics import provenance
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, chosen_methods, describe,
-                                         parse_method_option, resolve_heatmap_set)
+                                         parse_method_option)
+from forensics.cli.inputs import resolve_heatmap_set
 from forensics.cli.options import add_crop_arg
-from forensics.data import forensynths
 from forensics.explain import TARGET_NAMES, list_explainers
 
 log = logging.getLogger("forensics.explain")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(available))
         return 0
     methods, options = chosen_methods(detector.name, available, args.method, args.explainer_option)
-    records = forensynths(hs.root, gan, hs.have_classes, args.num_real, args.num_fake)
+    records = hs.records
     out = hs.out / args.target
     result = explain_records(detector, records, methods, args.target, options=options, crop=hs.crop,
                              batch_size=args.bsize, num_workers=args.workers)

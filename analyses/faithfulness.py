@@ -51,9 +51,9 @@ from forensics.analysis.faithfulness import FILL_INS, PerturbationConfig
 from forensics.analysis.faithfulness.outputs import write_outputs
 from forensics.analysis.faithfulness.run import evaluate, load_images, select_pairs
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_detector_args, add_run_args, chosen_methods, describe, embedded_default,
-                                         output_name, parse_have_classes, parse_method_option, resolve_detector,
-                                         uses_embedded_default)
+from forensics.cli.analysis_args import (add_detector_args, add_run_args, chosen_methods, describe, parse_have_classes,
+                                         parse_method_option)
+from forensics.cli.inputs import embedded_default, output_name, resolve_detector, uses_embedded_default
 from forensics.cli.options import add_bsize_arg, add_crop_arg
 from forensics.data import forensynths
 from forensics.data.local_fakes import BASE_DIR, MASK_DIR, local_set_name

@@ -24,10 +24,10 @@ import logging
 import numpy as np
 import torch
 
-from forensics.analysis.heatmaps import collect_heatmaps, first_fakes
+from forensics.analysis.heatmaps import collect_heatmaps
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
-                                         resolve_heatmap_set)
+from forensics.cli.analysis_args import add_data_args, add_detector_args, add_heatmap_args, add_run_args
+from forensics.cli.inputs import resolve_heatmap_set
 from forensics.explain import create_explainer
 from forensics.explain.cam import TARGETS
 from forensics.explain.figures import write_heatmap_figures
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
-    hs = resolve_heatmap_set(args, "figures/gradcam")
+    hs = resolve_heatmap_set(args, "figures/gradcam", per_label=(0, args.num_instances))
     detector, gan, crop = hs.detector, hs.gan, hs.crop
-    records = first_fakes(hs.root, gan, hs.have_classes, args.num_instances, args.max_images)
+    records = hs.records[:args.max_images]
     out = hs.out / args.target
     cam = create_explainer("gradcam", detector)
     guided = create_explainer("guided_gradcam", detector) if args.guided else None

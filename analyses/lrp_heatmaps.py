@@ -26,10 +26,10 @@ import logging
 import numpy as np
 import torch
 
-from forensics.analysis.heatmaps import collect_heatmaps, first_fakes
+from forensics.analysis.heatmaps import collect_heatmaps
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_heatmap_args, add_run_args,
-                                         resolve_heatmap_set)
+from forensics.cli.analysis_args import add_data_args, add_detector_args, add_heatmap_args, add_run_args
+from forensics.cli.inputs import resolve_heatmap_set
 from forensics.cli.options import parse_option
 from forensics.explain import SIGNS, create_explainer, explainer_class, list_explainers
 from forensics.explain.figures import write_heatmap_figures
@@ -64,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
-    hs = resolve_heatmap_set(args, "figures/lrp_heatmaps")
+    hs = resolve_heatmap_set(args, "figures/lrp_heatmaps", per_label=(0, args.num_instances))
     detector, gan, crop = hs.detector, hs.gan, hs.crop
     available = [m for m in LRP_METHODS if m in list_explainers(detector)]
     method = args.method or (available[0] if available else None)
     if method not in available:
         raise SystemExit(f"error: {method or 'LRP'} is not defined on {detector.name}; available: {available}")
-    records = first_fakes(hs.root, gan, hs.have_classes, args.num_instances, args.max_images)
+    records = hs.records[:args.max_images]
     out = hs.out
     unexplained = [0]
     with create_explainer(method, detector, **dict(args.explainer_option)) as lrp:

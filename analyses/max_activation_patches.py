@@ -33,8 +33,8 @@ from forensics import provenance
 from forensics.analysis.patches import (ORDERS, PERCENTILE, collage_figure, extract_patches, map_folder,
                                         max_activation_rankings, write_patches)
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, add_topk_args,
-                                         describe, resolve_fake_sets, resolve_topk)
+from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, add_topk_args, describe
+from forensics.cli.inputs import resolve_inputs, resolve_topk
 from forensics.detectors import POINTS
 from forensics.explain.unit import unit_relevance_fn
 from forensics.io import atomic_write_json
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    detector, label, sets, bench = resolve_fake_sets(args)
+    inputs = resolve_inputs(args, default_sets="train_family", per_label=(0, None), need=("gan_name",))
+    detector, label, sets, bench = inputs.detector, inputs.label, inputs.sets, inputs.bench
     unit_relevance_fn(detector)  # fail before ranking when the detector has no single-unit pixel relevance
     csv_path, keys, k = resolve_topk(args, detector, label, bench)
     for gan, records in sets.items():

@@ -29,8 +29,9 @@ from pathlib import Path
 
 from forensics.analysis.median_test import ALPHA, median_test_analysis
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
-                                         add_topk_args, describe, resolve_fake_sets, resolve_topk)
+from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, add_topk_args,
+                                         describe)
+from forensics.cli.inputs import resolve_inputs, resolve_topk
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 from forensics.detectors import POINTS
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    detector, label, sets, bench = resolve_fake_sets(args, cap=args.num_instances)
+    inputs = resolve_inputs(args, default_sets="train_family", per_label=(0, args.num_instances), need=("gan_name",))
+    detector, label, sets, bench = inputs.detector, inputs.label, inputs.sets, inputs.bench
     csv_path, keys, k = resolve_topk(args, detector, label, bench)
     out = (args.out or Path("figures/median_test")) / f"{label}_{args.blur_jpg or 'default'}"
     for gan, records in sets.items():

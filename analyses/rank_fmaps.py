@@ -27,10 +27,9 @@ from forensics import provenance
 from forensics.analysis.ffrs import FFRS_CROPS, compute_ffrs, ffrs_transform
 from forensics.analysis.ffrs_outputs import write_outputs
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, describe,
-                                         output_name, resolve_set)
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
+from forensics.cli.inputs import resolve_inputs
 from forensics.cli.sharding import add_resume_args, sharded_session
-from forensics.data import forensynths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def rank_fmaps(args: argparse.Namespace, run) -> int:
     torch.manual_seed(args.seed)  # the reference's RandomResizedCrop draws from torch's global RNG
-    detector, root, gan, have_classes, bench = resolve_set(args, "val")
+    inputs = resolve_inputs(args, split="val", single=True, per_label=True)
+    detector, gan, records, bench = inputs.detector, inputs.set_name, inputs.records, inputs.bench
     size = args.crop_size or (int(bench.manifest["image_size"]) if bench is not None else None)
-    records = forensynths(root, gan, have_classes=have_classes, num_real=args.num_real, num_fake=args.num_fake)
     tag = f"{gan}_{args.blur_jpg or 'default'}"
-    out = (args.out or Path("figures/rank_fmaps")) / output_name(args, detector) / tag
+    out = (args.out or Path("figures/rank_fmaps")) / inputs.label / tag
     run.checkpoint_in(out / ".resume")
     result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
                           conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,

@@ -33,12 +33,10 @@ from forensics.analysis.dropout import RANDOM_MODES, dropout_analysis, feature_m
 from forensics.analysis.ffrs_outputs import REFERENCE_K, default_k, embedded_ranking_csv
 from forensics.analysis.fmap_ranking import read_ranking_csv
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args,
-                                         describe, embedded_default, output_name, require_explicit, resolve_detector,
-                                         uses_embedded_default)
-from forensics.cli.layout_args import add_layout_args, layout_options
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
+from forensics.cli.inputs import resolve_inputs
+from forensics.cli.layout_args import add_layout_args
 from forensics.cli.sharding import add_resume_args, sharded_session
-from forensics.data import load_sets
 from forensics.detectors import POINTS
 
 
@@ -83,20 +81,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def sensitivity(args: argparse.Namespace, run) -> int:
     run.checkpoint_in((args.out or Path("figures/sensitivity")) / ".resume")
-    if uses_embedded_default(args):
-        detector, bench = embedded_default(args)
-        sets = load_sets(bench.test_root, args.gan_name or bench.families, have_classes=False,
-                         num_instances=args.num_instances)
+    inputs = resolve_inputs(args, default_sets="families", need=("fmap_csv",))
+    detector, sets, bench = inputs.detector, inputs.sets, inputs.bench
+    if inputs.embedded:
         fixed = args.fixed_threshold_sets or [bench.train_family]
-        csv_path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=output_name(args, detector),
+        csv_path = args.fmap_csv or embedded_ranking_csv(detector, bench, name=inputs.label,
                                                          seed=args.seed, batch_size=args.bsize)
         ranking = read_ranking_csv(csv_path)
         k = args.topk if args.topk is not None else default_k(len(ranking))
     else:
-        require_explicit(args, "dataset_dir", "fmap_csv")
-        detector = resolve_detector(args)
-        sets = load_sets(args.dataset_dir, args.gan_name, args.layout, args.have_classes, args.num_instances,
-                         layout_options(args))
         fixed = args.fixed_threshold_sets or ["progan"]
         csv_path, ranking = args.fmap_csv, read_ranking_csv(args.fmap_csv)
         k = args.topk if args.topk is not None else REFERENCE_K
@@ -107,7 +100,7 @@ def sensitivity(args: argparse.Namespace, run) -> int:
                               num_workers=args.workers)
     result.settings.update(fmap_csv=str(csv_path), args=describe(args))
     tag = args.blur_jpg or "default"
-    out = (args.out or Path("figures/sensitivity")) / output_name(args, detector) / tag
+    out = (args.out or Path("figures/sensitivity")) / inputs.label / tag
     sweep = None
     if args.sweep_k:
         name = args.sweep_set or next(iter(sets))

@@ -24,9 +24,8 @@ from forensics import provenance
 from forensics.analysis.tie_vs_lrp import (SHARES, collect_block_relevance, compare, tie_importance,
                                            write_block_maps, write_image_grid, write_outputs)
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import (add_crop_arg, add_data_args, add_detector_args, add_run_args, describe,
-                                         resolve_set)
-from forensics.data import forensynths
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
+from forensics.cli.inputs import resolve_inputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     if args.detector is None:
         args.detector = "rine"
-    detector, root, gan, have_classes, _ = resolve_set(args, "test")
-    records = forensynths(root, gan, have_classes=have_classes, num_real=args.num_instances,
-                          num_fake=args.num_instances)
+    inputs = resolve_inputs(args, single=True, default_sets="train_family",
+                            per_label=(args.num_instances, args.num_instances))
+    detector, gan, records = inputs.detector, inputs.set_name, inputs.records
     transform = detector.transform(crop=args.crop)
     data = collect_block_relevance(detector, records, batch_size=args.bsize, transform=transform, sign=args.sign,
                                    include_wrong=args.include_wrong, num_workers=args.workers)

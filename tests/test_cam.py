@@ -175,11 +175,11 @@ def test_cli_embedded_default_path(cli_data, monkeypatch, tmp_path):
     is the slow test of the defaults)."""
     from types import SimpleNamespace
 
-    import forensics.cli.analysis_args as analysis_args
+    import forensics.cli.inputs as cli_inputs
     model = calibrated_cached("resnet50", 0, 32)
     bench = SimpleNamespace(test_root=cli_data / "data", train_family="gen", families=["gen"],
                             manifest={"image_size": 64})
-    monkeypatch.setattr(analysis_args, "embedded_default", lambda args: (model, bench))
+    monkeypatch.setattr(cli_inputs, "embedded_default", lambda args: (model, bench))
     monkeypatch.chdir(tmp_path)
     with single_thread():
         assert run_script("gradcam.py", []) == 0

@@ -189,7 +189,7 @@ def test_predict_and_train_spellings():
 
 
 def test_an_incomplete_explicit_run_names_what_was_given_and_what_is_missing():
-    from forensics.cli.analysis_args import require_explicit
+    from forensics.cli.inputs import require_explicit
     args = argparse.Namespace(weights=None, dataset_dir="data", gan_name=[], detector=None)
     with pytest.raises(SystemExit) as exc:
         require_explicit(args, "dataset_dir", "gan_name")

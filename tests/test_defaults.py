@@ -69,7 +69,8 @@ def test_default_clip_backbone_is_seeded_and_leaves_global_rng_alone():
 def test_unknown_default_detector_is_refused_with_the_choices():
     import argparse
     import pytest
-    from forensics.cli.analysis_args import add_detector_args, embedded_default
+    from forensics.cli.analysis_args import add_detector_args
+    from forensics.cli.inputs import embedded_default
     parser = argparse.ArgumentParser()
     add_detector_args(parser)
     args = parser.parse_args(["--recipe", "resnet51"])
@@ -80,7 +81,8 @@ def test_unknown_default_detector_is_refused_with_the_choices():
 def test_output_name_separates_embedded_defaults_from_registry_names():
     import argparse
     from types import SimpleNamespace
-    from forensics.cli.analysis_args import add_detector_args, add_data_args, output_name
+    from forensics.cli.analysis_args import add_detector_args, add_data_args
+    from forensics.cli.inputs import output_name
     parser = argparse.ArgumentParser()
     add_detector_args(parser)
     add_data_args(parser)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import forensics.cli.analysis_args as analysis_args
+import forensics.cli.inputs as cli_inputs
 from forensics.detectors import create
 from forensics.explain.figures import explanation_grid, scale_map
 from helpers import calibrated_cached, run_script, single_thread
@@ -35,7 +35,7 @@ def data(tmp_path_factory):
 
 def stub_default(monkeypatch, model, data):
     bench = SimpleNamespace(test_root=data, train_family="gen", families=["gen"], manifest={"image_size": 56})
-    monkeypatch.setattr(analysis_args, "embedded_default", lambda args: (model, bench))
+    monkeypatch.setattr(cli_inputs, "embedded_default", lambda args: (model, bench))
 
 
 def test_explain_cli_writes_grid_maps_and_csv(data, monkeypatch, tmp_path, capsys):

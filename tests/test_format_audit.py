@@ -132,7 +132,7 @@ def test_cli_writes_groups_and_runs_the_audit(data, tmp_path, capsys, monkeypatc
     spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "analyses" / "evaluate.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    monkeypatch.setattr(cli, "resolve_detector", lambda args: JpegTraces())
+    monkeypatch.setattr("forensics.cli.inputs.resolve_detector", lambda args: JpegTraces())
     common = ["--arch", "resnet50", "--weights", "x", "--dataset_dir", str(data), "--layout", "auto",
               "--gan_name", "shortcut", "png", "--bsize", "8", "--out", str(tmp_path)]
     assert cli.main(common) == 0

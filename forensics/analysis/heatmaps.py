@@ -1,7 +1,6 @@
 """Heatmaps of explanation methods on a set's images: the data selection and the one batch loop
 behind the heatmap CLIs (``analyses/explain.py``, ``analyses/gradcam.py``, ``analyses/lrp_heatmaps.py``).
 
-:func:`first_fakes` picks the first fakes of a set (as the reference's ``gradcam.py``);
 :func:`explained_batches` is the loop (the detector's transform, skipped files listed in a
 :class:`~forensics.data.RunSummary`, each batch with the uint8 pixels the detector saw);
 :func:`collect_heatmaps` gathers per-image maps of any ``explain(batch)`` over it (the overlay CLIs).
@@ -32,14 +31,6 @@ from ..explain.figures import explanation_grid, to_uint8
 from ..io import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
-
-
-def first_fakes(root: str | Path, gan: str | None, have_classes: bool | None = None, per_folder: int | None = None,
-                max_images: int | None = None) -> list[ImageRecord]:
-    """The first fakes of a ForenSynths-style set (sorted, as the reference's ``gradcam.py``):
-    ``per_folder`` per class folder, then at most ``max_images`` in all."""
-    records = forensynths(root, gan, have_classes=have_classes, num_real=0, num_fake=per_folder)
-    return records if max_images is None else records[:max_images]
 
 
 def explained_batches(detector: Detector, records: Sequence[ImageRecord], summary: RunSummary, *,
@@ -215,4 +206,4 @@ def _label_name(label: int | None) -> str:
 
 
 __all__ = ["HeatmapRun", "Heatmaps", "MethodMaps", "collect_heatmaps", "explain_records", "explained_batches",
-           "first_fakes", "write_outputs"]
+           "write_outputs"]
