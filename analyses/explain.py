@@ -25,7 +25,7 @@ import logging
 
 import torch
 
-from forensics.analysis.heatmaps import explain_records, write_outputs
+from forensics.analysis.heatmaps import explain_records
 from forensics import provenance
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_data_args, add_detector_args, add_run_args, chosen_methods, describe,
@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     out = hs.out / args.target
     result = explain_records(detector, records, methods, args.target, options=options, crop=hs.crop,
                              batch_size=args.bsize, num_workers=args.workers)
-    summary = write_outputs(result, out, title=f"{detector.name} on {gan}, target: {args.target}",
-                            extra={"args": describe(args), "detector": detector.name, "options": options,
-                                   "provenance": provenance.collect(detector, files=records)})
+    result.annotate(args=describe(args), detector=detector.name, options=options,
+                    provenance=provenance.collect(detector, files=records))
+    result.write(out, title=f"{detector.name} on {gan}, target: {args.target}")
     result.summary.log(log)
-    for m, s in summary["methods"].items():
-        print(f"{m:22s} {s['seconds_per_image']:.4f} s/image")
+    for m in result.methods:
+        print(f"{m:22s} {result.seconds_per_image(m).mean():.4f} s/image")
     print(f"{len(result.paths)} images x {len(methods)} methods of {detector.name} -> {out}")
     return 0
 

@@ -27,10 +27,9 @@ import torch
 from forensics.analysis.heatmaps import collect_heatmaps
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import add_data_args, add_detector_args, add_heatmap_args, add_run_args
-from forensics.cli.inputs import resolve_heatmap_set
+from forensics.cli.inputs import record_run, resolve_heatmap_set
 from forensics.explain import create_explainer
 from forensics.explain.cam import TARGETS
-from forensics.explain.figures import write_heatmap_figures
 from forensics.plots import positive_heatmap
 
 log = logging.getLogger("forensics.gradcam")
@@ -73,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     hm = collect_heatmaps(detector, records, explain, crop=crop, batch_size=args.bsize, num_workers=args.workers)
     label = labels[0]
-    write_heatmap_figures(out, hm.names, hm.images, hm.maps,
-                          title=f"{label} ({args.target}) of {detector.name} on {gan}")
+    record_run(hm, args, detector, files=records, weights=detector.weights_source)
+    hm.write(out, title=f"{label} ({args.target}) of {detector.name} on {gan}")
     hm.summary.log(log)
     print(f"{label} ({args.target}) of {detector.name}: {len(hm.names)} images -> {out}")
     return 0

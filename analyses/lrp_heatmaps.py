@@ -29,10 +29,9 @@ import torch
 from forensics.analysis.heatmaps import collect_heatmaps
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import add_data_args, add_detector_args, add_heatmap_args, add_run_args
-from forensics.cli.inputs import resolve_heatmap_set
+from forensics.cli.inputs import record_run, resolve_heatmap_set
 from forensics.cli.options import parse_option
 from forensics.explain import SIGNS, create_explainer, explainer_class, list_explainers
-from forensics.explain.figures import write_heatmap_figures
 from forensics.plots import positive_heatmap
 
 log = logging.getLogger("forensics.lrp_heatmaps")
@@ -86,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if unexplained[0]:
         log.warning("%d of %d fakes are misclassified (p < 0.5) and get no relevance (black heatmaps); "
                     "--explain_all explains them too", unexplained[0], len(hm.names))
-    write_heatmap_figures(out, hm.names, hm.images, hm.maps,
-                          title=f"{lrp.label} (sign {args.sign}) of {detector.name} on {gan}")
+    record_run(hm, args, detector, files=records, weights=detector.weights_source)
+    hm.write(out, title=f"{lrp.label} (sign {args.sign}) of {detector.name} on {gan}")
     hm.summary.log(log)
     print(f"{lrp.label} heatmaps of {detector.name}: {len(hm.names)} images -> {out}")
     return 0

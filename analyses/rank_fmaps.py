@@ -23,12 +23,10 @@ from pathlib import Path
 
 import torch
 
-from forensics import provenance
 from forensics.analysis.ffrs import FFRS_CROPS, compute_ffrs, ffrs_transform
-from forensics.analysis.ffrs_outputs import write_outputs
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
-from forensics.cli.inputs import resolve_inputs
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args
+from forensics.cli.inputs import record_run, resolve_inputs
 from forensics.cli.sharding import add_resume_args, sharded_session
 
 
@@ -69,13 +67,10 @@ def rank_fmaps(args: argparse.Namespace, run) -> int:
     result = compute_ffrs(detector, records, batch_size=args.bsize, transform=ffrs_transform(detector, args.crop, size),
                           conf_real=args.conf_real, conf_fake=args.conf_fake, sign=args.sign,
                           num_workers=args.workers, progress=True)  # the detector is on --device already
-    extra = {"args": describe(args), "weights": detector.weights_source,
-             "provenance": provenance.collect(detector, files=records)}
-    if run.sharded:
-        extra["distributed"] = run.report()
+    record_run(result, args, detector, files=records, session=run, weights=detector.weights_source)
     if not run.is_main:
         return 0
-    paths = write_outputs(result, out, gan, args.topk, extra=extra)
+    paths = result.write(out, gan=gan, topk_k=args.topk)
     counts = result.counts
     print(f"FF-RS of {detector.name}: {counts['fake']['used']} fakes and {counts['real']['used']} reals used "
           f"({counts['fake']['filtered']} + {counts['real']['filtered']} below the confidence filter, "

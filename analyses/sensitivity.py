@@ -98,7 +98,7 @@ def sensitivity(args: argparse.Namespace, run) -> int:
     result = dropout_analysis(detector, sets, fmap_sets, point=args.point, fixed_threshold_sets=fixed,
                               per_replica=args.per_replica, crop=args.crop, batch_size=args.bsize,
                               num_workers=args.workers)
-    result.settings.update(fmap_csv=str(csv_path), args=describe(args))
+    result.annotate(fmap_csv=str(csv_path), args=describe(args))
     tag = args.blur_jpg or "default"
     out = (args.out or Path("figures/sensitivity")) / inputs.label / tag
     sweep = None
@@ -109,9 +109,9 @@ def sensitivity(args: argparse.Namespace, run) -> int:
         sweep = sweep_k(detector, sets[name], ranking, args.sweep_k, replicas=args.replicas, seed=args.seed,
                         random_mode=args.random_mode, point=args.point, crop=args.crop, batch_size=args.bsize,
                         num_workers=args.workers)
-        sweep.settings.update(set=name, fmap_csv=str(csv_path))
+        sweep.annotate(set=name, fmap_csv=str(csv_path), args=describe(args))
     if run.sharded:
-        result.settings["distributed"] = run.report()
+        result.annotate(distributed=run.report())
     if not run.is_main:
         return 0
     paths = result.write(out, tag=tag, crop=args.crop)

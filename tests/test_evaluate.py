@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from forensics.analysis.evaluate import compare_rgb_gray, evaluate_sets, evaluate_sweep
+from forensics.analysis.color_comparison import compare_rgb_gray
+from forensics.analysis.evaluate import evaluate_sets
+from forensics.analysis.perturbation_study import evaluate_sweep
 from forensics.data import forensynths, load_sets
 from forensics.data.perturb import (JPEG, Blur, Combined, Crop, Noise, PerturbedTransform, Resize, image_rng, make,
                                     sweep)

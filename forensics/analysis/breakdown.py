@@ -29,6 +29,7 @@ import numpy as np
 from ..data import ImageRecord
 from ..io import atomic_write_csv, atomic_write_json, json_safe
 from .inference import Predictions
+from .result import AnalysisResult
 
 #: Shorter side (pixels) -> bucket name: (upper bound inclusive, name).
 SIZE_BUCKETS: tuple[tuple[float, str], ...] = ((256, "<=256"), (512, "257-512"), (1024, "513-1024"),
@@ -118,11 +119,16 @@ def set_groups(name: str, predictions: Predictions, infos: list[tuple[str, int, 
 
 
 @dataclass
-class Breakdown:
-    """The group rows of every set of an evaluation (:func:`breakdown`), as a table and files."""
+class Breakdown(AnalysisResult):
+    """The group rows of every set of an evaluation (:func:`breakdown`), as a table and files; ``settings`` is its
+    :attr:`record`."""
 
     rows: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.settings
 
     def to_frame(self):
         import pandas as pd
@@ -141,7 +147,8 @@ class Breakdown:
     def eval_results(self) -> list:
         return []
 
-    def write(self, out_dir: str | Path, stem: str) -> dict[str, Path]:
+    def write(self, out_dir: str | Path, stem: str = "groups") -> dict[str, Path]:
+        """``<stem>.csv`` (one row per set, grouping and group) and ``<stem>.json`` (settings, rows); atomic."""
         out = Path(out_dir)
         paths = {"csv": out / f"{stem}.csv", "json": out / f"{stem}.json"}
         atomic_write_csv(paths["csv"], self.to_frame(), index=False)

@@ -66,8 +66,9 @@ from ..plots import save_figure
 from ..metrics import binary_metrics
 from .evaluate import calibrated_threshold, eval_transform, threshold_accuracies
 from .dropout_sets import RANDOM_MODES, FeatureMapSets, feature_map_sets, random_k, replica_name
-from .fmap_ranking import Ranking, topk
+from .fmap_ranking import Ranking
 from .inference import Predictions
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +155,15 @@ def _mean_std(rows: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], di
 
 
 @dataclass
-class DropoutResult:
+class DropoutResult(AnalysisResult):
     """Outcome of :func:`dropout_analysis` (fractions, not %).
 
     ``rows[set][variant]``: :data:`METRICS` for ``original``, ``topk``, ``randomk`` (ensemble, or
     the replica mean with ``per_replica``) and ``lowk``; ``randomk_std[set]``: std over replicas
     (only with ``per_replica``); ``replica_rows[set]``: every replica's own row; ``thresholds``:
     the threshold of each set; ``predictions[set][variant]``: per-image outputs (``original``,
-    ``topk``, ``lowk``, ``randomk#r``); ``summaries``: skipped files per set."""
+    ``topk``, ``lowk``, ``randomk#r``); ``summaries``: skipped files per set; ``settings``: how it was run,
+    with the provenance, and :attr:`record` (its annotations land there)."""
 
     sets: FeatureMapSets
     rows: dict[str, dict[str, dict[str, float]]]
@@ -171,6 +173,10 @@ class DropoutResult:
     predictions: dict[str, dict[str, Predictions]] = field(repr=False, default_factory=dict)
     summaries: dict[str, RunSummary] = field(repr=False, default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.settings
 
     def counts(self, name: str) -> int:
         """Images scored in set ``name`` (the N of the reference's file names)."""
@@ -221,7 +227,7 @@ class DropoutResult:
                 "counts": {name: self.counts(name) for name in self.rows},
                 "skipped": {name: s.to_dict()["skipped"] for name, s in self.summaries.items()}}
 
-    def write(self, out_dir: str | Path, tag: str = "default", crop: str = "none") -> dict[str, Path]:
+    def write(self, out_dir: str | Path, *, tag: str = "default", crop: str = "none") -> dict[str, Path]:
         """Write, atomically, ``dropout.csv`` (tidy table), ``dropout-table.csv`` (README table, %),
         ``dropout.json`` and per set, under ``<gan>_<tag>/`` (the reference's ``<gan>_<B>/``), the
         reference's AP and CALIBRATED_ACC CSVs (see the module docstring for their naming)."""
@@ -298,15 +304,19 @@ def dropout_analysis(detector: Detector, sets: Mapping[str, Sequence[ImageRecord
 
 # ---------------------------------------------------------------------------- k sweep
 @dataclass
-class KSweep:
+class KSweep(AnalysisResult):
     """AP (fractions) of top-k / random-k (ensemble of the replicas) / low-k masking for each k,
-    and the unmasked AP (docs/dropout.md)."""
+    and the unmasked AP (docs/dropout.md); ``settings`` is its :attr:`record`."""
 
     ks: list[int]
     ap: dict[str, list[float]]
     baseline_ap: float
     settings: dict[str, Any] = field(default_factory=dict)
     sets: dict[int, FeatureMapSets] = field(repr=False, default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.settings
 
     def to_frame(self):
         import pandas as pd
@@ -330,7 +340,7 @@ class KSweep:
             ax.set_title(title)
         return save_figure(fig, Path(f"{stem}.png"))
 
-    def write(self, out_dir: str | Path, stem: str = "k_vs_ap", title: str | None = None) -> dict[str, Path]:
+    def write(self, out_dir: str | Path, *, stem: str = "k_vs_ap", title: str | None = None) -> dict[str, Path]:
         """``<stem>.csv`` (fractions), ``<stem>.json`` and the plot (PNG, PDF); atomic."""
         out = Path(out_dir)
         paths = {"csv": atomic_write_csv(out / f"{stem}.csv", self.to_frame(), index=False),

@@ -48,6 +48,7 @@ from ..errors import DatasetLayoutError, ForensicsError
 from ..io import atomic_write_csv, atomic_write_json, json_safe
 from ..metrics import accuracies, binary_metrics, gmean_threshold, mean_row
 from .inference import Predictions, predict_records
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,19 @@ def calibrated_threshold(name: str, labels: np.ndarray, probs: np.ndarray) -> fl
 
 # ---------------------------------------------------------------------------- results
 @dataclass
-class EvalResult:
+class EvalResult(AnalysisResult):
     """Per-set rows (fractions), the calibrated thresholds used, the run's settings and the
-    per-image predictions. ``mean`` is the unweighted mean row over sets."""
+    per-image predictions. ``mean`` is the unweighted mean row over sets. ``settings`` (with the provenance) is
+    its :attr:`record`."""
 
     rows: dict[str, dict[str, float]]
     thresholds: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, Predictions] = field(default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.settings
 
     @property
     def mean(self) -> dict[str, float]:
@@ -182,7 +188,7 @@ class EvalResult:
         return {"settings": self.settings, "rows": self.rows, "mean": self.mean, "thresholds": self.thresholds,
                 "skipped": {name: p.summary.to_dict()["skipped"] for name, p in self.predictions.items()}}
 
-    def write(self, out_dir: str | Path, stem: str, predictions: bool = True) -> dict[str, Path]:
+    def write(self, out_dir: str | Path, stem: str = "eval", *, predictions: bool = True) -> dict[str, Path]:
         """``<stem>.csv`` (the table), ``<stem>.json`` (settings, rows, mean, thresholds, skipped
         files) and, with ``predictions``, ``<stem>-predictions.csv`` (per image); all atomic."""
         out = Path(out_dir)
@@ -284,18 +290,3 @@ def evaluate_sets(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]],
         "inclusive_threshold": inclusive, "batch_size": batch_size,
     }
     return EvalResult(rows, used, settings, preds)
-
-
-# ---------------------------------------------------------------------------- studies built on evaluate_sets
-_MOVED = {"ColorComparison": "color_comparison", "compare_rgb_gray": "color_comparison",
-          "CLEAN": "perturbation_study", "PerturbationStudy": "perturbation_study",
-          "evaluate_perturbations": "perturbation_study", "evaluate_sweep": "perturbation_study"}
-
-
-def __getattr__(name: str):
-    """The colour comparison (:mod:`forensics.analysis.color_comparison`) and the perturbation studies
-    (:mod:`forensics.analysis.perturbation_study`) build on this module; importing them from here still works."""
-    if name in _MOVED:
-        import importlib
-        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,9 +18,10 @@ from the same forward pass the LRP uses (the canonised model, as the authors' LR
 model). Reals and fakes are accumulated separately; reals are explained with T-FF's -1 start
 unless ``sign="correct"``.
 
-This module holds the maths, the accumulator and the driver; the rankings, their CSV and plot live in
-:mod:`forensics.analysis.fmap_ranking`, the run's output files and the embedded default's ranking in
-:mod:`forensics.analysis.ffrs_outputs` (which builds on this module; the rankings' names are re-exported here).
+This module holds the maths, the accumulator, the driver and its result (whose ``write`` makes the run's
+output files); the rankings, their CSV and plot live in :mod:`forensics.analysis.fmap_ranking`, the embedded
+default's ranking in :mod:`forensics.analysis.ffrs_outputs` (which builds on this module; the rankings' names are
+re-exported here).
 
 Deliberate differences from the authors' code (docs/ffrs.md, "Differences from the reference code"):
 
@@ -50,17 +51,23 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from pathlib import Path
+
 from .. import distributed
 from ..data import ImageRecord, RunSummary
 from ..detectors import Detector, FeatureMapKey
 from ..explain.inputs import check_classes
 from ..explain.lrp import LRPEngine, LRPResult
+from ..io import atomic_write_json
 from .fmap_ranking import (CSV_HEADER, Ranking, layer_share, lowk, omega_curve, plot_omega,  # noqa: F401 (re-exported)
                            read_ranking_csv, sort_ranking, topk, write_ranking_csv)
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
 LABELS = {0: "real", 1: "fake"}
+#: T-FF's k for ResNet-50 (docs/dropout.md): the top-k of the summary's per-layer share by default.
+REFERENCE_K = 114
 
 # ---------------------------------------------------------------------------- per-batch pieces
 def channel_shares(relevance: torch.Tensor) -> torch.Tensor:
@@ -188,7 +195,7 @@ class FFRSAccumulator:
 
 # ---------------------------------------------------------------------------- driver
 @dataclass
-class FFRSResult:
+class FFRSResult(AnalysisResult):
     """Outcome of :func:`compute_ffrs`: rankings and omega per label name (``"real"``/``"fake"``,
     only sides with at least one kept image), counts, the skipped files, the settings used."""
 
@@ -203,6 +210,28 @@ class FFRSResult:
         """JSON-able metadata (not the rankings: write those with :func:`write_ranking_csv`)."""
         return {"detector": self.detector, "counts": self.counts, "settings": self.settings,
                 "summary": self.summary.to_dict()}
+
+    def write(self, out_dir: str | Path, *, gan: str = "ffrs", topk_k: int = REFERENCE_K) -> dict[str, Path]:
+        """The reference's CSVs (``<gan>-real.csv``, ``<gan>-fake.csv``), the omega plot of the fake ranking
+        (PNG and PDF) and ``summary.json`` (images used/filtered/skipped, the per-layer share of the top
+        ``topk_k``, the settings, then :attr:`record`) in ``out_dir``; every file atomically."""
+        out_dir = Path(out_dir)
+        paths: dict[str, Path] = {}
+        for side, ranking in self.rankings.items():
+            paths[f"csv_{side}"] = write_ranking_csv(out_dir / f"{gan}-{side}.csv", ranking)
+        summary: dict[str, Any] = {**self.to_dict(), "gan_name": gan, "topk": topk_k, **self.record}
+        fake = self.rankings.get("fake")
+        if fake:
+            keys = topk(fake, topk_k)
+            summary["topk_layer_share"] = layer_share(keys)
+            summary["topk_keys"] = [str(k) for k in keys]
+            summary["num_feature_maps"] = len(fake)
+            summary["num_zero_omega"] = int(sum(1 for _, v in fake if v == 0))
+            title = f"FF-RS (ω) of {self.detector} over {self.counts['fake']['used']} {gan} fakes"
+            for suffix in ("png", "pdf"):
+                paths[f"plot_{suffix}"] = plot_omega(fake, out_dir / f"{gan}-omega.{suffix}", title=title)
+        paths["summary"] = atomic_write_json(out_dir / "summary.json", summary)
+        return paths
 
 
 def reference_transform(detector: Detector, size: int | None = None):

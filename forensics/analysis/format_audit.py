@@ -31,6 +31,7 @@ from ..detectors import Detector
 from ..io import atomic_write_csv, atomic_write_json, json_safe
 from .breakdown import header_info
 from .evaluate import EvalResult, evaluate_sets
+from .result import AnalysisResult
 
 COLUMNS: tuple[str, ...] = ("set", "encoding", "ap", "acc", "d_ap", "d_ap_lo", "d_ap_hi", "d_acc", "d_acc_lo",
                             "d_acc_hi", "n_real", "n_fake", "flagged")
@@ -92,15 +93,19 @@ def composition(records: Sequence[ImageRecord]) -> dict[str, dict[str, int]]:
 
 
 @dataclass
-class FormatAudit:
+class FormatAudit(AnalysisResult):
     """The audit's rows (one per set and encoding, the stored images included), each set's format
-    composition and flag, and the runs' :class:`EvalResult`."""
+    composition and flag, and the runs' :class:`EvalResult`; ``settings`` is its :attr:`record`."""
 
     rows: list[dict[str, Any]]
     composition: dict[str, dict[str, dict[str, int]]]
     flagged: dict[str, bool]
     runs: dict[str, EvalResult] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.settings
 
     def to_frame(self):
         import pandas as pd
@@ -124,7 +129,9 @@ class FormatAudit:
     def eval_results(self) -> list[EvalResult]:
         return list(self.runs.values())
 
-    def write(self, out_dir: str | Path, stem: str) -> dict[str, Path]:
+    def write(self, out_dir: str | Path, stem: str = "format-audit") -> dict[str, Path]:
+        """``<stem>.csv`` (one row per set and encoding) and ``<stem>.json`` (settings, rows, each set's format
+        composition and flag); atomic."""
         out = Path(out_dir)
         paths = {"csv": out / f"{stem}.csv", "json": out / f"{stem}.json"}
         atomic_write_csv(paths["csv"], self.to_frame(), index=False)

@@ -5,7 +5,7 @@ behind the heatmap CLIs (``analyses/explain.py``, ``analyses/gradcam.py``, ``ana
 :class:`~forensics.data.RunSummary`, each batch with the uint8 pixels the detector saw);
 :func:`collect_heatmaps` gathers per-image maps of any ``explain(batch)`` over it (the overlay CLIs).
 :func:`explain_records` runs every requested registered method (:mod:`forensics.explain`) on the
-same batches and times each; :func:`write_outputs` writes the grid figure (rows = images, columns =
+same batches and times each; its :class:`HeatmapRun`'s ``write`` writes the grid figure (rows = images, columns =
 the input then one heatmap per method, one colour convention: :func:`forensics.explain.figures.explanation_grid`),
 the maps as safetensors, a per-image CSV (logit, P(fake), target, seconds per image of each method)
 and ``summary.json``.
@@ -23,12 +23,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..data import Batch, ImageDataset, ImageRecord, RunSummary, forensynths, iter_batches
+from ..data import Batch, ImageDataset, ImageRecord, RunSummary, iter_batches
 from ..detectors import Detector
 from ..errors import ForensicsError
 from ..explain import create_explainer
-from ..explain.figures import explanation_grid, to_uint8
+from ..explain.figures import explanation_grid, to_uint8, write_heatmap_figures
 from ..io import atomic_path, atomic_write_json, atomic_write_text
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def explained_batches(detector: Detector, records: Sequence[ImageRecord], summar
 
 
 @dataclass
-class Heatmaps:
+class Heatmaps(AnalysisResult):
     """Per-image heatmaps of a run: file-stem ``names`` (``<index>_<stem>``), the de-normalised
     ``images`` [N, H, W, 3] uint8, ``maps`` (name -> [N, H, W]) and the ``summary`` of skipped files."""
 
@@ -55,6 +56,20 @@ class Heatmaps:
     images: np.ndarray
     maps: dict[str, np.ndarray]
     summary: RunSummary
+
+    def write(self, out_dir: str | Path, *, title: str = "heatmaps", formats: Sequence[str] = ("png", "pdf"),
+              scale: int = 4) -> dict[str, Path]:
+        """The overlays (:func:`~forensics.explain.figures.write_heatmap_figures`: per image ``<name>/image.*`` and
+        ``<name>/<map>.*``, and ``grid.*``) and ``summary.json`` (images, maps, skipped files, then
+        :attr:`record`); returns every file by its path relative to ``out_dir``."""
+        out = Path(out_dir)
+        written = write_heatmap_figures(out, self.names, self.images, self.maps, title=title, formats=formats,
+                                        scale=scale)
+        paths = {str(p.relative_to(out)): p for files in written.values() for p in files}
+        summary = {"images": len(self.names), "names": self.names, "maps": list(self.maps),
+                   "skipped": self.summary.skipped, **self.record}
+        paths["summary"] = atomic_write_json(out / "summary.json", summary)
+        return paths
 
 
 def collect_heatmaps(detector: Detector, records: Sequence[ImageRecord],
@@ -91,7 +106,7 @@ class MethodMaps:
 
 
 @dataclass
-class HeatmapRun:
+class HeatmapRun(AnalysisResult):
     """Images (``paths``, ``labels``, uint8 ``images`` [N, H, W, 3]), the detector's ``logits`` and the
     resolved ``target`` per image, per-batch sizes, and each method's :class:`MethodMaps`."""
 
@@ -111,6 +126,51 @@ class HeatmapRun:
         """Per image: its batch's wall time for ``method`` divided by the batch size."""
         m = self.methods[method]
         return np.concatenate([np.full(n, s / n) for s, n in zip(m.seconds, self.batch_sizes)])
+
+    def write(self, out_dir: str | Path, *, title: str = "explanations",
+              formats: Sequence[str] = ("png", "pdf")) -> dict[str, Path]:
+        """``grid.{png,pdf}`` (titled ``title``), ``maps.safetensors`` (``<method>.pixel`` [N, H, W],
+        ``<method>.input_map``, ``logits``, ``target``), ``explain.csv`` (one row per image) and ``summary.json``
+        (images, per method its label and seconds per image, the skipped files, then :attr:`record`)."""
+        from safetensors.torch import save_file
+
+        from .. import plots
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = list(self.methods)
+        row_labels = [f"{_label_name(lab)} p={float(p):.2f}" for lab, p in zip(self.labels, torch.sigmoid(self.logits))]
+        fig = explanation_grid(self.images, {self.methods[m].label: self.pixel(m).numpy() for m in names},
+                               signed={self.methods[m].label: self.methods[m].signed for m in names},
+                               row_labels=row_labels, title=title)
+        grid = plots.save_figure(fig, out_dir / "grid", formats=formats, dpi=150)
+
+        tensors = {"logits": self.logits.contiguous(), "target": self.target.contiguous()}
+        for m in names:
+            tensors[f"{m}.pixel"] = self.pixel(m).contiguous()
+            if self.methods[m].input_map is not None:
+                tensors[f"{m}.input_map"] = torch.cat(self.methods[m].input_map).contiguous()
+        with atomic_path(out_dir / "maps.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+
+        per_image = {m: self.seconds_per_image(m) for m in names}
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["index", "path", "label", "logit", "p_fake", "target", *[f"seconds_{m}" for m in names]])
+        for i, path in enumerate(self.paths):
+            writer.writerow([i, path, "" if self.labels[i] is None else self.labels[i], f"{float(self.logits[i]):.6g}",
+                             f"{float(torch.sigmoid(self.logits[i])):.6g}", int(self.target[i]),
+                             *[f"{per_image[m][i]:.6g}" for m in names]])
+        atomic_write_text(out_dir / "explain.csv", buf.getvalue())
+        summary = {"images": len(self.paths), "methods": {m: {"label": self.methods[m].label, "signed": self.methods[m].signed,
+                                                             "seconds_per_image": float(per_image[m].mean())}
+                                                         for m in names},
+                   "torch_threads": torch.get_num_threads(), "skipped": self.summary.skipped,
+                   "files": [str(p) for p in grid] + [str(out_dir / n) for n in ("maps.safetensors", "explain.csv")],
+                   **self.record}
+        paths = {f"grid_{Path(p).suffix[1:]}": Path(p) for p in grid}
+        paths.update(maps=out_dir / "maps.safetensors", csv=out_dir / "explain.csv",
+                     summary=atomic_write_json(out_dir / "summary.json", summary))
+        return paths
 
 
 def explain_records(detector: Detector, records: Sequence[ImageRecord], methods: Sequence[str],
@@ -158,52 +218,8 @@ def explain_records(detector: Detector, records: Sequence[ImageRecord], methods:
                       summary)
 
 
-def write_outputs(run: HeatmapRun, out_dir: str | Path, title: str, formats: Sequence[str] = ("png", "pdf"),
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``grid.{png,pdf}``, ``maps.safetensors`` (``<method>.pixel`` [N, H, W], ``<method>.input_map``,
-    ``logits``, ``target``), ``explain.csv`` (one row per image) and ``summary.json``; returns the summary."""
-    from safetensors.torch import save_file
-
-    from .. import plots
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(run.methods)
-    row_labels = [f"{_label_name(lab)} p={float(p):.2f}" for lab, p in zip(run.labels, torch.sigmoid(run.logits))]
-    fig = explanation_grid(run.images, {run.methods[m].label: run.pixel(m).numpy() for m in names},
-                           signed={run.methods[m].label: run.methods[m].signed for m in names},
-                           row_labels=row_labels, title=title)
-    grid = plots.save_figure(fig, out_dir / "grid", formats=formats, dpi=150)
-
-    tensors = {"logits": run.logits.contiguous(), "target": run.target.contiguous()}
-    for m in names:
-        tensors[f"{m}.pixel"] = run.pixel(m).contiguous()
-        if run.methods[m].input_map is not None:
-            tensors[f"{m}.input_map"] = torch.cat(run.methods[m].input_map).contiguous()
-    with atomic_path(out_dir / "maps.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-
-    per_image = {m: run.seconds_per_image(m) for m in names}
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["index", "path", "label", "logit", "p_fake", "target", *[f"seconds_{m}" for m in names]])
-    for i, path in enumerate(run.paths):
-        writer.writerow([i, path, "" if run.labels[i] is None else run.labels[i], f"{float(run.logits[i]):.6g}",
-                         f"{float(torch.sigmoid(run.logits[i])):.6g}", int(run.target[i]),
-                         *[f"{per_image[m][i]:.6g}" for m in names]])
-    atomic_write_text(out_dir / "explain.csv", buf.getvalue())
-    summary = {"images": len(run.paths), "methods": {m: {"label": run.methods[m].label, "signed": run.methods[m].signed,
-                                                         "seconds_per_image": float(per_image[m].mean())}
-                                                     for m in names},
-               "torch_threads": torch.get_num_threads(), "skipped": run.summary.skipped,
-               "files": [str(p) for p in grid] + [str(out_dir / n) for n in ("maps.safetensors", "explain.csv")],
-               **dict(extra or {})}
-    atomic_write_json(out_dir / "summary.json", summary)
-    return summary
-
-
 def _label_name(label: int | None) -> str:
     return {0: "real", 1: "fake"}.get(label if label is not None else -1, "?")
 
 
-__all__ = ["HeatmapRun", "Heatmaps", "MethodMaps", "collect_heatmaps", "explain_records", "explained_batches",
-           "write_outputs"]
+__all__ = ["HeatmapRun", "Heatmaps", "MethodMaps", "collect_heatmaps", "explain_records", "explained_batches"]

@@ -14,6 +14,7 @@ from ..detectors import Detector
 from ..io import atomic_write_csv, atomic_write_json, json_safe
 from ..plots import save_figure
 from .evaluate import EvalResult, evaluate_sets, format_percent
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +22,16 @@ CLEAN = "clean"
 
 
 @dataclass
-class PerturbationStudy:
+class PerturbationStudy(AnalysisResult):
     """A clean baseline and one run per perturbation, on the same sets (thresholds, when
-    calibrated, from the baseline)."""
+    calibrated, from the baseline). Its :attr:`record` is the clean baseline's settings (written with it)."""
 
     baseline: EvalResult
     runs: list[tuple[Perturbation, EvalResult]]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.baseline.settings
 
     def conditions(self) -> list[tuple[str, Perturbation | None, EvalResult]]:
         return [(CLEAN, None, self.baseline)] + [(p.label(), p, r) for p, r in self.runs]
@@ -80,7 +85,7 @@ class PerturbationStudy:
         ax.legend(fontsize=7, ncol=2)
         return save_figure(fig, Path(str(path) + ".png"), dpi=150)
 
-    def write(self, out_dir: str | Path, stem: str, plot: bool = True) -> dict[str, Path]:
+    def write(self, out_dir: str | Path, stem: str = "perturbations", *, plot: bool = True) -> dict[str, Path]:
         """``<stem>.csv`` (long), ``<stem>-ap.csv`` (table), ``<stem>.json`` and, with ``plot`` and
         fixed levels of one kind, ``<stem>-ap.png/.pdf``."""
         out = Path(out_dir)
