@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from forensics.analysis.evaluate import evaluate_sets
 from forensics.analysis.faithfulness.layout_data import TRUST, load_layout_fakes
 from forensics.data import ImageDataset, RunSummary, describe_sets, iter_batches, load_sets
 from forensics.data.readers.polygons import NO_IMAGE, NO_KEY, unmatched
@@ -187,3 +188,9 @@ def test_polygons_unmatched_images_and_keys_are_counted_listed_skips(polygon_set
     assert summary.total == 5 and summary.used == 3
     assert sorted((Path(p).name, r) for p, r in summary.skipped) == [
         ("ann.json", f"{NO_IMAGE}: gone.png"), ("n.png", f"{NO_KEY} in ann.json")]
+    with single_thread():                                              # an evaluate run lists them too
+        result = evaluate_sets(create("resnet50", device="cpu"), {name: records}, crop="none", batch_size=4)
+    row = result.rows[name]
+    assert row["n_skipped"] == 2 and row["n_real"] == 1 and row["n_fake"] == 2
+    assert sorted(s["reason"] for s in result.to_dict()["skipped"][name]) == [f"{NO_IMAGE}: gone.png",
+                                                                             f"{NO_KEY} in ann.json"]

@@ -5,9 +5,11 @@ each image's size with ``cv2.fillPoly`` when the image is read (:class:`~forensi
 Keys are matched to images by name, never by order: the image's path relative to the image folder,
 else its file name, else its stem. An image with at least one polygon is a fake (label 1); a key
 with an empty list is a real (label 0). Images without a key and keys without an image are logged
-with their names and returned after the reals and fakes as *listed skips* (records with ``skip`` set,
-label unknown: never decoded, counted in the run's :class:`~forensics.data.RunSummary` with the
-reasons :data:`NO_KEY` and :data:`NO_IMAGE`; a key's skip record points at the JSON file);
+with their names and returned after the reals and fakes as *listed skips* (records with ``skip`` set:
+never decoded, counted in the run's :class:`~forensics.data.RunSummary` with the reasons
+:data:`NO_KEY` and :data:`NO_IMAGE`; a key's skip record points at the JSON file). Their label only
+keeps the label checks that run before reading (evaluation refuses unlabelled sets) from refusing the
+set: a key's is its entry's, an image without a key gets 0 (no region annotated); neither is scored.
 :func:`unmatched` counts them. A malformed entry is an error naming its key.
 """
 from __future__ import annotations
@@ -90,8 +92,9 @@ def polygons(root: Path, annotations: Path | None = None, image_dir: Path | None
     records = cap_files(sides[0], cap) + cap_files(sides[1], cap)
     if not records:
         raise DatasetLayoutError(f"{path}: no annotated image found in {folder}")
-    return (records + [ImageRecord(img, None, "unannotated", skip=f"{NO_KEY} in {path.name}") for img in unannotated]
-            + [ImageRecord(path, None, "unannotated", skip=f"{NO_IMAGE}: {key}") for key in orphans])
+    return (records + [ImageRecord(img, 0, "unannotated", skip=f"{NO_KEY} in {path.name}") for img in unannotated]
+            + [ImageRecord(path, 1 if _polygons(key, data[key]).points else 0, "unannotated",
+                           skip=f"{NO_IMAGE}: {key}") for key in orphans])
 
 
 def unmatched(records: Iterable[ImageRecord]) -> dict[str, int]:
