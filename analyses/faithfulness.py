@@ -9,6 +9,9 @@ explanation method of a detector, on ground truth proven first (docs/faithfulnes
     python analyses/faithfulness.py --method lrp gradcam random --num_images 32 --gan_name pshuffle_local
     python analyses/faithfulness.py --detector resnet50 --weights resnet50.cnndet_blur_jpg_prob0.5 \\
         --dataset_dir /data/local_fakes --gan_name inpainting --mask_dir /data/local_fakes/inpainting/masks
+    python analyses/faithfulness.py --detector resnet50 --weights resnet50.cnndet_blur_jpg_prob0.5 \\
+        --layout polygons --dataset_dir /data/X-AIGD   # any registered layout with masks (manifest, parquet,
+                                                       # pairs, polygons, auto): masks taken on trust
 
 Images: fakes (1_fake) of one set with a mask each (--mask_dir, default <dataset_dir>/<set>/masks: the same
 file name or stem, PNG, >= 128 = manipulated) and, where the set has them, the untouched *base* each fake
@@ -16,7 +19,11 @@ was made from (--base_dir, default <dataset_dir>/<set>/bases, same file name). T
 first --num_images *valid pairs* by file name: the detector calls the fake fake and its base real (logit
 threshold --threshold, default 0); without bases, the fakes it calls fake, and the masks are taken on trust
 (said in the output). --all_fakes scores the first --num_images fakes whatever they are called (localisation
-still only on the valid pairs among them). The embedded default uses the local-manipulation split of the
+still only on the valid pairs among them). --layout L (default forensynths: the folders above) reads
+--dataset_dir in any registered layout instead: the fakes with a mask, matched by the layout's reader (name or
+key) and carried through the detector's geometry; reals, unlabelled images, fakes without a mask, the reader's
+listed skips and unreadable files are counted (printed and summary.json["data"]); no bases, so the masks are
+taken on trust (said in the output and summary.json["ground_truth"]). The embedded default uses the local-manipulation split of the
 synthetic benchmark (test/<family>_local, built once into the cache, forensics.data.local_fakes).
 
 Before any heatmap is scored, the mask-validity check (where bases exist): per valid pair the fake logit, the
