@@ -15,10 +15,12 @@ from PIL import Image
 
 from forensics.analysis.evaluate import evaluate_sets
 from forensics.analysis.faithfulness.layout_data import TRUST, load_layout_fakes
-from forensics.data import ImageDataset, RunSummary, describe_sets, iter_batches, load_sets
+from forensics.data import (ImageDataset, LayoutOptions, RunSummary, describe_sets, iter_batches, load_sets,
+                            parse_label_map)
 from forensics.data.readers.polygons import NO_IMAGE, NO_KEY, unmatched
 from forensics.detectors import create
 from helpers import run_script, save_cnndet_checkpoint, single_thread
+from test_layouts_more import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE = 32
@@ -116,6 +118,20 @@ def test_manifest_masks_matched_by_row_and_carried_through_the_crop(manifest_set
         "masks_matched_by": "the layout's reader (name or key, never order)", "ground_truth": TRUST}
     assert sel.fakes == 3 and sel.called_fake == 3 and sel.scored == 3 and not sel.has_bases
     assert [Path(p).name for p, _ in data.summary.skipped] == ["e.png"]
+
+
+def test_parquet_mask_cells_null_cells_counted_as_fakes_without_mask(tmp_path):
+    """Parquet rows: the tampered fakes' mask cells are read (all-255 masks), the null cells of the fully
+    synthetic fakes count as fakes without a mask, the reals as dropped reals."""
+    write_shards(tmp_path / "sidset" / "data")
+    records = load_sets(tmp_path / "sidset", layout="parquet", options=LayoutOptions(label_map=parse_label_map(
+        "0=real,1=fake,2=fake")))["sidset"]
+    det = create("resnet50", device="cpu")
+    data, sel, counts, read = load_layout_fakes(det, records, "parquet", "sidset", crop="none", threshold=-1e9)
+    assert (counts.reals_dropped, counts.fakes, counts.fakes_without_mask_dropped, counts.unreadable_skipped,
+            counts.fakes_read) == (2, 4, 2, 0, 2)
+    assert len(data) == 2 and data.masks.shape == (2, 12, 16) and data.masks.all()
+    assert all("#row=" in p for p in data.paths) and sel.fakes == 2
 
 
 def test_faithfulness_cli_manifest_layout_scores_fakes_with_masks_on_trust(manifest_set, ckpt, tmp_path, capsys):

@@ -10,7 +10,8 @@ localise), unlabelled images, fakes without a mask and the entries the reader it
 through the same geometry (:class:`~forensics.data.ImageDataset` with ``masks=True``), scores each
 one, and holds in memory only the images it will score: the first ``limit`` the detector calls fake
 (``all_fakes``: the first ``limit``), so memory does not grow with the size of the set. Unreadable
-images and masks (and masks of another size without ``mask_resize``) are listed skips.
+images and masks (and masks of another size without ``mask_resize``) are listed skips; a null Parquet
+mask cell, found only when read, counts as a fake without a mask.
 
 These sets have no *bases* (untouched originals), so the mask-validity check cannot run: the masks are
 taken on trust (:data:`TRUST`), and the run says so.
@@ -32,6 +33,9 @@ from ...explain.figures import to_uint8
 from .run import ImageSet, Selection
 
 log = logging.getLogger(__name__)
+
+#: How a skip reads when a fake's mask reference turns out empty when read (a null Parquet mask cell).
+NO_MASK = "no mask for this"
 
 #: What a run without bases says about its ground truth (printed and in summary.json).
 TRUST = ("masks taken on trust: this data set has no bases (untouched originals of the fakes), so the "
@@ -139,7 +143,9 @@ def load_layout_fakes(detector: Detector, records: Sequence[ImageRecord], layout
         raise ForensicsError(f"no fake with a mask to score in set {name!r} ({layout} layout): "
                              + " ".join(counts.lines()[:1]))
     data, selection, summary, read = read_fakes(detector, kept, **read_kwargs)
-    counts.unreadable_skipped, counts.fakes_read = len(summary.skipped), len(read)
+    null = sum(why.startswith(NO_MASK) for _, why in summary.skipped)   # a null Parquet mask cell, found when read
+    counts.fakes_without_mask_dropped += null
+    counts.unreadable_skipped, counts.fakes_read = len(summary.skipped) - null, len(read)
     summary.total += len(listed)
     summary.skipped[:0] = listed
     return data, selection, counts, read
