@@ -9,6 +9,9 @@ explanation method of a detector, on ground truth proven first (docs/faithfulnes
     python analyses/faithfulness.py --method lrp gradcam random --num_images 32 --gan_name pshuffle_local
     python analyses/faithfulness.py --detector resnet50 --weights resnet50.cnndet_blur_jpg_prob0.5 \\
         --dataset_dir /data/local_fakes --gan_name inpainting --mask_dir /data/local_fakes/inpainting/masks
+    python analyses/faithfulness.py --detector resnet50 --weights resnet50.cnndet_blur_jpg_prob0.5 \\
+        --layout polygons --dataset_dir /data/X-AIGD   # any registered layout with masks (manifest, parquet,
+                                                       # pairs, polygons, auto): masks taken on trust
 
 Images: fakes (1_fake) of one set with a mask each (--mask_dir, default <dataset_dir>/<set>/masks: the same
 file name or stem, PNG, >= 128 = manipulated) and, where the set has them, the untouched *base* each fake
@@ -16,7 +19,11 @@ was made from (--base_dir, default <dataset_dir>/<set>/bases, same file name). T
 first --num_images *valid pairs* by file name: the detector calls the fake fake and its base real (logit
 threshold --threshold, default 0); without bases, the fakes it calls fake, and the masks are taken on trust
 (said in the output). --all_fakes scores the first --num_images fakes whatever they are called (localisation
-still only on the valid pairs among them). The embedded default uses the local-manipulation split of the
+still only on the valid pairs among them). --layout L (default forensynths: the folders above) reads
+--dataset_dir in any registered layout instead: the fakes with a mask, matched by the layout's reader (name or
+key) and carried through the detector's geometry; reals, unlabelled images, fakes without a mask, the reader's
+listed skips and unreadable files are counted (printed and summary.json["data"]); no bases, so the masks are
+taken on trust (said in the output and summary.json["ground_truth"]). The embedded default uses the local-manipulation split of the
 synthetic benchmark (test/<family>_local, built once into the cache, forensics.data.local_fakes).
 
 Before any heatmap is scored, the mask-validity check (where bases exist): per valid pair the fake logit, the
@@ -49,13 +56,15 @@ import torch
 from forensics import provenance
 from forensics.analysis.faithfulness import FILL_INS, PerturbationConfig
 from forensics.analysis.faithfulness.outputs import write_outputs
+from forensics.analysis.faithfulness.layout_data import TRUST, load_layout_fakes
 from forensics.analysis.faithfulness.run import evaluate, load_images, select_pairs
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import (add_detector_args, add_run_args, chosen_methods, describe, parse_have_classes,
                                          parse_method_option)
 from forensics.cli.inputs import embedded_default, output_name, resolve_detector, uses_embedded_default
+from forensics.cli.layout_args import add_layout_args, layout_options
 from forensics.cli.options import add_bsize_arg, add_crop_arg
-from forensics.data import forensynths
+from forensics.data import AUTO, detect_layout, forensynths, load_sets
 from forensics.data.local_fakes import BASE_DIR, MASK_DIR, local_set_name
 from forensics.explain import list_explainers
 
@@ -80,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the set under --dataset_dir (embedded default: <training family>_local)")
     d.add_argument("--have_classes", type=parse_have_classes, default=None, metavar="{auto,1,0}",
                    help="the set has class sub-folders: auto (detect, default), 1/True, 0/False")
-    d.add_argument("--mask_dir", type=Path, default=None,
-                   help=f"one mask per fake, same file stem (default: <dataset_dir>/<set>/{MASK_DIR})")
+    add_layout_args(d)
+    _set_help(p, "--layout", "layout of --dataset_dir (default: %(default)s, with --mask_dir/--base_dir; any other "
+                             "layout: its fakes with a mask as its reader matches them, masks taken on trust; auto: "
+                             "detect it)")
+    _set_help(p, "--mask_dir", f"forensynths: one mask per fake, same file stem (default: <dataset_dir>/<set>/{MASK_DIR}); "
+                               "pairs: the mask folder (default: mask/, masks/, gt/...)")
     d.add_argument("--base_dir", type=Path, default=None,
                    help=f"the untouched base of each fake, same file name (default: <dataset_dir>/<set>/{BASE_DIR} "
                         "where it exists; without bases the masks are taken on trust)")
@@ -120,6 +133,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _set_help(parser: argparse.ArgumentParser, option: str, text: str) -> None:
+    """The help of ``option`` declared by a shared helper, in this analysis's words."""
+    for action in parser._actions:
+        if option in action.option_strings:
+            action.help = text
+
+
+def chosen_layout(args) -> str:
+    """The layout to read: ``forensynths`` (the folders with --mask_dir/--base_dir) or another registered one;
+    ``auto`` is detected here."""
+    if args.layout == "forensynths" or (uses_embedded_default(args) and args.layout == AUTO):
+        return "forensynths"
+    if args.dataset_dir is None:
+        raise SystemExit(f"error: --layout {args.layout} reads --dataset_dir, which is missing")
+    return detect_layout(args.dataset_dir, layout_options(args)) if args.layout == AUTO else args.layout
+
+
+def read_layout(args, detector, layout: str, crop: str | None):
+    """``(images, selection, counts, records read, set name)`` of the one set of --dataset_dir in ``layout``
+    (--gan_name picks one where the layout finds several)."""
+    if args.base_dir is not None:
+        raise SystemExit(f"error: --base_dir goes with --layout forensynths (given: --layout {layout})")
+    sets = load_sets(args.dataset_dir, [args.gan_name] if args.gan_name else None, layout, args.have_classes, None,
+                     layout_options(args))
+    if len(sets) > 1:
+        raise SystemExit(f"error: {args.dataset_dir} holds {len(sets)} sets in the {layout} layout "
+                         f"({', '.join(sets)}); pick one with --gan_name")
+    (name, records), = sets.items()
+    data, selection, counts, read = load_layout_fakes(
+        detector, records, layout, name, crop=crop, batch_size=args.bsize, mask_resize=args.mask_resize,
+        limit=args.num_images, threshold=args.threshold, all_fakes=args.all_fakes)
+    return data, selection, counts, read, name
+
+
 def resolve_data(args):
     """``(detector, root, set, have_classes, mask_dir, base_dir)``; ``base_dir`` is None where the set has
     no bases."""
@@ -147,14 +194,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     torch.manual_seed(args.seed)
-    detector, root, gan, have_classes, mask_dir, base_dir = resolve_data(args)
+    layout = chosen_layout(args)
+    if layout == "forensynths":
+        detector, root, gan, have_classes, mask_dir, base_dir = resolve_data(args)
+    else:
+        detector = resolve_detector(args)
     available = list_explainers(detector)
     methods, options = chosen_methods(detector.name, available, args.method, args.explainer_option)
     crop = args.crop or ("none" if uses_embedded_default(args) else None)
-    records = forensynths(root, gan, have_classes, 0, None)
-    data = load_images(detector, records, mask_dir, crop=crop, batch_size=args.bsize, base_dir=base_dir)
-    data.summary.log(log)
-    data, selection = select_pairs(detector, data, args.num_images, args.threshold, args.bsize, args.all_fakes)
+    lines: list[str] = []
+    if layout == "forensynths":
+        records = forensynths(root, gan, have_classes, 0, None)
+        data = load_images(detector, records, mask_dir, crop=crop, batch_size=args.bsize, base_dir=base_dir)
+        data.summary.log(log)
+        data, selection = select_pairs(detector, data, args.num_images, args.threshold, args.bsize, args.all_fakes)
+        extra = {"mask_dir": str(mask_dir), "base_dir": None if base_dir is None else str(base_dir),
+                 "provenance": provenance.collect(detector, files=records)}
+    else:
+        data, selection, counts, read, gan = read_layout(args, detector, layout, crop)
+        data.summary.log(log)
+        lines = counts.lines()
+        extra = {"data": counts.to_dict(), "ground_truth": TRUST, "provenance": provenance.collect(detector, files=read)}
     cfg = PerturbationConfig(patch=args.patch, steps=args.steps, fill_ins=tuple(args.fill_in),
                              blur_sigma=args.blur_sigma, seed=args.seed)
     ev = evaluate(detector, data, methods, options=options, perturbation=cfg,
@@ -162,12 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                   seed=args.seed, threshold=args.threshold, quantile=args.binarise_quantile, selection=selection,
                   validity_draws=args.validity_draws, perturbation_images=args.perturbation_images or None)
     out = (args.out or Path("figures/faithfulness")) / output_name(args, detector) / gan
-    summary = write_outputs(ev, out, extra={"args": describe(args), "options": options, "mask_dir": str(mask_dir),
-                                            "base_dir": None if base_dir is None else str(base_dir),
-                                            "provenance": provenance.collect(detector, files=records)})
+    summary = write_outputs(ev, out, extra={"args": describe(args), "options": options, **extra})
+    print("".join(f"{line}\n" for line in lines), end="")
     print((out / "leaderboard.md").read_text(), end="")
-    print(f"{summary['images']} fakes scored ({summary['valid_pairs']} valid pairs) x {len(methods)} methods of "
-          f"{detector.name} -> {out}")
+    scored = (f"{summary['valid_pairs']} valid pairs" if layout == "forensynths"
+              else f"{summary['valid_pairs']} called fake; masks taken on trust")
+    print(f"{summary['images']} fakes scored ({scored}) x {len(methods)} methods of {detector.name} -> {out}")
     return 0
 
 

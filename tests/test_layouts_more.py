@@ -248,8 +248,12 @@ def test_polygons_rasterised_with_fillpoly_matched_by_key(tmp_path, caplog):
         recs = load_sets(root, layout="polygons")["X-AIGD"]
     assert "1 image(s) without annotations: n.png" in caplog.text
     assert "1 annotation key(s) without an image: gone.png" in caplog.text
-    assert [(r.path.name, r.label, r.source) for r in recs] == [("q.png", 0, "real"), ("p.png", 1, "inpaint")]
-    batches, _ = read_all(recs, masks=True)
+    assert [(r.path.name, r.label, r.source) for r in recs if not r.skip] == [("q.png", 0, "real"),
+                                                                               ("p.png", 1, "inpaint")]
+    assert [(r.path.name, r.skip) for r in recs if r.skip] == [
+        ("n.png", "image without an annotation key in ann.json"), ("ann.json", "annotation key without an image: gone.png")]
+    batches, summary = read_all(recs, masks=True)
+    assert summary.used == 2 and len(summary.skipped) == 2
     got = {Path(p).name: m for b in batches for p, m in zip(b.paths, b.masks)}
     assert got["p.png"].shape == (10, 20) and got["p.png"][2:8, 2:10].all() and got["p.png"].sum() == 8 * 6
     (root / "ann.json").write_text(json.dumps({"p.png": [{"pts": []}]}))

@@ -80,6 +80,9 @@ class ImageDataset(Dataset):
         label = UNKNOWN_LABEL if rec.label is None else int(rec.label)
         sample: Sample = {"image": None, "label": label, "index": index, "path": rec.ref, "error": None,
                           "mask": None}
+        if rec.skip:  # met by the reader, nothing to decode: a listed skip
+            sample["error"] = rec.skip
+            return sample
         try:
             image = read_image(rec, self.max_pixels)
             mask = load_mask(rec, image.size, self.mask_resize) if self.mask_transform is not None else None

@@ -103,7 +103,10 @@ class ImageRecord:
 
     ``path``: the image file, or for an image stored inside a Parquet file that file (``image``
     then says which cell). ``mask``: see the module docstring. ``ref`` is the image's unique name
-    (the path, plus ``#row=N`` for a Parquet row)."""
+    (the path, plus ``#row=N`` for a Parquet row). ``skip``: why the reader met this entry but cannot
+    offer it for scoring (e.g. an image without annotations, an annotation without an image); such a
+    record is never decoded, and :class:`~forensics.data.ImageDataset` lists it as a skip with this
+    reason, so the run's :class:`~forensics.data.RunSummary` counts it."""
 
     path: Path
     label: int | None  # 0 real, 1 fake, None unknown
@@ -111,6 +114,7 @@ class ImageRecord:
     category: str = ""  # class folder (e.g. LSUN "car"), or "" for flat sets
     mask: MaskRef = None
     image: ParquetCell | None = None
+    skip: str = ""
 
     @property
     def ref(self) -> str:

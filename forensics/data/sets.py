@@ -165,9 +165,12 @@ def detect_layout(root: str | Path, options: LayoutOptions | None = None) -> str
 
 def describe_sets(layout: str, sets: Mapping[str, Sequence[ImageRecord]]) -> str:
     """What a run will read: the layout, each set's counts per class and its masks (given / missing
-    among the fakes; Parquet mask cells are counted as given, null ones are found when read)."""
+    among the fakes; Parquet mask cells are counted as given, null ones are found when read), and the
+    entries the reader lists as skips (records with ``skip`` set), counted per reason."""
     lines = [f"layout {layout}: {len(sets)} set(s)"]
     for name, records in sets.items():
+        skips = Counter(r.skip.partition(":")[0] for r in records if r.skip)
+        records = [r for r in records if not r.skip]
         labels = Counter(r.label for r in records)
         cells = sum(isinstance(r.mask, ParquetCell) for r in records)
         masks = sum(r.mask is not None for r in records) - cells
@@ -181,7 +184,8 @@ def describe_sets(layout: str, sets: Mapping[str, Sequence[ImageRecord]]) -> str
             text += f"; masks: {masks} given, {fakes_without} fake(s) without"
         sources = Counter(r.source for r in records)
         text += f"; sources: {', '.join(f'{s} ({n})' for s, n in sorted(sources.items())[:8])}"
-        lines.append(text + (" ..." if len(sources) > 8 else ""))
+        text += " ..." if len(sources) > 8 else ""
+        lines.append(text + "".join(f"; {n} listed skip(s): {why}" for why, n in skips.items()))
     return "\n".join(lines)
 
 
