@@ -55,7 +55,6 @@ import torch
 
 from forensics import provenance
 from forensics.analysis.faithfulness import FILL_INS, PerturbationConfig
-from forensics.analysis.faithfulness.outputs import write_outputs
 from forensics.analysis.faithfulness.layout_data import TRUST, load_layout_fakes
 from forensics.analysis.faithfulness.run import evaluate, load_images, select_pairs
 from forensics.cli import run, setup_logging
@@ -222,12 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                   seed=args.seed, threshold=args.threshold, quantile=args.binarise_quantile, selection=selection,
                   validity_draws=args.validity_draws, perturbation_images=args.perturbation_images or None)
     out = (args.out or Path("figures/faithfulness")) / output_name(args, detector) / gan
-    summary = write_outputs(ev, out, extra={"args": describe(args), "options": options, **extra})
+    ev.annotate(args=describe(args), options=options, **extra).write(out)
     print("".join(f"{line}\n" for line in lines), end="")
     print((out / "leaderboard.md").read_text(), end="")
-    scored = (f"{summary['valid_pairs']} valid pairs" if layout == "forensynths"
-              else f"{summary['valid_pairs']} called fake; masks taken on trust")
-    print(f"{summary['images']} fakes scored ({scored}) x {len(methods)} methods of {detector.name} -> {out}")
+    valid = int(ev.valid.sum())
+    scored = f"{valid} valid pairs" if layout == "forensynths" else f"{valid} called fake; masks taken on trust"
+    print(f"{len(ev.data.paths)} fakes scored ({scored}) x {len(methods)} methods of {detector.name} -> {out}")
     return 0
 
 

@@ -1,9 +1,12 @@
 """Figures of a faithfulness run: perturbation curves, cascading randomisation, heatmaps beside the masks."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .run import Evaluation
+if TYPE_CHECKING:  # the result class draws with these functions
+    from .run import Evaluation
 
 
 def _colours(n: int):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +20,11 @@ from .figures import curve_figure, mask_grid, randomisation_figure
 from .localisation import METRICS as LOC_METRICS
 from .perturbation import area
 from .randomisation import model_sensitive
-from .run import Evaluation
 from .stats import Estimate, bootstrap_ci
 from .validity import validity_figure
+
+if TYPE_CHECKING:  # the result class calls write_evaluation from its write()
+    from .run import Evaluation
 
 
 def columns(ev: Evaluation) -> list[str]:
@@ -168,10 +170,11 @@ def _validity_rows(ev: Evaluation) -> list[list[Any]]:
     return rows
 
 
-def write_outputs(ev: Evaluation, out_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``leaderboard.{csv,md}``, ``per_image.csv``, ``validity.{csv,png,pdf}``, ``curves_<fill>.*``,
-    ``masks_grid.*``, ``randomisation.*`` (+ ``randomisation.csv``) and ``summary.json``; returns the summary."""
+def write_evaluation(ev: Evaluation, out_dir: str | Path, formats: Sequence[str] = ("png", "pdf")) -> dict[str, Path]:
+    """What :meth:`Evaluation.write <forensics.analysis.faithfulness.run.Evaluation.write>` writes:
+    ``leaderboard.{csv,md}``, ``per_image.csv``, ``validity.{csv,png,pdf}``, ``curves_<fill>.*``, ``masks_grid.*``,
+    ``randomisation.*`` (+ ``randomisation.csv``) and ``summary.json`` (ending with the result's ``record``);
+    returns ``{name: path}``."""
     from ... import plots
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,9 +235,10 @@ def write_outputs(ev: Evaluation, out_dir: str | Path, formats: Sequence[str] = 
                "verdicts": sens,
                "seconds_per_image": {m: r.seconds for m, r in ev.methods.items() if not r.reference},
                "skipped": ev.data.summary.skipped, "files": [str(p) for p in files],
-               "torch_threads": torch.get_num_threads(), **dict(extra or {})}
-    atomic_write_json(out_dir / "summary.json", summary)
-    return summary
+               "torch_threads": torch.get_num_threads(), **ev.record}
+    paths = {Path(p).name: Path(p) for p in files}
+    paths["summary"] = atomic_write_json(out_dir / "summary.json", summary)
+    return paths
 
 
-__all__ = ["columns", "header", "leaderboard", "markdown", "per_image", "verdicts", "write_outputs"]
+__all__ = ["columns", "header", "leaderboard", "markdown", "per_image", "verdicts", "write_evaluation"]

@@ -27,7 +27,9 @@ from ...detectors import Detector
 from ...errors import ForensicsError
 from ...explain import create_explainer
 from ...explain.figures import to_uint8
+from ..result import AnalysisResult
 from .localisation import chance_levels, localisation
+from .outputs import write_evaluation
 from .perturbation import PerturbationConfig, perturbation_curves
 from .randomisation import CascadeResult, cascade_groups, cascading_randomisation
 from .validity import ValidityResult, mask_validity
@@ -217,7 +219,11 @@ class MethodResult:
 
 
 @dataclass
-class Evaluation:
+class Evaluation(AnalysisResult):
+    """Everything :func:`evaluate` measured: the scored images (``data``), their logits and which are valid
+    pairs, each method's :class:`MethodResult`, the perturbation and randomisation settings, the selection and
+    the mask-validity check; ``write(out_dir)`` writes the leaderboard, per-image values, figures and summary."""
+
     detector: str
     data: ImageSet
     logits: np.ndarray
@@ -232,6 +238,11 @@ class Evaluation:
     selection: Selection | None = None
     validity: ValidityResult | None = None
     perturbation_images: int | None = None
+
+    def write(self, out_dir: str | Path, *, formats: Sequence[str] = ("png", "pdf")) -> dict[str, Path]:
+        """:func:`~forensics.analysis.faithfulness.outputs.write_evaluation`: the leaderboard (CSV, Markdown),
+        per-image values, figures (``formats``) and ``summary.json`` with :attr:`record`; ``{name: path}``."""
+        return write_evaluation(self, out_dir, formats)
 
     @property
     def perturbed(self) -> int:
