@@ -14,6 +14,9 @@
    order, each resized to 224x224 (nearest), given a 1-px black border and resized back (bilinear),
    as one figure with one row per map.
 
+:func:`patch_study` runs steps 1 and 2 on one set and returns a :class:`PatchStudy`, whose ``write(out_dir)``
+writes the rankings, the patch files, the collage and ``summary.json``.
+
 Images are used at full resolution (``crop="none"``) for the ranking and the LRP pass, as the
 reference. Patch files: ``<out>/<layer>.#<c>/<rank>_hm_<max_act:.3f>_<z:.3f>.jpg`` (JPEG quality 95;
 rank 1-based in activation order; ``max_act`` the ranking's activation, ``z`` the LRP-explained

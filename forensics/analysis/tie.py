@@ -19,6 +19,8 @@ Figures: :func:`plot_winner_histogram` (the reference's grouped bars: 14x3 in, b
 gold / olive / peru for successive heads (olive, the 2-class colour, for a single head), x = "Transformer block" 1-based, y up to 0.1; the y limit is
 raised when a bar is taller, e.g. a 6-block default head, instead of clipping it), :func:`plot_heatmap`
 (A as blocks x channels) and :func:`plot_block_bars` (mean importance with the uniform level).
+:func:`summarize_heads` gives the :class:`TIEReport` of several heads; its ``write(out_dir)`` writes the tables,
+the figures and ``tie.json``.
 """
 from __future__ import annotations
 
