@@ -37,8 +37,8 @@ from forensics.attribution.classifiers import PROBES, KNNProbe
 from forensics.attribution.features import NORMS, SITES, attribution_preprocessing
 from forensics.attribution.openset import SELECT
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import add_run_args, describe
-from forensics.cli.inputs import uses_embedded_default
+from forensics.cli.analysis_args import add_run_args
+from forensics.cli.inputs import record_run, uses_embedded_default
 from forensics.cli.options import add_bsize_arg, add_option
 from forensics.cli.sharding import sharded_session
 from forensics.device import DEVICE_CHOICES
@@ -167,9 +167,7 @@ def attribution(args: argparse.Namespace, session) -> int:
         grid_options={k: getattr(args, k) for k in ("c_min", "c_max", "c_step", "k_min", "k_max", "k_step")},
         preprocessing=pre, cache_dir=args.cache_dir, batch_size=args.bsize, device=args.device,
         num_workers=args.workers)
-    report.settings["args"] = describe(args)
-    if session.sharded:
-        report.settings["distributed"] = session.report()
+    record_run(report, args, session=session)  # the report's settings have the provenance already
     if not session.is_main:
         return 0
     variant = "".join(f"-{v}" for v, default in ((args.knn_score, "prob"), (args.select, "auroc"))

@@ -27,8 +27,8 @@ from pathlib import Path
 from forensics.analysis.color import MIN_P, color_ablation
 from forensics.cli import run, setup_logging
 from forensics.cli.layout_args import add_layout_args
-from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
-from forensics.cli.inputs import resolve_inputs
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args
+from forensics.cli.inputs import record_run, resolve_inputs
 from forensics.data.color import ABLATIONS, DEFAULT_ABLATION
 
 
@@ -58,12 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     study = color_ablation(detector, sets, ablation=args.ablation, label=label, min_p=args.min_p,
                            crop=args.crop, batch_size=args.bsize, inclusive=args.inclusive_threshold,
                            num_workers=args.workers, progress=True)
-    study.settings["args"] = describe(args)
+    record_run(study, args, detector, files=sets)  # the study's settings have the provenance already
     tag = args.blur_jpg or "default"
     out = (args.out or Path("figures/color_ablation")) / label / f"{args.ablation}_{tag}"
     paths = study.write(out, tag=tag, crop=args.crop)
     print(study.format())
-    print(f"written under {out}: color-ablation.csv, whisker/all.png (+ {len(paths) - 2} more files)")
+    shown = ("csv", "json", "predictions", "box_png")
+    for name in shown:
+        print(f"{name}: {paths[name]}")
+    print(f"(+ {len(paths) - len(shown)} more files under {out}: per set CSVs and box plots)")
     return 0
 
 

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 
-from forensics import provenance
 from forensics.analysis.embed import SITES, embed
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
-from forensics.cli.inputs import resolve_inputs
+from forensics.cli.inputs import record_run, resolve_inputs
 from forensics.cli.layout_args import add_layout_args
 from forensics.cli.sharding import add_resume_args, sharded_session
 
@@ -77,12 +76,10 @@ def embed_main(args: argparse.Namespace, session) -> int:
     tag = "head" if args.block is None and args.site is None else f"blocks_{args.site or 'ln_2'}"
     out = out_root / label / tag
     records = [r for recs in sets.values() for r in recs]
-    extra = {"args": describe(args), "detector": label, "weights": detector.weights_source,
-             "provenance": provenance.collect(detector, files=records)}
-    if session.sharded:
-        extra["distributed"] = session.report()
+    result.annotate(args=describe(args), detector=label)  # "detector" can't go through record_run's entries
+    record_run(result, args, detector, files=records, session=session, weights=detector.weights_source)
     names = ", ".join(sets) if len(sets) <= 4 else f"{len(sets)} sets"
-    paths = result.write(out, f"{label}: feature space ({names})", extra=extra)
+    paths = result.write(out, title=f"{label}: feature space ({names})")
     print(f"t-SNE of {label}'s features ({result.settings['features']}) on {names}")
     print(result.format())
     for name, path in paths.items():

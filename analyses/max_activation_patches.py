@@ -29,16 +29,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from forensics import provenance
-from forensics.analysis.patches import (ORDERS, PERCENTILE, collage_figure, extract_patches, map_folder,
-                                        max_activation_rankings, write_patches)
+from forensics.analysis.patches import ORDERS, PERCENTILE, patch_study
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, add_topk_args, describe
-from forensics.cli.inputs import resolve_inputs, resolve_topk
+from forensics.cli.analysis_args import add_data_args, add_detector_args, add_run_args, add_topk_args
+from forensics.cli.inputs import record_run, resolve_inputs, resolve_topk
 from forensics.detectors import POINTS
 from forensics.explain.unit import unit_relevance_fn
-from forensics.io import atomic_write_json
-from forensics.plots import save_figure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,25 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     csv_path, keys, k = resolve_topk(args, detector, label, bench)
     for gan, records in sets.items():
         out = (args.out or Path("figures/max_activation_patches")) / label / f"{gan}_{args.blur_jpg or 'default'}"
-        ranking = max_activation_rankings(detector, records, keys, point=args.point, batch_size=args.bsize,
-                                          num_workers=args.workers)
-        ranking.write(out / "activation_rankings")
-        patches = extract_patches(detector, ranking, num_instances=args.num_instances,
-                                  percentile=args.percentile, reference_box=args.reference_box,
-                                  batch_size=args.bsize)
-        write_patches(patches, out / "patches")
-        chosen = {str(key): out / "patches" / map_folder(key) for key in keys[:args.collage_maps]}
-        fig = collage_figure(chosen, args.collage_n, args.collage_order,
-                             title=f"{label} on {gan}: LRP-max patches of the top-{len(chosen)} maps "
-                                   f"({args.collage_order} rank order)")
-        figures = save_figure(fig, out / "collage", dpi=100)
-        atomic_write_json(out / "summary.json", {
-            "detector": label, "weights": detector.weights_source, "gan_name": gan, "fmap_csv": str(csv_path),
-            "topk": k, "point": args.point, "num_images": len(ranking.rows[str(keys[0])]),
-            "skipped": ranking.summary.to_dict()["skipped"], "args": describe(args),
-            "provenance": provenance.collect(detector, files=records)})
-        print(f"{gan}: {len(records)} fakes ranked on {k} maps; {sum(len(v) for v in patches.values())} patches; "
-              f"collage {figures[0]}")
+        study = patch_study(detector, records, keys, point=args.point, num_instances=args.num_instances,
+                            percentile=args.percentile, reference_box=args.reference_box, batch_size=args.bsize,
+                            num_workers=args.workers,
+                            settings={"detector": label, "weights": detector.weights_source, "gan_name": gan,
+                                      "fmap_csv": str(csv_path), "topk": k})
+        record_run(study, args, detector, files=records)
+        paths = study.write(out, collage_maps=args.collage_maps, collage_n=args.collage_n,
+                            collage_order=args.collage_order)
+        print(f"{gan}: {len(records)} fakes ranked on {k} maps; "
+              f"{sum(len(v) for v in study.patches.values())} patches under {out / 'patches'}")
+        for name, path in paths.items():
+            if not name.startswith(("ranking/", "patch/")):
+                print(f"{name}: {path}")
     return 0
 
 

@@ -65,13 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     for gan, records in sets.items():
         result = median_test_analysis(detector, records, keys, point=args.point, ablation=args.ablation,
                                       crop=args.crop, batch_size=args.bsize, num_workers=args.workers)
-        result.settings.update(fmap_csv=str(csv_path), topk=k, args=describe(args))
-        result.write(out, gan, alpha=args.alpha, topk=k, per_map_plots=not args.no_per_map_plots,
-                     grid_maps=args.grid_maps)
+        result.annotate(fmap_csv=str(csv_path), topk=k, args=describe(args))
+        paths = result.write(out, gan=gan, alpha=args.alpha, topk=k, per_map_plots=not args.no_per_map_plots,
+                             grid_maps=args.grid_maps)
         pct = result.percentages(args.alpha, k)
         print(f"{label} on {gan} ({len(result.rgb.records)} fakes, {args.point}, RGB vs {args.ablation}): "
               f"{pct['color_conditional_pct']:.1f}% of the top-{pct['topk']} maps are colour-conditional "
               f"(p <= {args.alpha:g}); {pct['color_conditional_pct_bh']:.1f}% after Benjamini-Hochberg")
+        for name, path in paths.items():
+            if not name.startswith("kde_"):  # one figure per map: listed by their folder below
+                print(f"{name}: {path}")
     print(f"written under {out}")
     return 0
 

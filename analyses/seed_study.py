@@ -28,11 +28,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from forensics.analysis.seed_study import PARTS, run_study, write
+from forensics.analysis.seed_study import PARTS, run_study
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import describe
 from forensics.cli.options import add_bsize_arg
-from forensics.data.synthetic import BenchmarkConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    frame = run_study(args.bench_seeds, args.train_seeds, args.parts, args.out, batch_size=args.bsize,
+    study = run_study(args.bench_seeds, args.train_seeds, args.parts, args.out, batch_size=args.bsize,
                       replicas=args.replicas, topk=args.topk)
-    paths = write(frame, args.out, BenchmarkConfig().train_family, settings=describe(args))
+    paths = study.annotate(**describe(args)).write(args.out)
     print(paths["markdown"].read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from forensics import provenance
-from forensics.analysis.tie import summarize, write_outputs
+from forensics.analysis.tie import summarize_heads
 from forensics.cli import run, setup_logging
 from forensics.cli.analysis_args import add_run_args
 
@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         labels = args.label or [Path(w).stem for w in args.weights]
     if len(labels) != len(paths):
         raise SystemExit(f"error: {len(labels)} --label for {len(paths)} heads")
-    summaries = [summarize(path, label) for path, label in zip(paths, labels)]
-    out = args.out or Path("figures/tie_importance")
-    written = write_outputs(summaries, out, extra={"provenance": provenance.collect(weights=paths)})
-    for s in summaries:
+    report = summarize_heads(paths, labels)
+    report.annotate(provenance=provenance.collect(weights=paths))
+    written = report.write(args.out or Path("figures/tie_importance"))
+    for s in report.heads:
         st = s.stats()
         print(f"{s.label}: {s.blocks} blocks x {st['proj_dim']} channels; mean importance "
               f"{st['mean_importance_min']:.3f}-{st['mean_importance_max']:.3f} (uniform {st['uniform']:.3f}); "

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 
-from forensics import provenance
 from forensics.analysis.tie_vs_lrp import (SHARES, collect_block_relevance, compare, tie_importance,
-                                           write_block_maps, write_image_grid, write_outputs)
+                                           write_block_maps, write_image_grid)
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
-from forensics.cli.inputs import resolve_inputs
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args
+from forensics.cli.inputs import record_run, resolve_inputs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                                    include_wrong=args.include_wrong, num_workers=args.workers)
     comp = compare(data, tie_importance(detector), share=args.share, n_boot=args.n_boot, seed=args.seed)
     out = (args.out or Path("figures/tie_vs_lrp")) / detector.name / gan
-    paths = write_outputs(comp, out, extra={"args": describe(args), "weights": detector.weights_source,
-                                            "sign": args.sign, "provenance": provenance.collect(detector, files=records)})
+    record_run(comp, args, detector, files=records, weights=detector.weights_source, sign=args.sign)
+    paths = comp.write(out)
     if args.max_images > 0:
         paths["per_image_grid"] = write_image_grid(detector, comp, out, args.max_images, transform)[0]
     if args.block_maps > 0:

@@ -153,6 +153,9 @@ def test_run_attribution_separates_tinted_families(families, backbone, tmp_path)
                           probe_options={"score": "similarity"})
     assert knn.results[0].param_name == "k" and knn.results[0].test.metrics["accuracy"] >= 0.75
     assert "val_accuracy" in knn.rows()[0]
+    paths = knn.annotate(note="test").write(tmp_path / "out", figures=False)
+    assert set(paths) == {"results", "sweep", "unknown_details", "summary"}
+    assert json.loads(paths["summary"].read_text())["settings"]["note"] == "test"
 
 
 def test_cli_end_to_end(families, tmp_path):
@@ -172,6 +175,7 @@ def test_cli_end_to_end(families, tmp_path):
     assert len(sweep) == 6 and sorted(float(r["C"]) for r in sweep) == pytest.approx([0.01, 0.01, 1, 1, 100, 100])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes"] == ["real", "fa", "fb", "fc", "fd"] and summary["settings"]["site"] == "block"
+    assert list(summary["settings"])[-3:] == ["provenance", "title", "args"]  # the analysis', then the run's
     for name in ("metrics_vs_block", "confusion", "score_histograms"):
         assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.pdf").stat().st_size > 0
     assert run_script(ROOT / "analyses" / "attribution.py", ["--split", "nope:split9", "--dataset_dir",

@@ -2,6 +2,7 @@
 analyses/compare_color_robust.py; docs/colour.md)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from forensics.analysis.color import color_ablation, compare_color_robust, pair_labels
+from forensics.analysis.color_comparison import compare_rgb_gray
 from forensics.analysis.evaluate import eval_transform, evaluate_sets
 from forensics.data import load_sets
 from forensics.data.color import ABLATIONS, ColorAblation, chroma_only, grayscale
@@ -119,7 +121,10 @@ def test_color_ablation_study_values_and_outputs(sets, tmp_path):
         assert rows["calibrated"]["threshold"] == cmp.rgb.thresholds[name]
     frame = study.to_frame()
     np.testing.assert_allclose(frame["ap_drop"], frame["ap_rgb"] - frame["ap_ablated"])
+    assert study.annotate(note="test") is study
     paths = study.write(tmp_path, tag="t")
+    summary = json.loads(paths["json"].read_text())
+    assert list(summary["settings"])[-1] == "note" and summary["settings"]["min_p"] == 0.2
     assert not [p for p in tmp_path.rglob(".*")]  # atomic writes leave no temporary files
     assert pd.read_csv(paths["csv"], index_col=0).index.tolist() == ["gan_a", "gan_b", "mean"]
     ap = pd.read_csv(tmp_path / "gan_a_t" / "gan_a-AP-#12-samples-no-crop.csv")
@@ -140,6 +145,17 @@ def test_other_ablation_through_evaluate(sets):
     assert res.settings["ablation"] == "swap_rb"
 
 
+def test_color_comparison_annotates_both_runs(sets, tmp_path):
+    cmp = compare_rgb_gray(Chroma(), sets, batch_size=6, progress=False)
+    assert cmp.annotate(note="test") is cmp and cmp.record is cmp.rgb.settings
+    paths = cmp.write(tmp_path)  # default stem "grayscale"; evaluate.py passes its own positionally
+    assert paths["rgb_json"] == tmp_path / "grayscale-rgb.json" and paths["gray_json"] == tmp_path / "grayscale-gray.json"
+    for run in ("rgb", "gray"):
+        assert json.loads(paths[f"{run}_json"].read_text())["settings"]["note"] == "test"
+    assert set(cmp.write(tmp_path, "eval").values()) == {tmp_path / f"eval-{p.name.split('-', 1)[1]}"
+                                                         for p in paths.values()}
+
+
 def test_compare_color_robust_table(sets, tmp_path):
     result = compare_color_robust({"R50": (Chroma(), Luma())}, sets, batch_size=6, progress=False)
     table = result.table()
@@ -153,8 +169,11 @@ def test_compare_color_robust_table(sets, tmp_path):
         table.loc["R50 baseline RGB", "gan_b"] - table.loc["R50 baseline color-ablated", "gan_b"])
     md = result.to_markdown().splitlines()
     assert md[0] == "| detector / input | gan_a | gan_b | mean |" and len(md) == 6
+    result.annotate(note="test")  # lands in every study's summary
     paths = result.write(tmp_path)
     assert paths["png"].stat().st_size > 0 and (tmp_path / "R50" / "robust" / "whisker" / "all.png").is_file()
+    for which in ("baseline", "robust"):
+        assert json.loads(paths[f"R50_{which}_json"].read_text())["settings"]["note"] == "test"
     assert pd.read_csv(paths["csv"], index_col=0).shape == (4, 3)
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from forensics.analysis.embed import (collect_features, head_input, knn_accuracy, reduce_pca, sample_per_class,
-                                      separation, tsne_2d)
+from forensics.analysis.embed import (collect_features, embed, head_input, knn_accuracy, reduce_pca,
+                                      sample_per_class, separation, tsne_2d)
 from forensics.data import ImageRecord, load_sets
 from forensics.errors import InputError
 from forensics.report import discover, write_report
@@ -112,6 +112,16 @@ def test_rine_blocks_match_its_own_tokens(tmp_path):
     np.testing.assert_allclose(head.values[:, 0], blocks.values[:, 3], atol=1e-5)
 
 
+def test_write_defaults_its_title_and_records_annotations_last(tmp_path):
+    sets = load_sets(_mini_set(tmp_path / "d", n=4), ["gan_a", "gan_b"])
+    result = embed(tiny("resnet50"), sets, max_images=None, perplexity=3.0, progress=False)
+    paths = result.annotate(note="test").write(tmp_path / "out")
+    summary = json.loads(paths["json"].read_text())
+    assert summary["report"]["title"] == "resnet50: feature space (gan_a, gan_b)"
+    assert list(summary) == ["report", "settings", "sampling", "views", "summary", "note"]
+    assert paths["figure_label"].is_file() and paths["figure_label"].with_suffix(".pdf").is_file()
+
+
 def test_cli_writes_coordinates_figures_and_report(tmp_path, capsys):
     data = _mini_set(tmp_path / "data")
     ckpt = save_cnndet_checkpoint(tmp_path / "r50.pth", calibrated("resnet50", size=32))
@@ -131,6 +141,8 @@ def test_cli_writes_coordinates_figures_and_report(tmp_path, capsys):
     assert summary["views"][0]["dims"] == 2048 and summary["views"][0]["pca"] == len(frame)
     assert summary["views"][0]["knn_accuracy_2d"] >= 0.9 and summary["views"][0]["knn_accuracy_features"] >= 0.9
     assert "provenance" in summary and summary["report"]["table"] == "embed-views.csv"
+    assert list(summary)[-4:] == ["args", "detector", "weights", "provenance"]  # the run's record, in order
+    assert summary["report"]["title"] == "resnet50: feature space (gan_a, gan_b)"
     for name in ("embed-label", "embed-source"):
         assert Image.open(folder / f"{name}.png").size[0] > 300 and (folder / f"{name}.pdf").stat().st_size > 0
     # the same seed gives the same map

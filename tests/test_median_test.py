@@ -2,6 +2,7 @@
 analyses/median_test.py; docs/median_test.md), and the colour analyses through resnet50 / efb0 / rine."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,11 @@ def test_median_test_and_color_ablation_through_every_detector(name, data, tmp_p
     for j in range(len(keys)):
         want = scipy.stats.median_test(res.rgb.values[:, j], res.ablated.values[:, j]).pvalue
         assert res.p_values[j] == pytest.approx(want)
-    paths = res.write(tmp_path, "gan", topk=3, grid_maps=2, per_map_plots=(name == "resnet50"))
+    res.annotate(note="test")  # lands in the summary's settings, after the analysis' own
+    paths = res.write(tmp_path, topk=3, grid_maps=2, per_map_plots=(name == "resnet50"))
+    assert paths["csv"] == tmp_path / "median_test" / "gan.csv"  # the set's name from the records
+    summary = json.loads(paths["json"].read_text())
+    assert list(summary["settings"])[-1] == "note" and summary["settings"]["detector"] == det.name
     frame = pd.read_csv(paths["csv"])
     assert list(frame.columns[:2]) == ["feature_map_name", "p_value"]
     assert frame["feature_map_name"].tolist() == [str(k) for k in keys]  # FF-RS (given) order

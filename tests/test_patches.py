@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from forensics.analysis.fmap_ranking import write_ranking_csv
-from forensics.analysis.patches import (binarize, collage_figure, collage_files, collage_tile, extract_patches,
-                                        max_activation_rankings, patch_rank, tight_box, write_patches)
+from forensics.analysis.patches import (PatchStudy, binarize, collage_figure, collage_files, collage_tile,
+                                        extract_patches, max_activation_rankings, patch_rank, tight_box)
 from forensics.data import forensynths
 from forensics.detectors import create
 from forensics.explain.unit import explain_unit, max_unit_gradient, unit_relevance_fn
@@ -122,13 +122,22 @@ def test_rankings_patches_and_files(fakes, tmp_path):
             assert 0 <= top < bottom <= 32 and 0 <= left < right <= 32
             assert p.pixels.shape == (bottom - top, right - left, 3)
             assert tight_box(binarize(p.heat)) == p.box
-    written = write_patches(patches, tmp_path / "patches")
-    f = written[f"{keys[0]}/1"]
+    study = PatchStudy(ranking, patches, {"detector": "tiny"}).annotate(note="test")
+    written = study.write(tmp_path / "study", collage_n=2)
+    f = written[f"patch/{keys[0]}/1"]
     assert f.name.startswith("1_hm_") and patch_rank(f) == 1
     with Image.open(f) as im:
         assert im.size == (patches[str(keys[0])][0].box[3] - patches[str(keys[0])][0].box[2],
                            patches[str(keys[0])][0].box[1] - patches[str(keys[0])][0].box[0])
-    assert not list((tmp_path / "patches").rglob(".*"))  # atomic: no temporary files left
+    assert not list((tmp_path / "study").rglob(".*"))  # atomic: no temporary files left
+    assert written[f"ranking/{keys[0]}"].read_text() == paths[str(keys[0])].read_text()
+    import json
+    index = json.loads(written["patches_index"].read_text())
+    assert [(r["key"], r["rank"]) for r in index] == [(str(k), r) for k in keys for r in (1, 2, 3)]
+    summary = json.loads(written["summary"].read_text())
+    assert list(summary) == ["detector", "point", "num_images", "skipped", "note"]  # settings, numbers, record
+    assert summary["num_images"] == 5 and summary["note"] == "test"
+    assert written["collage"].is_file() and written["collage"].with_suffix(".pdf").is_file()
 
 
 def test_collage_order_and_tiles(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from scipy.stats import kendalltau, spearmanr
 
-from forensics.analysis.tie import importance_matrix, mean_importance, summarize, winner_fractions
+from forensics.analysis.tie import importance_matrix, mean_importance, summarize, summarize_heads, winner_fractions
 from forensics.analysis.tie_vs_lrp import BlockRelevance, block_shares, compare
 from forensics.detectors import create
 from forensics.explain.lrp import explain_lrp
@@ -228,6 +228,19 @@ def test_tie_importance_cli_writes_tables_and_figures(tmp_path, capsys):
     assert [c["sha256"] for c in summary["provenance"]["checkpoints"]] == [sha256_file(head)]
     found = discover(tmp_path / "out")  # the report lists the run, not a folder without a summary
     assert [r.summary_path.name for r in found.runs] == ["tie.json"] and not found.skipped
+
+
+def test_tie_report_of_two_heads_writes_both_and_records_last(tmp_path):
+    model, head = write_head_and_set(tmp_path)
+    report = summarize_heads([head, model], ["file", "module"])
+    np.testing.assert_allclose(report.heads[0].matrix, report.heads[1].matrix, atol=1e-6)  # one head, two ways
+    paths = report.annotate(note="test").write(tmp_path / "out")
+    import json
+    summary = json.loads(paths["json"].read_text())
+    assert list(summary) == ["heads", "note"] and [h["label"] for h in summary["heads"]] == ["file", "module"]
+    assert {"table_file", "table_module", "importance"} <= set(paths) and paths["importance"].suffix == ".png"
+    with pytest.raises(ValueError, match="labels"):
+        summarize_heads([head], ["a", "b"])
 
 
 def test_tie_vs_lrp_cli_on_a_tiny_set(tmp_path):

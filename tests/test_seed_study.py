@@ -48,7 +48,9 @@ def test_study_runs_every_seed_resumes_and_writes(tmp_path, monkeypatch):
     monkeypatch.setitem(defaults.DEFAULT_RECIPES, "resnet50", RECIPE)
     out = tmp_path / "study"
     with single_thread():
-        frame = seed_study.run_study([0], [0, 1], ["properties", "color"], out, batch_size=4, bench_config=TINY)
+        first = seed_study.run_study([0], [0, 1], ["properties", "color"], out, batch_size=4, bench_config=TINY)
+    frame = first.frame
+    assert first.train_family == TINY.train_family
     assert sorted(frame["train_seed"].unique()) == [0, 1]
     ap = frame[(frame.metric == "ap_rgb")]
     assert set(ap["set"]) == {"tconv", "nearest"} and ap["value"].between(0, 1).all()
@@ -60,13 +62,15 @@ def test_study_runs_every_seed_resumes_and_writes(tmp_path, monkeypatch):
     assert ckpts["b0-s0"]["benchmarks"][0]["images_sha256"]
     # a second study reads the finished parts back instead of recomputing them
     monkeypatch.setitem(seed_study.PARTS, "properties", lambda run: pytest.fail("recomputed a finished part"))
-    again = seed_study.run_study([0], [0, 1], ["properties"], out, batch_size=4, bench_config=TINY)
+    second = seed_study.run_study([0], [0, 1], ["properties"], out, batch_size=4, bench_config=TINY)
+    again = second.frame
     pd.testing.assert_frame_equal(again.reset_index(drop=True),
                                   frame[frame.part == "properties"].reset_index(drop=True), check_dtype=False)
     assert again.attrs["sources"] == ckpts and again.attrs["timings"] == []  # read back runs are still described
-    seed_study.write(frame, out, "tconv")
-    paths = seed_study.write(again, out, "tconv", settings={"test": True})
+    first.write(out)
+    paths = second.annotate(test=True).write(out)
     study = json.loads((out / "seed_study.json").read_text())
+    assert list(study) == ["settings", "timings", "runs", "provenance"] and study["settings"] == {"test": True}
     order = lambda t: (t["bench_seed"], t["train_seed"], t["part"])  # noqa: E731
     assert study["timings"] == sorted(frame.attrs["timings"], key=order) and set(study["runs"]) == {"b0-s0", "b0-s1"}
     assert {p.name for p in paths.values()} == {"seeds.csv", "summary.csv", "properties.csv", "summary.md",
@@ -88,7 +92,7 @@ def test_dropout_and_median_parts_run_on_a_ranking(tmp_path, monkeypatch):
     monkeypatch.setattr(seed_study.SeedRun, "ranking", ranking)
     with single_thread():
         frame = seed_study.run_study([0], [0], ["dropout", "median"], tmp_path / "study", batch_size=4,
-                                     bench_config=TINY, replicas=2)
+                                     bench_config=TINY, replicas=2).frame
     got = frame.set_index(["part", "set", "metric"])["value"]
     assert got[("dropout", "all", "k")] == 5
     assert {m for p, s, m in got.index if p == "dropout"} >= {"ap_original", "ap_topk", "ap_randomk", "ap_lowk"}
@@ -112,7 +116,7 @@ def test_attribution_part_reports_every_block_and_the_chosen_one(tmp_path, monke
     monkeypatch.setattr(attribution_run, "DEFAULT_SPLIT", str(split))
     config = dataclasses.replace(TINY, test_per_family=10)
     with single_thread():
-        frame = seed_study.run_study([0], [0, 1], ["attribution"], tmp_path / "study", bench_config=config)
+        frame = seed_study.run_study([0], [0, 1], ["attribution"], tmp_path / "study", bench_config=config).frame
     got = frame.set_index(["train_seed", "set", "metric"])["value"]
     blocks = {s for _, s, _ in got.index if s.startswith("block ")}
     assert blocks == {f"block {b}" for b in range(4)}

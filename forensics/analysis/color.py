@@ -45,6 +45,7 @@ from ..io import atomic_write_csv, atomic_write_json, atomic_write_text, json_sa
 from ..plots import save_figure
 from .color_comparison import ColorComparison, compare_rgb_gray
 from .evaluate import MEAN
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,19 @@ def ablation_label(ablation: str) -> str:
 
 # ---------------------------------------------------------------------------- one detector
 @dataclass
-class ColorAblationStudy:
+class ColorAblationStudy(AnalysisResult):
     """RGB vs colour-ablated runs of one detector (``comparison``; fractions) and the box-plot
-    filter ``min_p``. ``label`` names the detector in titles and tables."""
+    filter ``min_p``. ``label`` names the detector in titles and tables; ``settings`` is its :attr:`record`
+    (the summary's ``"settings"``)."""
 
     comparison: ColorComparison
     label: str
     min_p: float = MIN_P
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.settings
 
     @property
     def ablation(self) -> str:
@@ -182,11 +188,12 @@ class ColorAblationStudy:
         return fig
 
     # ------------------------------------------------------------------ outputs
-    def write(self, out_dir: str | Path, tag: str = "default", crop: str = "none") -> dict[str, Path]:
+    def write(self, out_dir: str | Path, *, tag: str = "default", crop: str = "none") -> dict[str, Path]:
         """Write atomically, under ``out_dir``: ``color-ablation.csv`` (:meth:`to_frame`),
         ``color-ablation.json`` (settings, rows, thresholds, skipped files), ``predictions.csv``
         (every image, RGB and ablated P(fake)), per set the reference's three CSVs under
-        ``<gan>_<tag>/`` and the box plots ``whisker/<gan>.{png,pdf}`` and ``whisker/all.{png,pdf}``."""
+        ``<gan>_<tag>/`` (named ``...-no-crop.csv`` for ``crop="none"``, else ``...-<crop>-crop.csv``) and the
+        box plots ``whisker/<gan>.{png,pdf}`` and ``whisker/all.{png,pdf}``; returns ``{name: path}``."""
         import pandas as pd
         out = Path(out_dir)
         suffix = "no-crop" if crop == "none" else f"{crop}-crop"
@@ -281,11 +288,20 @@ def pair_labels(pairs: Sequence[tuple[str, str]]) -> list[str]:
 
 
 @dataclass
-class RobustComparison:
+class RobustComparison(AnalysisResult):
     """Colour ablation of a baseline and a colour-robust detector per architecture:
-    ``studies[arch] = {"baseline": study, "robust": study}`` (same sets, same ablation)."""
+    ``studies[arch] = {"baseline": study, "robust": study}`` (same sets, same ablation). Its summaries are the
+    studies' ``color-ablation.json``: :meth:`annotate` adds to every study's settings (and to :attr:`record`,
+    which keeps what was added)."""
 
     studies: dict[str, dict[str, ColorAblationStudy]]
+
+    def annotate(self, **entries: Any):
+        super().annotate(**entries)
+        for pair in self.studies.values():
+            for study in pair.values():
+                study.annotate(**entries)
+        return self
 
     @property
     def ablation(self) -> str:
@@ -350,7 +366,7 @@ class RobustComparison:
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """``color-robust.csv`` (the table, %), ``color-robust-drop.csv``, ``color-robust.md``,
         ``color-robust.{png,pdf}`` and, per architecture and model, the full colour-ablation outputs
-        under ``<arch>/<baseline|robust>/`` (:meth:`ColorAblationStudy.write`). Atomic."""
+        under ``<arch>/<baseline|robust>/`` (:meth:`ColorAblationStudy.write`). Atomic; returns ``{name: path}``."""
         out = Path(out_dir)
         paths = {"csv": atomic_write_csv(out / "color-robust.csv", self.table()),
                  "drop_csv": atomic_write_csv(out / "color-robust-drop.csv", self.drops()),

@@ -12,18 +12,30 @@ from ..data.color import DEFAULT_ABLATION
 from ..detectors import Detector
 from ..io import atomic_write_csv
 from .evaluate import MEAN, EvalResult, evaluate_sets, format_percent
+from .result import AnalysisResult
 
 
 @dataclass
-class ColorComparison:
+class ColorComparison(AnalysisResult):
     """RGB vs colour-ablated runs of the same sets (T-FF; docs/colour.md; ``gray`` holds the ablated run,
     grayscale by default, any :mod:`forensics.data.color` ablation otherwise); the ablated
     accuracies are read at the RGB thresholds. ``ap_drop`` = RGB AP - ablated AP (fractions).
-    Columns are suffixed ``_gray`` for grayscale and ``_<ablation>`` for another ablation."""
+    Columns are suffixed ``_gray`` for grayscale and ``_<ablation>`` for another ablation. Each run's summary
+    records its own settings: :attr:`record` is the RGB run's, and :meth:`annotate` adds to both runs'."""
 
     rgb: EvalResult
     gray: EvalResult
     ablation: str = DEFAULT_ABLATION
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.rgb.settings
+
+    def annotate(self, **entries: Any):
+        """Add ``entries`` to the settings of both runs (each summary JSON records them); returns ``self``."""
+        for run in self.eval_results():
+            run.settings.update(entries)
+        return self
 
     @property
     def suffix(self) -> str:
@@ -58,9 +70,10 @@ class ColorComparison:
     def format_table(self) -> str:
         return format_percent(self.to_frame())
 
-    def write(self, out_dir: str | Path, stem: str) -> dict[str, Path]:
+    def write(self, out_dir: str | Path, stem: str = "grayscale") -> dict[str, Path]:
         """``<stem>-rgb.*``, ``<stem>-gray.*`` (``<stem>-<ablation>.*`` for another ablation; as
-        :meth:`EvalResult.write`) and ``<stem>-ap-drop.csv``."""
+        :meth:`EvalResult.write`, each with its run's settings) and ``<stem>-ap-drop.csv``; returns
+        ``{name: path}``."""
         paths = {f"rgb_{k}": v for k, v in self.rgb.write(out_dir, f"{stem}-rgb").items()}
         paths.update({f"gray_{k}": v for k, v in self.gray.write(out_dir, f"{stem}-{self.suffix}").items()})
         paths["csv"] = atomic_write_csv(Path(out_dir) / f"{stem}-ap-drop.csv", self.to_frame())

@@ -41,6 +41,7 @@ from ..detectors import Detector
 from ..detectors.feature_cache import TOKEN_SITES, backbone_features, backbone_of
 from ..errors import InputError
 from ..io import atomic_write_csv, atomic_write_json, json_safe
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +240,11 @@ def separation(points: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- the analysis
 @dataclass
-class Embedding:
+class Embedding(AnalysisResult):
     """The 2-D map of every view: ``frame`` (one row per kept image and view, :data:`COLUMNS`),
     ``views`` (per view: dims, PCA, perplexity, separation in 2-D and in feature space), ``sampling``
-    (per class: total, kept, dropped), the pass's ``summary`` and the ``settings``."""
+    (per class: total, kept, dropped), the pass's ``summary`` and the ``settings``; :attr:`record` follows
+    them in ``embed.json``."""
 
     frame: Any
     views: list[dict[str, Any]]
@@ -266,10 +268,18 @@ class Embedding:
                          f"{vals[0]} {vals[1]:>8} {sil[0]} {sil[1]:>9}")
         return "\n".join(lines)
 
-    def write(self, out_dir: str | Path, title: str, extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
-        """``embed.csv`` (coordinates), ``embed-views.csv``, ``embed.json`` (with provenance in ``extra``)
-        and the figures ``embed-label`` and ``embed-source`` (PNG and PDF)."""
+    def default_title(self) -> str:
+        """``<detector>: feature space (<sets>)`` (up to four set names, else their number)."""
+        names = list(dict.fromkeys(self.frame["set"]))
+        shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} sets"
+        return f"{self.settings['detector']}: feature space ({shown})"
+
+    def write(self, out_dir: str | Path, *, title: str | None = None) -> dict[str, Path]:
+        """``embed.csv`` (coordinates), ``embed-views.csv``, ``embed.json`` (report, settings, sampling, views,
+        skipped files, then :attr:`record`) and the figures ``embed-label`` and ``embed-source`` (PNG and PDF),
+        titled ``title`` (default :meth:`default_title`); returns ``{name: path}``."""
         from .embed_plots import plot_embedding
+        title = title or self.default_title()
         out = Path(out_dir)
         paths = {"csv": out / f"{STEM}.csv", "views": out / f"{STEM}-views.csv", "json": out / f"{STEM}.json"}
         atomic_write_csv(paths["csv"], self.frame, index=False)
@@ -281,7 +291,7 @@ class Embedding:
                   "figures": [paths["figure_label"].name, paths["figure_source"].name]}
         atomic_write_json(paths["json"], json_safe({
             "report": report, "settings": self.settings, "sampling": self.sampling, "views": self.views,
-            "summary": self.summary.to_dict(), **dict(extra or {})}))
+            "summary": self.summary.to_dict(), **self.record}))
         return paths
 
 

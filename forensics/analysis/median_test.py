@@ -40,6 +40,7 @@ from ..io import atomic_path, atomic_write_csv, atomic_write_json, json_safe
 from ..plots import save_figure
 from .color import ablation_label
 from .inference import Activations, collect_activations
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,9 @@ def color_conditional_percentage(p_values: Sequence[float], alpha: float = ALPHA
 
 
 @dataclass
-class MedianTestResult:
-    """Per-map Mood's median tests of one set's fakes, RGB vs ablated (``keys`` in FF-RS order)."""
+class MedianTestResult(AnalysisResult):
+    """Per-map Mood's median tests of one set's fakes, RGB vs ablated (``keys`` in FF-RS order); ``settings``
+    (detector, weights, provenance, point, ...) is its :attr:`record`, written as ``"settings"`` of the JSON."""
 
     keys: list[FeatureMapKey]
     rgb: Activations
@@ -101,6 +103,17 @@ class MedianTestResult:
                  for j in range(len(self.keys))]
         self.statistics = np.array([t[0] for t in tests], dtype=np.float64)
         self.p_values = np.array([t[1] for t in tests], dtype=np.float64)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """:attr:`settings`: annotations land in the summary's ``"settings"``."""
+        return self.settings
+
+    @property
+    def set_name(self) -> str:
+        """The images' common ``source`` (the set's name), else ``"set"``."""
+        sources = {r.source for r in self.rgb.records}
+        return sources.pop() if len(sources) == 1 else "set"
 
     def frame(self):
         """``feature_map_name, p_value`` (the reference's CSV, FF-RS order), plus the statistic, the
@@ -162,14 +175,15 @@ class MedianTestResult:
             fig.suptitle(title)
         return fig
 
-    def write(self, out_dir: str | Path, gan: str, *, alpha: float = ALPHA, topk: int | None = None,
+    def write(self, out_dir: str | Path, *, gan: str | None = None, alpha: float = ALPHA, topk: int | None = None,
               per_map_plots: bool = True, grid_maps: int = 16) -> dict[str, Path]:
-        """Atomically: ``median_test/<gan>.csv`` (:meth:`frame`), ``median_test/<gan>.json``
+        """Atomically, with ``gan`` the set's name (default :attr:`set_name`): ``median_test/<gan>.csv`` (:meth:`frame`), ``median_test/<gan>.json``
         (percentages, settings), ``activations/<gan>-{rgb,ablated}.csv`` (per image and map), the
         grid ``activation_histograms/<gan>-grid.{png,pdf}`` and, with ``per_map_plots``,
-        ``activation_histograms/<key>/<gan>.{png,pdf}`` (the reference's layout)."""
+        ``activation_histograms/<key>/<gan>.{png,pdf}`` (the reference's layout); returns ``{name: path}``."""
         import pandas as pd
         out = Path(out_dir)
+        gan = gan or self.set_name
         paths = {"csv": out / "median_test" / f"{gan}.csv"}
         with atomic_path(paths["csv"]) as tmp:  # full precision: p-values go far below 1e-6
             self.frame().to_csv(tmp, index=False)

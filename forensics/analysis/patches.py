@@ -14,6 +14,9 @@
    order, each resized to 224x224 (nearest), given a 1-px black border and resized back (bilinear),
    as one figure with one row per map.
 
+:func:`patch_study` runs steps 1 and 2 on one set and returns a :class:`PatchStudy`, whose ``write(out_dir)``
+writes the rankings, the patch files, the collage and ``summary.json``.
+
 Images are used at full resolution (``crop="none"``) for the ranking and the LRP pass, as the
 reference. Patch files: ``<out>/<layer>.#<c>/<rank>_hm_<max_act:.3f>_<z:.3f>.jpg`` (JPEG quality 95;
 rank 1-based in activation order; ``max_act`` the ranking's activation, ``z`` the LRP-explained
@@ -55,8 +58,9 @@ from ..detectors import Detector, FeatureMapKey
 from ..explain.figures import to_uint8
 from ..explain.unit import unit_relevance_fn
 from ..io import atomic_path, atomic_write_csv, atomic_write_json
-from ..plots import image_grid, positive_heatmap
+from ..plots import image_grid, positive_heatmap, save_figure
 from .inference import collect_activations
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -202,22 +206,69 @@ def extract_patches(detector: Detector, ranking: ActivationRanking, *, keys: Seq
     return out
 
 
-def write_patches(patches: Mapping[str, Sequence[Patch]], out_dir: str | Path, quality: int = 95) -> dict[str, Path]:
-    """Save every patch as ``<out_dir>/<layer>.#<c>/<rank>_hm_<max_act>_<z>.jpg`` (JPEG ``quality``,
-    atomic) and ``<out_dir>/patches.json`` (key, rank, path, values, box of each)."""
-    out = Path(out_dir)
-    paths: dict[str, Path] = {}
-    index = []
-    for key, items in patches.items():
-        for p in items:
-            target = out / map_folder(key) / p.filename
-            with atomic_path(target) as tmp:
-                Image.fromarray(np.ascontiguousarray(p.pixels)).save(tmp, format="JPEG", quality=quality)
-            paths[f"{key}/{p.rank}"] = target
-            index.append({"key": key, "rank": p.rank, "path": p.path, "max_act": p.max_act, "z": p.z,
-                          "box": list(p.box), "file": str(target)})
-    paths["index"] = atomic_write_json(out / "patches.json", index)
-    return paths
+@dataclass
+class PatchStudy(AnalysisResult):
+    """Max-activation rankings and LRP-max patches of one set (:func:`patch_study`): the ``ranking``, the
+    ``patches`` per map and the ``settings`` the summary leads with (e.g. detector, weights, gan_name, fmap_csv,
+    topk); :meth:`write` writes them all."""
+
+    ranking: ActivationRanking
+    patches: dict[str, list[Patch]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, out_dir: str | Path, *, quality: int = 95, collage_maps: int = 27, collage_n: int = 5,
+              collage_order: str = "numeric", title: str | None = None) -> dict[str, Path]:
+        """Under ``out_dir``: ``activation_rankings/<key>.csv`` per map, the patches
+        ``patches/<layer>.#<c>/<rank>_hm_<max_act>_<z>.jpg`` (JPEG ``quality``) with ``patches/patches.json``
+        (key, rank, path, values, box of each), the collage of the first ``collage_maps`` maps' top
+        ``collage_n`` patches (:func:`collage_figure`, ``collage.{png,pdf}``) and ``summary.json``
+        (:attr:`settings`, point, num_images, skipped files, then :attr:`record`). Atomic; returns
+        ``{name: path}`` (``ranking/<key>``, ``patch/<key>/<rank>``, ``patches_index``, ``collage``,
+        ``summary``)."""
+        out = Path(out_dir)
+        paths = {f"ranking/{k}": p for k, p in self.ranking.write(out / "activation_rankings").items()}
+        paths.update(self._write_patches(out / "patches", quality))
+        chosen = {str(key): out / "patches" / map_folder(key) for key in self.ranking.keys[:collage_maps]}
+        if title is None:
+            where = (f"{self.settings['detector']} on {self.settings['gan_name']}: "
+                     if {"detector", "gan_name"} <= set(self.settings) else "")
+            title = f"{where}LRP-max patches of the top-{len(chosen)} maps ({collage_order} rank order)"
+        paths["collage"] = save_figure(collage_figure(chosen, collage_n, collage_order, title=title),
+                                       out / "collage", dpi=100)[0]
+        paths["summary"] = atomic_write_json(out / "summary.json", {
+            **self.settings, "point": self.ranking.point, "num_images": len(self.ranking.rows[str(self.ranking.keys[0])]),
+            "skipped": self.ranking.summary.to_dict()["skipped"], **self.record})
+        return paths
+
+    def _write_patches(self, out: Path, quality: int) -> dict[str, Path]:
+        paths: dict[str, Path] = {}
+        index = []
+        for key, items in self.patches.items():
+            for p in items:
+                target = out / map_folder(key) / p.filename
+                with atomic_path(target) as tmp:
+                    Image.fromarray(np.ascontiguousarray(p.pixels)).save(tmp, format="JPEG", quality=quality)
+                paths[f"patch/{key}/{p.rank}"] = target
+                index.append({"key": key, "rank": p.rank, "path": p.path, "max_act": p.max_act, "z": p.z,
+                              "box": list(p.box), "file": str(target)})
+        paths["patches_index"] = atomic_write_json(out / "patches.json", index)
+        return paths
+
+
+def patch_study(detector: Detector, records: Sequence[ImageRecord], keys: Sequence[FeatureMapKey | str], *,
+                point: str = "pre_bn", num_instances: int = 20, percentile: float = PERCENTILE,
+                reference_box: bool = False, batch_size: int = 16, num_workers: int = 0, progress: bool = True,
+                settings: Mapping[str, Any] | None = None) -> PatchStudy:
+    """:func:`max_activation_rankings` of ``records`` on ``keys`` (full resolution), then
+    :func:`extract_patches` of each map's top ``num_instances`` images, as one :class:`PatchStudy` (with
+    ``settings`` for its summary). Raises ``NotImplementedError`` before ranking for a detector without a pixel
+    relevance of a single unit."""
+    unit_relevance_fn(detector)
+    ranking = max_activation_rankings(detector, records, keys, point=point, batch_size=batch_size,
+                                      num_workers=num_workers, progress=progress)
+    patches = extract_patches(detector, ranking, num_instances=num_instances, percentile=percentile,
+                              reference_box=reference_box, batch_size=batch_size, progress=progress)
+    return PatchStudy(ranking, patches, dict(settings or {}))
 
 
 # ---------------------------------------------------------------------------- collage

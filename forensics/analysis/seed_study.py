@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import provenance
 from ..io import atomic_path, atomic_write_json, atomic_write_text
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +199,9 @@ def _sources(run: SeedRun, names: Iterable[str]) -> dict | None:
 
 def run_study(bench_seeds: Sequence[int], train_seeds: Sequence[int], parts: Sequence[str], out: str | Path, *,
               batch_size: int = 32, replicas: int = 5, topk: int | None = None, bench_config: Any = None,
-              progress: Callable[[str], None] | None = None):
+              progress: Callable[[str], None] | None = None) -> "SeedStudy":
     """Every (benchmark seed, training seed) run of ``parts``; finished runs (``runs/b<B>-s<S>.csv`` with
-    these parts) are read back instead of recomputed. Returns the tidy frame of every run's rows."""
+    these parts) are read back instead of recomputed. Returns the :class:`SeedStudy` of every run's rows."""
     import dataclasses
 
     import pandas as pd
@@ -212,8 +213,9 @@ def run_study(bench_seeds: Sequence[int], train_seeds: Sequence[int], parts: Seq
     out = Path(out)
     say = progress or (lambda msg: log.info("%s", msg))
     frames, timings, sources = [], [], {}
+    base = bench_config or benchmark_config()
     for b in bench_seeds:
-        cfg = dataclasses.replace(bench_config or benchmark_config(), seed=int(b))
+        cfg = dataclasses.replace(base, seed=int(b))
         for s in train_seeds:
             path = out / "runs" / f"b{b}-s{s}.csv"
             done = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
@@ -234,7 +236,7 @@ def run_study(bench_seeds: Sequence[int], train_seeds: Sequence[int], parts: Seq
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     frame = frame.astype({"bench_seed": int, "train_seed": int, "value": float})
     frame.attrs.update(timings=timings, sources=sources)
-    return frame
+    return SeedStudy(frame, base.train_family)
 
 
 #: Per-run differences summarised beside the measured metrics: part -> (new metric, minuend, subtrahend),
@@ -340,18 +342,35 @@ def _merged_timings(path: Path, new: list[dict]) -> list[dict]:
     return sorted(merged.values(), key=key)
 
 
-def write(frame, out: str | Path, train_family: str, settings: dict | None = None) -> dict[str, Path]:
-    """``seeds.csv`` (every run's rows), ``summary.csv``, ``properties.csv``, ``summary.md`` and
-    ``seed_study.json`` (settings, timings, provenance) under ``out``; atomic."""
-    out = Path(out)
-    summary, checks = summarise(frame), property_checks(frame, train_family)
-    paths = {}
-    for name, table in (("seeds", frame), ("summary", summary), ("properties", checks)):
-        with atomic_path(out / f"{name}.csv") as tmp:
-            table.to_csv(tmp, index=False)
-        paths[name] = out / f"{name}.csv"
-    paths["markdown"] = atomic_write_text(out / "summary.md", markdown(summary, checks))
-    paths["json"] = atomic_write_json(out / "seed_study.json", {
-        "settings": settings or {}, "timings": _merged_timings(out / "seed_study.json", frame.attrs.get("timings", [])),
-        "runs": frame.attrs.get("sources", {}), "provenance": provenance.collect()})
-    return paths
+@dataclass
+class SeedStudy(AnalysisResult):
+    """Every run's tidy rows (``frame``, :data:`COLUMNS`; ``frame.attrs``: the ``timings`` of the parts computed
+    now and each run's ``sources``) and the benchmark's ``train_family`` (for :func:`property_checks`);
+    ``settings`` is its :attr:`record` (the summary's ``"settings"``)."""
+
+    frame: Any
+    train_family: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.settings
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """``seeds.csv`` (every run's rows), ``summary.csv``, ``properties.csv``, ``summary.md`` and
+        ``seed_study.json`` (settings, timings merged with the ones already there, each run's sources,
+        provenance) under ``out_dir``; atomic; returns ``{name: path}``."""
+        out = Path(out_dir)
+        frame = self.frame
+        summary, checks = summarise(frame), property_checks(frame, self.train_family)
+        paths = {}
+        for name, table in (("seeds", frame), ("summary", summary), ("properties", checks)):
+            with atomic_path(out / f"{name}.csv") as tmp:
+                table.to_csv(tmp, index=False)
+            paths[name] = out / f"{name}.csv"
+        paths["markdown"] = atomic_write_text(out / "summary.md", markdown(summary, checks))
+        paths["json"] = atomic_write_json(out / "seed_study.json", {
+            "settings": self.settings,
+            "timings": _merged_timings(out / "seed_study.json", frame.attrs.get("timings", [])),
+            "runs": frame.attrs.get("sources", {}), "provenance": provenance.collect()})
+        return paths

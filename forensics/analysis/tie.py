@@ -19,6 +19,8 @@ Figures: :func:`plot_winner_histogram` (the reference's grouped bars: 14x3 in, b
 gold / olive / peru for successive heads (olive, the 2-class colour, for a single head), x = "Transformer block" 1-based, y up to 0.1; the y limit is
 raised when a bar is taller, e.g. a 6-block default head, instead of clipping it), :func:`plot_heatmap`
 (A as blocks x channels) and :func:`plot_block_bars` (mean importance with the uniform level).
+:func:`summarize_heads` gives the :class:`TIEReport` of several heads; its ``write(out_dir)`` writes the tables,
+the figures and ``tie.json``.
 """
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ import numpy as np
 import torch
 
 from .. import plots
-from ..io import atomic_path, read_weight_file
+from ..io import atomic_path, atomic_write_json, read_weight_file
 from ..errors import CheckpointError
+from .result import AnalysisResult
 
 log = logging.getLogger(__name__)
 
@@ -187,35 +190,48 @@ def block_bars_figure(summary: TIESummary):
     return fig
 
 
-def write_outputs(summaries: Sequence[TIESummary], out_dir: str | Path,
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """CSV per head (``tie-<label>.csv``: block, mean_importance, winner_fraction), the matrix
-    (``tie-<label>-matrix.csv``), ``tie.json`` (the run summary: ``{"heads": [stats per head], **extra}``, e.g.
-    ``extra={"provenance": ...}``), and the figures (PNG + PDF)."""
-    from ..io import atomic_write_json
-    import pandas as pd
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for s in summaries:
-        tag = _safe(s.label)
-        with atomic_path(out / f"tie-{tag}.csv") as tmp:
-            s.table().to_csv(tmp, index=False, float_format="%.6f")
-        paths[f"table_{tag}"] = out / f"tie-{tag}.csv"
-        with atomic_path(out / f"tie-{tag}-matrix.csv") as tmp:
-            pd.DataFrame(s.matrix, index=pd.Index(np.arange(1, s.blocks + 1), name="block")).to_csv(
-                tmp, float_format="%.6f")
-        paths[f"matrix_{tag}"] = out / f"tie-{tag}-matrix.csv"
-        paths[f"heatmap_{tag}"] = plot_heatmap(s, out / f"tie-{tag}-heatmap")[0]
-        paths[f"bars_{tag}"] = plot_block_bars(s, out / f"tie-{tag}-mean")[0]
-    by_blocks: dict[int, list[TIESummary]] = {}
-    for s in summaries:
-        by_blocks.setdefault(s.blocks, []).append(s)
-    for blocks, group in by_blocks.items():
-        name = "importance" if len(by_blocks) == 1 else f"importance-{blocks}blocks"
-        paths[name] = plot_winner_histogram(group, out / name)[0]
-    paths["json"] = atomic_write_json(out / "tie.json", {"heads": [s.stats() for s in summaries], **(extra or {})})
-    return paths
+@dataclass
+class TIEReport(AnalysisResult):
+    """The TIE importances of one or more heads (:func:`summarize_heads`); :meth:`write` writes their tables,
+    figures and ``tie.json``."""
+
+    heads: list[TIESummary]
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """CSV per head (``tie-<label>.csv``: block, mean_importance, winner_fraction), the matrix
+        (``tie-<label>-matrix.csv``), ``tie.json`` (the run summary: ``{"heads": [stats per head], **record}``)
+        and the figures (PNG + PDF); returns ``{name: path}``."""
+        import pandas as pd
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for s in self.heads:
+            tag = _safe(s.label)
+            with atomic_path(out / f"tie-{tag}.csv") as tmp:
+                s.table().to_csv(tmp, index=False, float_format="%.6f")
+            paths[f"table_{tag}"] = out / f"tie-{tag}.csv"
+            with atomic_path(out / f"tie-{tag}-matrix.csv") as tmp:
+                pd.DataFrame(s.matrix, index=pd.Index(np.arange(1, s.blocks + 1), name="block")).to_csv(
+                    tmp, float_format="%.6f")
+            paths[f"matrix_{tag}"] = out / f"tie-{tag}-matrix.csv"
+            paths[f"heatmap_{tag}"] = plot_heatmap(s, out / f"tie-{tag}-heatmap")[0]
+            paths[f"bars_{tag}"] = plot_block_bars(s, out / f"tie-{tag}-mean")[0]
+        by_blocks: dict[int, list[TIESummary]] = {}
+        for s in self.heads:
+            by_blocks.setdefault(s.blocks, []).append(s)
+        for blocks, group in by_blocks.items():
+            name = "importance" if len(by_blocks) == 1 else f"importance-{blocks}blocks"
+            paths[name] = plot_winner_histogram(group, out / name)[0]
+        paths["json"] = atomic_write_json(out / "tie.json", {"heads": [s.stats() for s in self.heads], **self.record})
+        return paths
+
+
+def summarize_heads(sources: Sequence[Any], labels: Sequence[str]) -> TIEReport:
+    """:func:`summarize` of each head in ``sources`` (paths, state dicts, modules or alpha tensors) with its
+    label, as one :class:`TIEReport`."""
+    if len(labels) != len(sources):
+        raise ValueError(f"{len(labels)} labels for {len(sources)} heads")
+    return TIEReport([summarize(source, label) for source, label in zip(sources, labels)])
 
 
 def _safe(label: str) -> str:

@@ -14,10 +14,11 @@ The TIE importance of a block is its mean softmax weight over the channels
 is compared with it by Spearman's rho and Kendall's tau (scipy), with percentile bootstrap confidence
 intervals over images (``n_boot`` resamples of the group's images, seeded).
 
-Outputs (:func:`write_outputs`): ``tie_vs_lrp.csv`` (per block: TIE importance, mean share per group),
+Outputs (:meth:`Comparison.write`): ``tie_vs_lrp.csv`` (per block: TIE importance, mean share per group),
 ``correlations.csv`` (group, statistic, value, CI), ``per_image.csv``, ``tie_vs_lrp.json``, the
-side-by-side bar chart and a per-image grid (image, CP-LRP pixel map through the ViT
-(:mod:`forensics.explain.vit_lrp`), per-block relevance share vs TIE).
+side-by-side bar chart; :func:`write_image_grid` and :func:`write_block_maps` add the figures that run the
+detector again (a per-image grid: image, CP-LRP pixel map through the ViT (:mod:`forensics.explain.vit_lrp`),
+per-block relevance share vs TIE; per-block pixel maps and Grad-CAM).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from ..data import ImageDataset, ImageRecord, RunSummary
 from ..detectors import Detector
 from ..explain.lrp import LRPEngine
 from ..io import atomic_path, atomic_write_json
+from .result import AnalysisResult
 from .tie import importance_matrix, mean_importance
 from ..errors import DatasetLayoutError
 
@@ -114,9 +116,10 @@ def _corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 @dataclass
-class Comparison:
+class Comparison(AnalysisResult):
     """TIE importance vs mean LRP share: ``tie`` ``[blocks]``, ``mean_share`` ``{group: [blocks]}``,
-    ``correlations`` rows (group, n, statistic, value, ci_low, ci_high), ``shares`` ``[N, blocks]``."""
+    ``correlations`` rows (group, n, statistic, value, ci_low, ci_high), ``shares`` ``[N, blocks]``;
+    :meth:`write` writes the tables, the bars and ``tie_vs_lrp.json`` (with :attr:`record` after the numbers)."""
 
     tie: np.ndarray
     mean_share: dict[str, np.ndarray]
@@ -135,6 +138,34 @@ class Comparison:
     def correlation_table(self):
         import pandas as pd
         return pd.DataFrame(self.correlations)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """``tie_vs_lrp.csv``, ``correlations.csv``, ``per_image.csv``, the bars ``tie_vs_lrp.{png,pdf}`` and
+        ``tie_vs_lrp.json`` (settings, correlations, means, counts, skipped files, then :attr:`record`) under
+        ``out_dir``; returns ``{name: path}``. The figures that need the detector are :func:`write_image_grid`
+        and :func:`write_block_maps`."""
+        import pandas as pd
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for name, frame in (("tie_vs_lrp", self.table()), ("correlations", self.correlation_table())):
+            with atomic_path(out / f"{name}.csv") as tmp:
+                frame.to_csv(tmp, index=False, float_format="%.6f")
+            paths[name] = out / f"{name}.csv"
+        d = self.data
+        per_image = pd.DataFrame({"path": [str(r.path) for r in d.records], "label": d.labels, "logit": d.logits,
+                                  "included": d.included})
+        for b in range(d.relevance.shape[1]):
+            per_image[f"R_block{b + 1}"] = d.relevance[:, b]
+        with atomic_path(out / "per_image.csv") as tmp:
+            per_image.to_csv(tmp, index=False, float_format="%.6g")
+        paths["per_image"] = out / "per_image.csv"
+        paths["bars"] = plot_bars(self, out / "tie_vs_lrp")[0]
+        paths["json"] = atomic_write_json(out / "tie_vs_lrp.json", {
+            "settings": self.settings, "correlations": self.correlations, "tie": self.tie,
+            "mean_share": self.mean_share, "counts": {g: int(len(d.group(g))) for g in GROUPS},
+            "n_images": len(d.records), "skipped": [list(s) for s in d.summary.skipped], **self.record})
+        return paths
 
 
 def compare(data: BlockRelevance, tie: np.ndarray, *, share: str = "abs", n_boot: int = 1000, ci: float = 0.95,
@@ -224,31 +255,6 @@ def plot_image_grid(images: np.ndarray, pixel: np.ndarray, shares: np.ndarray, t
             ax.set_xlabel("Transformer block", fontsize=7)
     fig.tight_layout()
     return plots.save_figure(fig, path, dpi=150)
-
-
-def write_outputs(comp: Comparison, out_dir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    import pandas as pd
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for name, frame in (("tie_vs_lrp", comp.table()), ("correlations", comp.correlation_table())):
-        with atomic_path(out / f"{name}.csv") as tmp:
-            frame.to_csv(tmp, index=False, float_format="%.6f")
-        paths[name] = out / f"{name}.csv"
-    d = comp.data
-    per_image = pd.DataFrame({"path": [str(r.path) for r in d.records], "label": d.labels, "logit": d.logits,
-                              "included": d.included})
-    for b in range(d.relevance.shape[1]):
-        per_image[f"R_block{b + 1}"] = d.relevance[:, b]
-    with atomic_path(out / "per_image.csv") as tmp:
-        per_image.to_csv(tmp, index=False, float_format="%.6g")
-    paths["per_image"] = out / "per_image.csv"
-    paths["bars"] = plot_bars(comp, out / "tie_vs_lrp")[0]
-    paths["json"] = atomic_write_json(out / "tie_vs_lrp.json", {
-        "settings": comp.settings, "correlations": comp.correlations, "tie": comp.tie,
-        "mean_share": comp.mean_share, "counts": {g: int(len(d.group(g))) for g in GROUPS},
-        "n_images": len(d.records), "skipped": [list(s) for s in d.summary.skipped], **(extra or {})})
-    return paths
 
 
 def tie_importance(detector: Detector) -> np.ndarray:

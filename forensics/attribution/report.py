@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..analysis.result import AnalysisResult
 from ..io import atomic_write_json, atomic_write_text
 from .openset import TABLE_METRICS, BlockResult, best_block
 
@@ -34,14 +35,19 @@ def _csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 @dataclass
-class AttributionReport:
-    """Results of :func:`~forensics.attribution.openset.run_blocks` plus the run's settings."""
+class AttributionReport(AnalysisResult):
+    """Results of :func:`~forensics.attribution.openset.run_blocks` plus the run's settings (its :attr:`record`,
+    the summary's ``"settings"``)."""
 
     results: list[BlockResult]
     classes: list[str]
     n_known: int
     select: str = "auroc"
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.settings
 
     @property
     def best(self) -> BlockResult:
@@ -63,8 +69,11 @@ class AttributionReport:
                                      *(f"{100 * r[m]:.1f}" for m in TABLE_METRICS)]))
         return "\n".join(lines)
 
-    def write(self, out: str | Path, figures: bool = True) -> dict[str, Path]:
-        out = Path(out)
+    def write(self, out_dir: str | Path, *, figures: bool = True) -> dict[str, Path]:
+        """``results.csv`` (per block), ``sweep.csv``, ``unknown_details.csv``, ``summary.json`` (settings,
+        classes, best block, per-block metrics and sweeps) and, with ``figures``, the figures (PNG + PDF) under
+        ``out_dir``; returns ``{name: path}``."""
+        out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
         paths["results"] = atomic_write_text(out / "results.csv", _csv(self.rows()))
