@@ -26,7 +26,7 @@ import torch
 
 from forensics.analysis.embed import SITES, embed
 from forensics.cli import run, setup_logging
-from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args, describe
+from forensics.cli.analysis_args import add_crop_arg, add_data_args, add_detector_args, add_run_args
 from forensics.cli.inputs import record_run, resolve_inputs
 from forensics.cli.layout_args import add_layout_args
 from forensics.cli.sharding import add_resume_args, sharded_session
@@ -76,8 +76,8 @@ def embed_main(args: argparse.Namespace, session) -> int:
     tag = "head" if args.block is None and args.site is None else f"blocks_{args.site or 'ln_2'}"
     out = out_root / label / tag
     records = [r for recs in sets.values() for r in recs]
-    result.annotate(args=describe(args), detector=label)  # "detector" can't go through record_run's entries
-    record_run(result, args, detector, files=records, session=session, weights=detector.weights_source)
+    record_run(result, args, detector, files=records, session=session, detector=label,
+               weights=detector.weights_source)
     names = ", ".join(sets) if len(sets) <= 4 else f"{len(sets)} sets"
     paths = result.write(out, title=f"{label}: feature space ({names})")
     print(f"t-SNE of {label}'s features ({result.settings['features']}) on {names}")

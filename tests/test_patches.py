@@ -109,7 +109,7 @@ def test_rankings_patches_and_files(fakes, tmp_path):
         assert values == sorted(values, reverse=True)
         expected = sorted(rec.key(key).tolist(), reverse=True)
         np.testing.assert_allclose(values, expected, rtol=1e-5)
-    paths = ranking.write(tmp_path / "rank")
+    paths = ranking.write_csvs(tmp_path / "rank")
     assert list(np.genfromtxt(paths[str(keys[0])], delimiter=",", dtype=str)[0]) == ["name", "max_act"]
 
     patches = extract_patches(det, ranking, num_instances=3, batch_size=2, progress=False)

@@ -113,8 +113,9 @@ class ActivationRanking:
         return pd.DataFrame({"name": [str(r.path) for r, _ in self.rows[str(key)]],
                              "max_act": [v for _, v in self.rows[str(key)]]})
 
-    def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """``<out_dir>/<key>.csv`` per map (the reference's ``activation_rankings`` files). Atomic."""
+    def write_csvs(self, out_dir: str | Path) -> dict[str, Path]:
+        """``<out_dir>/<key>.csv`` per map (the reference's ``activation_rankings`` files; a part of
+        :class:`PatchStudy`'s outputs, which writes them with the patches and the summary). Atomic."""
         return {str(k): atomic_write_csv(Path(out_dir) / f"{k}.csv", self.frame(k), index=False) for k in self.keys}
 
 
@@ -226,7 +227,7 @@ class PatchStudy(AnalysisResult):
         ``{name: path}`` (``ranking/<key>``, ``patch/<key>/<rank>``, ``patches_index``, ``collage``,
         ``summary``)."""
         out = Path(out_dir)
-        paths = {f"ranking/{k}": p for k, p in self.ranking.write(out / "activation_rankings").items()}
+        paths = {f"ranking/{k}": p for k, p in self.ranking.write_csvs(out / "activation_rankings").items()}
         paths.update(self._write_patches(out / "patches", quality))
         chosen = {str(key): out / "patches" / map_folder(key) for key in self.ranking.keys[:collage_maps]}
         if title is None:

@@ -142,14 +142,15 @@ def resolve_inputs(args: argparse.Namespace, *, split: str = "test", single: boo
     return RunInputs(detector, label, sets, root, have_classes, bench)
 
 
-def record_run(result, args: argparse.Namespace, detector: Any = None, files: Any = None, session: Any = None,
+def record_run(result, args: argparse.Namespace, model: Any = None, /, *, files: Any = None, session: Any = None,
                **entries: Any):
     """Annotate an analysis result with what every summary records about its run, in this order: the
-    arguments (``args``), ``entries`` (e.g. ``weights=``), the provenance of ``detector`` and ``files`` (unless
-    the analysis recorded it already) and, under torchrun, the ``session``'s layout; returns the result."""
+    arguments (``args``), ``entries`` (e.g. ``weights=``, ``detector=``), the provenance of ``model`` (the
+    detector or backbone) and ``files`` (unless the analysis recorded it already) and, under torchrun, the
+    ``session``'s layout; returns the result."""
     result.annotate(args=describe(args), **entries)
     if "provenance" not in result.record:
-        result.annotate(provenance=provenance.collect(detector, files=files))
+        result.annotate(provenance=provenance.collect(model, files=files))
     if session is not None and session.sharded:
         result.annotate(distributed=session.report())
     return result
