@@ -126,7 +126,7 @@ def resolve_inputs(args: argparse.Namespace, *, split: str = "test", single: boo
             defaults = {"every": None, "families": bench.families, "train_family": [bench.train_family]}[default_sets]
         layout, options = "forensynths", None
     else:
-        require_explicit(args, "dataset_dir", *(("gan_name",) if single else ()), *need)
+        require_explicit(args, "detector", "dataset_dir", *(("gan_name",) if single else ()), *need)
         detector = resolve_detector(args)
         label, bench, root, have_classes, defaults = detector.name, None, Path(args.dataset_dir), args.have_classes, None
         layout = getattr(args, "layout", "forensynths")
