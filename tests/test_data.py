@@ -489,9 +489,9 @@ def test_run_summary_log(caplog):
     msgs = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert msgs == [(logging.WARNING, "skipped a.png: empty file (0 bytes)"),
                     (logging.WARNING, "skipped b.png: not an image"),
-                    (logging.WARNING, "used 1 of 3 images; skipped 2 unreadable file(s)")]
+                    (logging.WARNING, "used 1 of 3 images; skipped 2 file(s) (unreadable, or listed by the reader)")]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="test.summary"):
         RunSummary(total=2, used=2).log(logger)
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.INFO, "used 2 of 2 images; skipped 0 unreadable file(s)")]
+        (logging.INFO, "used 2 of 2 images; skipped 0 file(s) (unreadable, or listed by the reader)")]

@@ -209,11 +209,13 @@ def test_pairs_matched_by_stem_never_by_order(tmp_path, pattern, caplog):
     with caplog.at_level(logging.WARNING):
         recs = load_sets(root, layout="pairs", options=LayoutOptions(mask_pattern=pattern))["CocoGlide"]
     assert "1 image(s) without a mask" in caplog.text and "1 mask(s) match no image" in caplog.text
-    by_name = {r.path.stem: r for r in recs}
+    by_name = {r.path.stem: r for r in recs if not r.skip}
     assert by_name["a"].mask.name == pattern.format(stem="a") and by_name["c"].mask is None
     assert by_name["r"].label == 0
+    orphan = pattern.format(stem="zz_orphan")
+    assert [r.skip for r in recs if r.skip] == [f"mask without an image: {orphan}"]  # a listed skip
     batches, summary = read_all(recs, masks=True)
-    assert [p for p, _ in summary.skipped] == [str(root / "fake" / "c.png")]
+    assert [p for p, _ in summary.skipped] == [str(root / "fake" / "c.png"), str(root / "mask" / orphan)]
     got = {Path(p).stem: m for b in batches for p, m in zip(b.paths, b.masks)}
     assert got["a"][6:, 8:].all() and got["a"].sum() == 8 * 6
     assert got["b"][:4, :4].all() and got["b"].sum() == 16

@@ -200,8 +200,8 @@ class RunSummary:
         for path, reason in self.skipped:
             logger.warning("skipped %s: %s", path, reason)
         level = logging.WARNING if self.skipped else logging.INFO
-        logger.log(level, "used %d of %d images; skipped %d unreadable file(s)", self.used, self.total,
-                   len(self.skipped))
+        logger.log(level, "used %d of %d images; skipped %d file(s) (unreadable, or listed by the reader)",
+                   self.used, self.total, len(self.skipped))
 
     def to_dict(self) -> dict[str, Any]:
         return {"total": self.total, "used": self.used, "num_skipped": len(self.skipped),

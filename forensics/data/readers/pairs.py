@@ -5,8 +5,10 @@ separate folder and get all-zero masks when masks are used.
 
 Default folders (relative to the root): images in the first of :data:`IMAGE_DIRS` that exists,
 masks in the first of :data:`MASK_DIRS`, reals in the first of :data:`REAL_DIRS` (none: fakes only).
-Mask files that match no image, and images without a mask, are logged with their names (the latter
-are kept: scoring needs no mask; a run that needs masks lists each one as skipped).
+Images without a mask are logged with their names and kept (scoring needs no mask; a run that needs
+masks lists each one as skipped). Mask files that match no image are logged and returned after the
+images as *listed skips* (records with ``skip`` set, reason :data:`NO_IMAGE`: never decoded, counted in
+the run's :class:`~forensics.data.RunSummary`), as the polygons layout does with its unmatched keys.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 IMAGE_DIRS: tuple[str, ...] = ("fake", "fakes", "tampered", "manipulated", "images", "image")
 MASK_DIRS: tuple[str, ...] = ("mask", "masks", "gt", "groundtruth", "ground_truth")
 REAL_DIRS: tuple[str, ...] = ("real", "reals", "authentic", "original", "pristine")
+#: Skip reason of a mask file that matches no image (the mask's name follows the colon).
+NO_IMAGE = "mask without an image"
 
 
 def find_dir(root: Path, given: Path | None, candidates: tuple[str, ...], what: str, required: bool = True
@@ -60,6 +64,7 @@ def pairs(root: Path, image_dir: Path | None = None, mask_dir: Path | None = Non
     if missing:
         log.warning("%s: %d image(s) without a mask (%s): %s", images_dir, len(missing), mask_pattern,
                     ", ".join(p.name for p in missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    orphans: list[Path] = []
     if cap is None:
         used = {m.resolve() for m in expected.values()}
         orphans = [m for m in list_files(masks_dir, recursive=True) if m.resolve() not in used]
@@ -68,4 +73,5 @@ def pairs(root: Path, image_dir: Path | None = None, mask_dir: Path | None = Non
                         ", ".join(p.name for p in orphans[:10]) + (" ..." if len(orphans) > 10 else ""))
     reals = cap_files(list_files(reals_dir, recursive=True), cap) if reals_dir is not None else []
     return ([ImageRecord(p, 0, reals_dir.name) for p in reals]
-            + [ImageRecord(p, 1, root.name, mask=m if m.is_file() else None) for p, m in expected.items()])
+            + [ImageRecord(p, 1, root.name, mask=m if m.is_file() else None) for p, m in expected.items()]
+            + [ImageRecord(m, 1, "unmatched", skip=f"{NO_IMAGE}: {m.name}") for m in orphans])
