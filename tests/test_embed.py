@@ -66,6 +66,22 @@ def test_tsne_deterministic_and_separates_separated_classes():
         tsne_2d(x[:3])
 
 
+def test_neighbour_agreement_tells_which_set_mixes_with_the_reals():
+    """Reals at 0, the fakes of set 'apart' far away, those of set 'mixed' among the reals: every neighbour of an
+    'apart' fake is a fake, an image of the mixed pair agrees about half the time."""
+    from forensics.analysis.embed import neighbour_agreement
+    rng = np.random.default_rng(0)
+    reals, mixed, apart = rng.normal(0, 1, (40, 2)), rng.normal(0, 1, (40, 2)), rng.normal(50, 1, (40, 2))
+    points = np.concatenate([reals, mixed, apart])
+    labels = np.array([0] * 40 + [1] * 80)
+    sets = np.array(["real"] * 40 + ["mixed"] * 40 + ["apart"] * 40, dtype=object)
+    rows = {(r["set"], r["class"]): r for r in neighbour_agreement("v", sets, labels, points, points)}
+    assert rows[("apart", "fake")]["neighbours_same_2d"] == 1.0 and rows[("apart", "fake")]["n"] == 40
+    assert 0.3 < rows[("mixed", "fake")]["neighbours_same_2d"] < 0.7
+    assert 0.3 < rows[("real", "real")]["neighbours_same_features"] < 0.7
+    assert set(rows) == {("real", "real"), ("mixed", "fake"), ("apart", "fake")}
+
+
 def _mini_set(root: Path, n: int = 8, size: int = 40) -> Path:
     """Two ForenSynths sets; reals dark noise, fakes bright stripes (well apart in any feature space), and one
     broken file."""
@@ -141,6 +157,9 @@ def test_cli_writes_coordinates_figures_and_report(tmp_path, capsys):
     assert summary["views"][0]["dims"] == 2048 and summary["views"][0]["pca"] == len(frame)
     assert summary["views"][0]["knn_accuracy_2d"] >= 0.9 and summary["views"][0]["knn_accuracy_features"] >= 0.9
     assert "provenance" in summary and summary["report"]["table"] == "embed-views.csv"
+    sets = pd.read_csv(folder / "embed-sets.csv")
+    assert sorted(sets.set.unique()) == ["gan_a", "gan_b"] and sets.n.sum() == len(frame)
+    assert (sets.neighbours_same_features >= 0.9).all()  # stripes vs dark noise: apart in feature space
     assert list(summary)[-4:] == ["args", "detector", "weights", "provenance"]  # the run's record, in order
     assert summary["report"]["title"] == "resnet50: feature space (gan_a, gan_b)"
     for name in ("embed-label", "embed-source"):

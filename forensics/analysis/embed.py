@@ -22,7 +22,9 @@ practice, which also makes t-SNE's neighbour search fast), then t-SNE (scikit-le
 ``learning_rate="auto"``, seeded; the perplexity is capped at ``(n - 1) / 3`` for small sets). The same
 seed gives the same coordinates. How well the classes separate is measured both on the 2-D map and in the
 (PCA) feature space (:func:`separation`: leave-one-out kNN accuracy of the label with k = 10, and the
-silhouette score), since t-SNE can both create and hide clusters.
+silhouette score), since t-SNE can both create and hide clusters; and per set and class
+(:func:`neighbour_agreement`: the mean share of an image's 10 nearest neighbours that carry its label, in 2-D and
+in feature space), which says which generators' fakes the detector keeps apart from the reals.
 """
 from __future__ import annotations
 
@@ -228,6 +230,34 @@ def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = KNN_K) -> floa
     return float((pred == labels).mean())
 
 
+def neighbour_share(points: np.ndarray, labels: np.ndarray, k: int = KNN_K) -> np.ndarray:
+    """Per point: the share of its ``k`` nearest other points that carry its label."""
+    from sklearn.neighbors import NearestNeighbors
+    k = min(k, len(points) - 1)
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
+    return (labels[idx[:, 1:]] == labels[:, None]).mean(axis=1)
+
+
+def neighbour_agreement(view: str, sets: np.ndarray, labels: np.ndarray, plane: np.ndarray, flat: np.ndarray
+                        ) -> list[dict[str, Any]]:
+    """Rows (view, set, class, n, share in 2-D, share in feature space) of :func:`neighbour_share`'s mean per
+    set and class (labelled images only)."""
+    known = labels >= 0
+    two_d, feat = np.full(len(labels), np.nan), np.full(len(labels), np.nan)
+    if min((labels == 0).sum(), (labels == 1).sum()) >= 2:
+        two_d[known] = neighbour_share(plane[known], labels[known])
+        feat[known] = neighbour_share(flat[known], labels[known])
+    rows = []
+    for name in dict.fromkeys(sets):
+        for c in (0, 1):
+            members = (sets == name) & (labels == c)
+            if members.any():
+                rows.append({"view": view, "set": name, "class": CLASS_NAMES[c], "n": int(members.sum()),
+                             "neighbours_same_2d": float(two_d[members].mean()),
+                             "neighbours_same_features": float(feat[members].mean())})
+    return rows
+
+
 def separation(points: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """kNN accuracy and silhouette of real vs fake on ``points`` (NaN without two labelled classes)."""
     from sklearn.metrics import silhouette_score
@@ -243,14 +273,15 @@ def separation(points: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 class Embedding(AnalysisResult):
     """The 2-D map of every view: ``frame`` (one row per kept image and view, :data:`COLUMNS`),
     ``views`` (per view: dims, PCA, perplexity, separation in 2-D and in feature space), ``sampling``
-    (per class: total, kept, dropped), the pass's ``summary`` and the ``settings``; :attr:`record` follows
-    them in ``embed.json``."""
+    (per class: total, kept, dropped), the pass's ``summary``, the ``settings`` and ``agreement`` (per view,
+    set and class: :func:`neighbour_agreement`); :attr:`record` follows them in ``embed.json``."""
 
     frame: Any
     views: list[dict[str, Any]]
     sampling: list[dict[str, Any]]
     summary: RunSummary
     settings: dict[str, Any]
+    agreement: list[dict[str, Any]] = field(default_factory=list)
 
     def view_table(self):
         import pandas as pd
@@ -266,6 +297,12 @@ class Embedding(AnalysisResult):
             sil = [f"{v[k]:8.3f}" if np.isfinite(v[k]) else "     nan" for k in ("silhouette_2d", "silhouette_features")]
             lines.append(f"{v['view'][:28]:<28} {v['dims']:>5} {v['pca'] or '-':>4} {v['perplexity']:5.1f}  "
                          f"{vals[0]} {vals[1]:>8} {sil[0]} {sil[1]:>9}")
+        if self.agreement:
+            lines.append(f"share of the {KNN_K} nearest neighbours with the same label (%), per set and class:")
+            lines.append(f"{'view':<28} {'set':<16} {'class':<5} {'n':>5}  {'2-D':>5} {'feat':>5}")
+            lines += [f"{a['view'][:28]:<28} {str(a['set'])[:16]:<16} {a['class']:<5} {a['n']:>5}  "
+                      f"{100 * a['neighbours_same_2d']:5.1f} {100 * a['neighbours_same_features']:5.1f}"
+                      for a in self.agreement]
         return "\n".join(lines)
 
     def default_title(self) -> str:
@@ -284,6 +321,9 @@ class Embedding(AnalysisResult):
         paths = {"csv": out / f"{STEM}.csv", "views": out / f"{STEM}-views.csv", "json": out / f"{STEM}.json"}
         atomic_write_csv(paths["csv"], self.frame, index=False)
         atomic_write_csv(paths["views"], self.view_table(), index=False)
+        if self.agreement:
+            import pandas as pd
+            paths["sets"] = atomic_write_csv(out / f"{STEM}-sets.csv", pd.DataFrame(self.agreement), index=False)
         for colour in ("label", "source"):
             paths[f"figure_{colour}"] = plot_embedding(self.frame, colour, out / f"{STEM}-{colour}", title,
                                                        self.views)[0]
@@ -310,7 +350,8 @@ def embed(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *, max_
                              transform=transform, num_workers=num_workers, progress=progress)
     labels = np.array([label_of(r) for r in feats.records], dtype=int)
     import pandas as pd
-    frames, views = [], []
+    frames, views, agreement = [], [], []
+    set_names = np.array([set_of[id(r)] for r in feats.records], dtype=object)
     for v, name in enumerate(feats.views):
         reduced, info = reduce_pca(feats.values[:, v], pca_dims, seed)
         coords, used = tsne_2d(reduced, seed=seed, perplexity=perplexity)
@@ -318,6 +359,7 @@ def embed(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *, max_
         views.append({"view": name, "n": len(coords), **info, "perplexity": used,
                       "knn_accuracy_2d": plane["knn_accuracy"], "knn_accuracy_features": flat["knn_accuracy"],
                       "silhouette_2d": plane["silhouette"], "silhouette_features": flat["silhouette"]})
+        agreement += neighbour_agreement(name, set_names, labels, coords, reduced)
         frames.append(pd.DataFrame({
             "path": [r.ref for r in feats.records], "set": [set_of[id(r)] for r in feats.records],
             "source": [r.source for r in feats.records], "category": [r.category for r in feats.records],
@@ -325,4 +367,4 @@ def embed(detector: Detector, sets: Mapping[str, Sequence[ImageRecord]], *, max_
     settings = {"detector": detector.name, "features": feats.kind, "site": site, "blocks": blocks,
                 "max_images": max_images, "seed": seed, "perplexity": perplexity, "pca_dims": pca_dims,
                 "knn_k": KNN_K, "listed": len(pairs), "sampled": len(kept), "projected": len(feats.records)}
-    return Embedding(pd.concat(frames, ignore_index=True), views, sampling, feats.summary, settings)
+    return Embedding(pd.concat(frames, ignore_index=True), views, sampling, feats.summary, settings, agreement)
