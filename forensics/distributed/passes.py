@@ -41,6 +41,9 @@ class ShardPass:
         self.summary = RunSummary()
         self.done = 0  # shard items consumed (readable or not) as of the last completed batch
         self.complete = False
+        #: True while the caller processes a batch after which a checkpoint is saved (the caller's own
+        #: buffers must be in :attr:`state` by then).
+        self.saving = False
         self._files = files_digest(records) if run.checkpointing is not None else ""
         self._settings = (settings_digest(dict(run.checkpointing.settings)) if run.checkpointing is not None
                           else "")
@@ -128,6 +131,7 @@ class ShardPass:
         count = 0
         for batch in iter_batches(dataset, batch_size=batch_size, num_workers=num_workers, **loader_kwargs):
             self.summary.add(batch)
+            self.saving = bool(every) and (count + 1) % every == 0
             yield batch
             consumed = len(batch) + len(batch.skipped)
             self.done += consumed
