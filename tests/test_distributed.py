@@ -332,3 +332,35 @@ def test_two_ranks_sigkilled_then_resumed_equal_one_process(setup, tmp_path):
     info = json.loads(out.with_suffix(".json").read_text())["distributed"]
     assert info["resumed"] and info["world_size"] == 2 and sum(info["images_per_rank"]) < 7, info  # only the rest
     assert not ckdir.exists()
+
+
+def test_collect_rows_keeps_few_tensors_in_input_order(tmp_path, monkeypatch):
+    """Rows are buffered and moved into the pass state in chunks (not one tensor per batch: that fragmented the
+    heap at 100k images, bench/README.md), in input order, the unreadable file listed, dtypes kept."""
+    import forensics.distributed.rows as rows_module
+    paths = _images(tmp_path / "img", 9)
+    paths.insert(4, tmp_path / "img" / "broken.png")
+    paths[4].write_bytes(b"not an image")
+    records = [ImageRecord(p, i % 2, "s") for i, p in enumerate(paths)]
+    monkeypatch.setattr(rows_module, "FLUSH_ROWS", 4)
+    kept_states = []
+
+    def step(batch):
+        mean = batch.images.mean(dim=(1, 2, 3))
+        return {"mean": mean, "index": torch.tensor(batch.indices, dtype=torch.int64),
+                "half": mean.to(torch.bfloat16)}
+    from forensics.distributed.passes import ShardPass
+    original = ShardPass.finish
+
+    def spy(self):
+        kept_states.append({k: len(v) for k, v in self.state.items() if k != "indices"})
+        return original(self)
+    monkeypatch.setattr(ShardPass, "finish", spy)
+    from torchvision import transforms as T
+    indices, rows, summary = rows_module.collect_rows(records, step, ("mean", "index", "half"),
+                                                      transform=T.ToTensor(), batch_size=2)
+    assert indices == [0, 1, 2, 3, 5, 6, 7, 8, 9] and rows["index"].tolist() == indices
+    assert [p for p, _ in summary.skipped] == [str(paths[4])]
+    assert rows["mean"].dtype == torch.float32 and rows["half"].dtype == torch.bfloat16
+    # batches fill with readable images: [0, 1] [2, 3] | [5, 6] [7, 8] | [9] -> 3 chunks, not 5 tensors
+    assert kept_states == [{"mean": 3, "index": 3, "half": 3}]
