@@ -73,8 +73,10 @@ def mask_grid(ev: Evaluation, rows: int = 6):
     for m, r in sorted(ev.methods.items(), key=lambda kv: not kv[1].reference):   # references first
         maps[m], signed[m] = r.heat.numpy()[idx], r.signed
     labels = [f"p={float(1 / (1 + np.exp(-ev.logits[i]))):.2f}" for i in idx]
+    beside = ("the ground-truth mask and the pixel difference to the base" if ev.data.base_display is not None
+              else "the mask (taken on trust: no bases)")
     return explanation_grid(ev.data.display[idx], maps, signed=signed, row_labels=labels,
-                            title=f"{ev.detector}: heatmaps (target fake) beside the ground-truth mask and the pixel difference to the base")
+                            title=f"{ev.detector}: heatmaps (target fake) beside {beside}")
 
 
 __all__ = ["curve_figure", "mask_grid", "randomisation_figure"]
