@@ -128,10 +128,6 @@ MOVED = {  # old module: {name: new module}
         "sort_ranking": "fmap_ranking", "topk": "fmap_ranking", "lowk": "fmap_ranking", "layer_share": "fmap_ranking",
         "omega_curve": "fmap_ranking", "plot_omega": "fmap_ranking", "CSV_HEADER": "fmap_ranking",
         "write_ranking_csv": "fmap_ranking", "read_ranking_csv": "fmap_ranking"},
-    "forensics.analysis.evaluate": {
-        "compare_rgb_gray": "color_comparison", "ColorComparison": "color_comparison",
-        "PerturbationStudy": "perturbation_study", "evaluate_perturbations": "perturbation_study",
-        "evaluate_sweep": "perturbation_study", "CLEAN": "perturbation_study"},
     "forensics.data.synthetic": {
         "BenchmarkConfig": "config", "FAMILIES": "config", "REAL_DIR": "config", "FAKE_DIR": "config",
         "config_from_dict": "config", "_rng": "seeding", "_torch_seed": "seeding", "deterministic_torch": "seeding",
