@@ -218,13 +218,19 @@ def tsne_2d(features: np.ndarray, *, seed: int = 0, perplexity: float = 30.0) ->
     return coords.astype(np.float64), used
 
 
-def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = KNN_K) -> float:
-    """Leave-one-out accuracy of the majority label of each point's ``k`` nearest other points (a tie
-    goes to the nearest neighbour's label)."""
+def neighbour_labels(points: np.ndarray, labels: np.ndarray, k: int = KNN_K) -> np.ndarray:
+    """``[n, k]``: the labels of each point's ``k`` nearest other points, nearest first (the one neighbour search
+    behind :func:`knn_accuracy` and :func:`neighbour_share`)."""
     from sklearn.neighbors import NearestNeighbors
     k = min(k, len(points) - 1)
     _, idx = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
-    neigh = labels[idx[:, 1:]]
+    return labels[idx[:, 1:]]
+
+
+def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = KNN_K) -> float:
+    """Leave-one-out accuracy of the majority label of each point's ``k`` nearest other points (a tie
+    goes to the nearest neighbour's label)."""
+    neigh = neighbour_labels(points, labels, k)
     vote = (neigh == 1).mean(axis=1)
     pred = np.where(vote == 0.5, neigh[:, 0], (vote > 0.5).astype(int))
     return float((pred == labels).mean())
@@ -232,10 +238,7 @@ def knn_accuracy(points: np.ndarray, labels: np.ndarray, k: int = KNN_K) -> floa
 
 def neighbour_share(points: np.ndarray, labels: np.ndarray, k: int = KNN_K) -> np.ndarray:
     """Per point: the share of its ``k`` nearest other points that carry its label."""
-    from sklearn.neighbors import NearestNeighbors
-    k = min(k, len(points) - 1)
-    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
-    return (labels[idx[:, 1:]] == labels[:, None]).mean(axis=1)
+    return (neighbour_labels(points, labels, k) == labels[:, None]).mean(axis=1)
 
 
 def neighbour_agreement(view: str, sets: np.ndarray, labels: np.ndarray, plane: np.ndarray, flat: np.ndarray
